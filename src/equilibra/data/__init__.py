@@ -1,0 +1,1 @@
+"""Data: canonical frames, readers for known formats, interactions, cleaning, synthetic shops."""

@@ -1,0 +1,346 @@
+"""The SQL both backends share; each backend supplies its connection, placeholders and bulk path."""
+
+from __future__ import annotations
+
+import base64
+import json
+import threading
+from abc import abstractmethod
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from equilibra.data.columns import (
+    EVENT_COLUMNS,
+    IMPRESSION_COLUMNS,
+    ITEM_COLUMNS,
+    USER_COLUMNS,
+    Columns,
+)
+from equilibra.store.base import AppendResult, EventPage, ForgetResult, Store, StoreStats
+
+C = Columns
+SCHEMA_VERSION = 1
+
+# Column types are written so the same DDL is valid in SQLite and PostgreSQL.
+TABLES: dict[str, str] = {
+    "events": f"""
+        {C.event_id} TEXT PRIMARY KEY,
+        {C.user} TEXT NOT NULL,
+        {C.item} TEXT NOT NULL,
+        {C.event_type} TEXT NOT NULL,
+        {C.timestamp} DOUBLE PRECISION NOT NULL,
+        {C.value} DOUBLE PRECISION,
+        {C.impression_id} TEXT,
+        {C.context} TEXT""",
+    "items": f"""
+        {C.item} TEXT PRIMARY KEY,
+        {C.title} TEXT,
+        {C.description} TEXT,
+        {C.categories} TEXT,
+        {C.price} DOUBLE PRECISION,
+        {C.available} BOOLEAN NOT NULL DEFAULT TRUE,
+        {C.created_at} DOUBLE PRECISION,
+        {C.attributes} TEXT""",
+    "users": f"""
+        {C.user} TEXT PRIMARY KEY,
+        {C.attributes} TEXT""",
+    "impressions": f"""
+        {C.impression_id} TEXT NOT NULL,
+        {C.position} INTEGER NOT NULL,
+        {C.user} TEXT NOT NULL,
+        {C.item} TEXT NOT NULL,
+        {C.timestamp} DOUBLE PRECISION NOT NULL,
+        {C.propensity} DOUBLE PRECISION NOT NULL,
+        {C.policy} TEXT,
+        {C.explore} BOOLEAN,
+        {C.reward} DOUBLE PRECISION,
+        {C.context} TEXT,
+        PRIMARY KEY ({C.impression_id}, {C.position})""",
+    "meta": "key TEXT PRIMARY KEY, value TEXT",
+}
+INDEXES = (
+    f"CREATE INDEX IF NOT EXISTS events_user ON events ({C.user})",
+    f"CREATE INDEX IF NOT EXISTS events_time ON events ({C.timestamp})",
+    f"CREATE INDEX IF NOT EXISTS impressions_user ON impressions ({C.user})",
+)
+SECONDARY_EVENT_INDEXES = ("events_user", "events_time")
+TABLE_COLUMNS = {
+    "events": EVENT_COLUMNS,
+    "items": ITEM_COLUMNS,
+    "users": USER_COLUMNS,
+    "impressions": IMPRESSION_COLUMNS,
+}
+KEYS = {
+    "events": (C.event_id,),
+    "items": (C.item,),
+    "users": (C.user,),
+    "impressions": (C.impression_id, C.position),
+}
+
+
+def rows_of(frame: pd.DataFrame, columns: Sequence[str]) -> list[tuple[Any, ...]]:
+    """DataFrame -> DB-API rows with NaN/NA turned into NULL and numpy scalars into Python ones."""
+    arrays = []
+    for name in columns:
+        column = frame[name]
+        if pd.api.types.is_float_dtype(column):
+            values = column.to_numpy(dtype=object)
+            values[column.isna().to_numpy()] = None
+        elif pd.api.types.is_bool_dtype(column):
+            values = column.astype(bool).to_numpy(dtype=object)
+        elif pd.api.types.is_integer_dtype(column):
+            values = column.astype(object).where(column.notna(), None).to_numpy()
+        else:
+            values = column.astype(object).where(column.notna(), None).to_numpy()
+        arrays.append(values.tolist() if isinstance(values, np.ndarray) else list(values))
+    return list(zip(*arrays, strict=True))
+
+
+class SqlStore(Store):
+    """Everything but the driver. Subclasses set `placeholder` and implement the hooks."""
+
+    placeholder = "?"
+
+    def __init__(self, url: str):
+        self.url = url
+        # One connection per store; the lock keeps a multi-threaded server's writes in order.
+        self._lock = threading.RLock()
+        self._conn = self._connect()
+        self._create_schema()
+
+    # --- hooks for the backend ----------------------------------------------------------------
+    @abstractmethod
+    def _connect(self) -> Any: ...
+
+    @abstractmethod
+    def _bulk_insert_ignore(
+        self, table: str, columns: Sequence[str], rows: list[tuple[Any, ...]]
+    ) -> int:
+        """Insert rows, skipping those whose key exists; return how many were inserted."""
+
+    # --- schema -------------------------------------------------------------------------------
+    def _create_schema(self) -> None:
+        with self._lock:
+            cur = self._conn.cursor()
+            for table, columns in TABLES.items():
+                cur.execute(f"CREATE TABLE IF NOT EXISTS {table} ({columns})")
+            for statement in INDEXES:
+                cur.execute(statement)
+            cur.execute(
+                self._sql(
+                    "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO NOTHING"
+                ),
+                ("schema_version", str(SCHEMA_VERSION)),
+            )
+            self._conn.commit()
+
+    def _sql(self, statement: str) -> str:
+        return statement if self.placeholder == "?" else statement.replace("?", self.placeholder)
+
+    def _query(self, statement: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        with self._lock:
+            cur = self._conn.cursor()
+            cur.execute(self._sql(statement), tuple(params))
+            return cur.fetchall()
+
+    def _frame(self, statement: str, params: Sequence[Any], columns: Sequence[str]) -> pd.DataFrame:
+        return pd.DataFrame.from_records(self._query(statement, params), columns=list(columns))
+
+    # --- writes -------------------------------------------------------------------------------
+    def append_events(self, events: pd.DataFrame) -> AppendResult:
+        return self._append("events", events)
+
+    def append_impressions(self, impressions: pd.DataFrame) -> AppendResult:
+        return self._append("impressions", impressions)
+
+    def _append(self, table: str, frame: pd.DataFrame) -> AppendResult:
+        if frame.empty:
+            return AppendResult(0, 0)
+        # Columns that are NULL throughout this chunk are left out: binding fewer parameters
+        # per row is the cheapest speed-up SQLite's executemany has (~30 % at 5 of 8 columns).
+        columns = [c for c in TABLE_COLUMNS[table] if c in KEYS[table] or frame[c].notna().any()]
+        rows = rows_of(frame, columns)
+        with self._lock:
+            try:
+                inserted = self._bulk_insert_ignore(table, columns, rows)
+                self._conn.commit()
+            except BaseException:
+                self._conn.rollback()
+                raise
+        return AppendResult(accepted=inserted, duplicates=len(rows) - inserted)
+
+    def upsert_items(self, items: pd.DataFrame) -> int:
+        return self._upsert("items", items)
+
+    def upsert_users(self, users: pd.DataFrame) -> int:
+        return self._upsert("users", users)
+
+    def _upsert(self, table: str, frame: pd.DataFrame) -> int:
+        if frame.empty:
+            return 0
+        columns = TABLE_COLUMNS[table]
+        keys = KEYS[table]
+        frame = frame.drop_duplicates(list(keys), keep="last")
+        updates = ", ".join(f"{c} = excluded.{c}" for c in columns if c not in keys)
+        statement = self._sql(
+            f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})"
+            f" ON CONFLICT ({', '.join(keys)}) DO UPDATE SET {updates}"
+        )
+        rows = rows_of(frame, columns)
+        with self._lock:
+            try:
+                self._conn.cursor().executemany(statement, rows)
+                self._conn.commit()
+            except BaseException:
+                self._conn.rollback()
+                raise
+        return len(rows)
+
+    def forget_user(self, user_id: str) -> ForgetResult:
+        counts = {}
+        with self._lock:
+            try:
+                cur = self._conn.cursor()
+                for table in ("events", "impressions", "users"):
+                    cur.execute(self._sql(f"DELETE FROM {table} WHERE {C.user} = ?"), (user_id,))
+                    counts[table] = cur.rowcount
+                self._conn.commit()
+            except BaseException:
+                self._conn.rollback()
+                raise
+        return ForgetResult(
+            events=counts["events"], impressions=counts["impressions"], profile=counts["users"]
+        )
+
+    # --- reads --------------------------------------------------------------------------------
+    @staticmethod
+    def _where(
+        since: float | None,
+        until: float | None,
+        types: Iterable[str] | None,
+        users: Iterable[str] | None = None,
+    ) -> tuple[str, list[Any]]:
+        clauses: list[str] = []
+        params: list[Any] = []
+        if since is not None:
+            clauses.append(f"{C.timestamp} >= ?")
+            params.append(float(since))
+        if until is not None:
+            clauses.append(f"{C.timestamp} < ?")
+            params.append(float(until))
+        for column, values in ((C.event_type, types), (C.user, users)):
+            if values is not None:
+                values = list(values)
+                if not values:
+                    clauses.append("1 = 0")
+                else:
+                    clauses.append(f"{column} IN ({', '.join('?' * len(values))})")
+                    params.extend(values)
+        return (" WHERE " + " AND ".join(clauses)) if clauses else "", params
+
+    def events_frame(
+        self,
+        since: float | None = None,
+        until: float | None = None,
+        types: Iterable[str] | None = None,
+        users: Iterable[str] | None = None,
+    ) -> pd.DataFrame:
+        where, params = self._where(since, until, types, users)
+        frame = self._frame(
+            f"SELECT {', '.join(EVENT_COLUMNS)} FROM events{where}"
+            f" ORDER BY {C.timestamp}, {C.event_id}",
+            params,
+            EVENT_COLUMNS,
+        )
+        frame[C.timestamp] = frame[C.timestamp].astype("float64")
+        frame[C.value] = pd.to_numeric(frame[C.value]).astype("float64")
+        return frame
+
+    def count_events(
+        self,
+        since: float | None = None,
+        until: float | None = None,
+        types: Iterable[str] | None = None,
+    ) -> int:
+        where, params = self._where(since, until, types)
+        return int(self._query(f"SELECT COUNT(*) FROM events{where}", params)[0][0])
+
+    def page_events(self, limit: int = 1000, cursor: str | None = None) -> EventPage:
+        if limit <= 0:
+            raise ValueError("limit: must be positive")
+        params: list[Any] = []
+        where = ""
+        if cursor:
+            last_ts, last_id = _decode_cursor(cursor)
+            where = f" WHERE ({C.timestamp} > ?) OR ({C.timestamp} = ? AND {C.event_id} > ?)"
+            params = [last_ts, last_ts, last_id]
+        frame = self._frame(
+            f"SELECT {', '.join(EVENT_COLUMNS)} FROM events{where}"
+            f" ORDER BY {C.timestamp}, {C.event_id} LIMIT {int(limit) + 1}",
+            params,
+            EVENT_COLUMNS,
+        )
+        more = len(frame) > limit
+        frame = frame.iloc[:limit]
+        token = None
+        if more:
+            last = frame.iloc[-1]
+            token = _encode_cursor(float(last[C.timestamp]), str(last[C.event_id]))
+        return EventPage(events=frame.reset_index(drop=True), next_cursor=token)
+
+    def items_frame(self) -> pd.DataFrame:
+        frame = self._frame(
+            f"SELECT {', '.join(ITEM_COLUMNS)} FROM items ORDER BY {C.item}", (), ITEM_COLUMNS
+        )
+        frame[C.available] = frame[C.available].astype(bool)
+        for name in (C.price, C.created_at):
+            frame[name] = pd.to_numeric(frame[name]).astype("float64")
+        return frame
+
+    def users_frame(self) -> pd.DataFrame:
+        return self._frame(
+            f"SELECT {', '.join(USER_COLUMNS)} FROM users ORDER BY {C.user}", (), USER_COLUMNS
+        )
+
+    def impressions_frame(self, user_id: str | None = None) -> pd.DataFrame:
+        where, params = ("", []) if user_id is None else (f" WHERE {C.user} = ?", [user_id])
+        return self._frame(
+            f"SELECT {', '.join(IMPRESSION_COLUMNS)} FROM impressions{where}"
+            f" ORDER BY {C.timestamp}, {C.impression_id}, {C.position}",
+            params,
+            IMPRESSION_COLUMNS,
+        )
+
+    def stats(self) -> StoreStats:
+        ((events,),) = self._query("SELECT COUNT(*) FROM events")
+        ((users,),) = self._query(
+            f"SELECT COUNT(*) FROM (SELECT {C.user} FROM events UNION SELECT {C.user} FROM users) u"
+        )
+        ((items,),) = self._query(
+            f"SELECT COUNT(*) FROM (SELECT {C.item} FROM events UNION SELECT {C.item} FROM items) i"
+        )
+        ((impressions,),) = self._query(
+            f"SELECT COUNT(DISTINCT {C.impression_id}) FROM impressions"
+        )
+        return StoreStats(
+            events=int(events), users=int(users), items=int(items), impressions=int(impressions)
+        )
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
+
+
+def _encode_cursor(timestamp: float, event_id: str) -> str:
+    return base64.urlsafe_b64encode(json.dumps([timestamp, event_id]).encode()).decode()
+
+
+def _decode_cursor(cursor: str) -> tuple[float, str]:
+    try:
+        timestamp, event_id = json.loads(base64.urlsafe_b64decode(cursor.encode()))
+        return float(timestamp), str(event_id)
+    except (ValueError, TypeError) as exc:
+        raise ValueError("cursor: not a cursor returned by page_events") from exc
