@@ -1,0 +1,90 @@
+"""The main job on the embedded default, end to end, as `equilibra demo` runs it."""
+
+from __future__ import annotations
+
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from rich.console import Console
+
+from equilibra.analysis import analyse
+from equilibra.analysis.report import headline, write_report
+from equilibra.data.cleaning import clean_events
+from equilibra.data.interactions import Interactions
+from equilibra.data.synthetic import generate_shop
+from equilibra.data.synthetic import preset as get_preset
+from equilibra.ingest import import_files
+from equilibra.store import open_store
+
+
+def run_demo(
+    workdir: Path, preset: str = "demo", seed: int = 42, console: Console | None = None
+) -> dict[str, Any]:
+    """Generate a shop, import it into SQLite, build interactions, analyse; -> summary."""
+    console = console or Console(stderr=True)
+    started = time.perf_counter()
+    workdir = Path(workdir)
+    data_dir = workdir / "shop"
+    if data_dir.exists():
+        shutil.rmtree(data_dir)
+    db_path = workdir / "shop.db"
+    for stale in workdir.glob("shop.db*"):
+        stale.unlink()
+
+    console.print(f"[1/4] generating the '{preset}' shop (seed {seed})")
+    shop = generate_shop(get_preset(preset, seed=seed))
+    files = shop.write(data_dir)
+
+    console.print(f"[2/4] importing into sqlite:///{db_path}")
+    with open_store(f"sqlite:///{db_path}") as store:
+        report = import_files(
+            store,
+            files["events"],
+            "canonical",
+            files["items"],
+            files["users"],
+            rejects_path=workdir / "rejects.csv",
+        )
+        console.print("[3/4] building interactions")
+        events = store.events_frame()
+        items = store.items_frame()
+        stats = store.stats()
+    cleaned, cleaning = clean_events(events)
+    # Catalogue items nobody touched yet keep a column, so cold items stay addressable.
+    item_ids = pd.unique(pd.concat([items["item_id"], cleaned["item_id"]], ignore_index=True))
+    interactions = Interactions.from_frame(cleaned, items=item_ids)
+
+    console.print("[4/4] analysing behaviour")
+    result = analyse(cleaned, items)
+    paths = write_report(result, cleaned, workdir / "analysis", title=f"Demo shop ({preset})")
+    summary: dict[str, Any] = {
+        "database": f"sqlite:///{db_path}",
+        "events imported": report.accepted,
+        "duplicates": report.duplicates,
+        "rejected": report.rejected,
+        "users": stats.users,
+        "items": stats.items,
+        "removed by cleaning": cleaning.events_in - cleaning.events_out,
+        "interactions": repr(interactions),
+        "interactions memory (MiB)": round(interactions.memory_bytes() / 2**20, 2),
+    }
+    summary.update(
+        {
+            k: v
+            for k, v in headline(result).items()
+            if k
+            in (
+                "view_to_cart",
+                "cart_to_purchase",
+                "share_items_under_5_events",
+                "repeat_buyer_rate",
+                "median_events_per_session",
+            )
+        }
+    )
+    summary["report"] = str(paths["html"])
+    summary["seconds"] = round(time.perf_counter() - started, 1)
+    return summary
