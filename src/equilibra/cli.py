@@ -26,7 +26,7 @@ app = typer.Typer(
     no_args_is_help=True,
     help="Equilibra: recommendations for online shops that balance exploration and exploitation.",
 )
-console = Console(stderr=True)
+console = Console(stderr=True, soft_wrap=True)
 out = Console()
 
 DbOption = Annotated[str, typer.Option("--db", help="sqlite:///FILE.db or postgresql://…")]
@@ -326,7 +326,8 @@ def demo_command(
 
 
 def _one_line(message: str) -> None:
-    console.print(message.strip().replace("\n", " "), markup=False, highlight=False)
+    # Plain stderr, not rich: rich would wrap a long message onto a second line.
+    print(" ".join(message.split()), file=sys.stderr)
 
 
 def main() -> None:

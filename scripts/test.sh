@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# The test command: sets up .venv, starts PostgreSQL (installing it when possible), runs ruff and
+# the whole pytest suite on SQLite and PostgreSQL. Extra arguments go to pytest.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+
+if [ -z "${EQUILIBRA_TEST_POSTGRES:-}" ]; then
+  if url=$(bash scripts/postgres.sh); then
+    export EQUILIBRA_TEST_POSTGRES="$url"
+  elif [ "${CI:-}" = true ] || [ "${EQUILIBRA_REQUIRE_POSTGRES:-}" = 1 ]; then
+    echo "test.sh: PostgreSQL is required here but could not be started" >&2
+    exit 1
+  else
+    echo "test.sh: no PostgreSQL; its conformance cases will be skipped" >&2
+  fi
+fi
+
+.venv/bin/ruff check src tests benchmarks
+exec .venv/bin/pytest "$@"
