@@ -16,10 +16,15 @@ import pytest
 from equilibra.store import Store, open_store
 
 POSTGRES_URL = os.environ.get("EQUILIBRA_TEST_POSTGRES")
-REQUIRE_POSTGRES = os.environ.get("EQUILIBRA_REQUIRE_POSTGRES") == "1" or os.environ.get(
-    "CI", "").lower() == "true"
-DATASETS = Path(os.environ.get("EQUILIBRA_DATASETS", Path(__file__).resolve().parents[2]
-                                / "shared" / "datasets"))
+REQUIRE_POSTGRES = (
+    os.environ.get("EQUILIBRA_REQUIRE_POSTGRES") == "1"
+    or os.environ.get("CI", "").lower() == "true"
+)
+DATASETS = Path(
+    os.environ.get(
+        "EQUILIBRA_DATASETS", Path(__file__).resolve().parents[2] / "shared" / "datasets"
+    )
+)
 
 
 def _postgres_store() -> Store:

@@ -8,9 +8,14 @@ from equilibra.analysis.report import write_report
 
 def log():
     rows = [
-        ["u1", "a", "view", 0], ["u1", "a", "add_to_cart", 10], ["u1", "a", "purchase", 20],
-        ["u1", "b", "view", 5000], ["u2", "a", "view", 0], ["u2", "b", "view", 100],
-        ["u2", "b", "add_to_cart", 200], ["u3", "c", "view", 0],
+        ["u1", "a", "view", 0],
+        ["u1", "a", "add_to_cart", 10],
+        ["u1", "a", "purchase", 20],
+        ["u1", "b", "view", 5000],
+        ["u2", "a", "view", 0],
+        ["u2", "b", "view", 100],
+        ["u2", "b", "add_to_cart", 200],
+        ["u3", "c", "view", 0],
         ["u1", "a", "purchase", 200_000],
     ]
     return pd.DataFrame(rows, columns=["user_id", "item_id", "event_type", "timestamp"])

@@ -7,9 +7,14 @@ from equilibra.data.cleaning import CleaningConfig, clean_events, min_support
 
 def test_bots_and_duplicates_are_removed_and_counted(tiny_shop):
     events = tiny_shop.events
-    bot = pd.DataFrame({"user_id": "bot-1", "item_id": [f"i{k % 50}" for k in range(300)],
-                        "event_type": "view",
-                        "timestamp": events["timestamp"].min() + pd.Series(range(300)) * 0.5})
+    bot = pd.DataFrame(
+        {
+            "user_id": "bot-1",
+            "item_id": [f"i{k % 50}" for k in range(300)],
+            "event_type": "view",
+            "timestamp": events["timestamp"].min() + pd.Series(range(300)) * 0.5,
+        }
+    )
     dirty = pd.concat([events, events.iloc[:10], bot], ignore_index=True)
     cleaned, report = clean_events(dirty)
     assert report.duplicates == 10
@@ -26,8 +31,11 @@ def test_outlier_users_are_flagged_by_robust_deviation():
 
 
 @settings(max_examples=40, deadline=None)
-@given(st.lists(st.tuples(st.integers(0, 8), st.integers(0, 8)), min_size=1, max_size=80),
-       st.integers(1, 4), st.integers(1, 4))
+@given(
+    st.lists(st.tuples(st.integers(0, 8), st.integers(0, 8)), min_size=1, max_size=80),
+    st.integers(1, 4),
+    st.integers(1, 4),
+)
 def test_min_support_leaves_a_k_core(pairs, min_user, min_item):
     frame = pd.DataFrame([[f"u{u}", f"i{i}"] for u, i in pairs], columns=["user_id", "item_id"])
     kept = min_support(frame, min_user, min_item)

@@ -20,9 +20,14 @@ def load(path, fmt, mapping=None):
 
 
 def test_canonical_csv_gz_and_parquet(tmp_path):
-    frame = pd.DataFrame({"user_id": ["u1", "u2"], "item_id": ["a", "b"],
-                          "event_type": ["view", "purchase"],
-                          "timestamp": ["2026-01-01T10:00:00Z", "1767261600"]})
+    frame = pd.DataFrame(
+        {
+            "user_id": ["u1", "u2"],
+            "item_id": ["a", "b"],
+            "event_type": ["view", "purchase"],
+            "timestamp": ["2026-01-01T10:00:00Z", "1767261600"],
+        }
+    )
     with gzip.open(tmp_path / "e.csv.gz", "wt") as handle:
         frame.to_csv(handle, index=False)
     frame.to_parquet(tmp_path / "e.parquet")
@@ -47,24 +52,30 @@ def test_movielens_three_flavours(tmp_path):
         assert len(valid) == n and rejects.empty
         assert (valid["event_type"] == "rating").all()
     valid, _, _ = load(tmp_path / "ratings.dat", "movielens")
-    assert valid[["user_id", "item_id", "value"]].values.tolist() == [["1", "1193", 5.0],
-                                                                     ["1", "661", 3.0]]
+    assert valid[["user_id", "item_id", "value"]].values.tolist() == [
+        ["1", "1193", 5.0],
+        ["1", "661", 3.0],
+    ]
 
 
 def test_movielens_items(tmp_path):
     genres = "|".join(["0"] * 19)
     (tmp_path / "u.item").write_bytes(
-        f"1|Toy Story (1995)|01-Jan-1995||http://x|{genres}\n".encode("latin-1"))
+        f"1|Toy Story (1995)|01-Jan-1995||http://x|{genres}\n".encode("latin-1")
+    )
     (tmp_path / "movies.csv").write_text('movieId,title,genres\n1,"Toy Story, The",Comedy|Drama\n')
     assert read_items(tmp_path / "u.item", "movielens")["title"].tolist() == ["Toy Story (1995)"]
     assert read_items(tmp_path / "movies.csv", "movielens")["categories"].tolist() == [
-        "Comedy|Drama"]
+        "Comedy|Drama"
+    ]
 
 
 def test_taobao_maps_behaviours_and_yields_categories(tmp_path):
-    (tmp_path / "ub.csv").write_text("1,10,100,pv,1511544070\n1,10,100,cart,1511544080\n"
-                                     "1,11,200,fav,1511544090\n1,11,200,buy,1511544095\n"
-                                     "2,12,300,share,1511544095\n")
+    (tmp_path / "ub.csv").write_text(
+        "1,10,100,pv,1511544070\n1,10,100,cart,1511544080\n"
+        "1,11,200,fav,1511544090\n1,11,200,buy,1511544095\n"
+        "2,12,300,share,1511544095\n"
+    )
     valid, rejects, chunks = load(tmp_path / "ub.csv", "taobao")
     assert valid["event_type"].tolist() == ["view", "add_to_cart", "favorite", "purchase"]
     assert "unknown type 'share'" in rejects["reason"].iloc[0]
@@ -75,7 +86,8 @@ def test_taobao_maps_behaviours_and_yields_categories(tmp_path):
 def test_retailrocket_milliseconds_and_transactions(tmp_path):
     (tmp_path / "events.csv").write_text(
         "timestamp,visitorid,event,itemid,transactionid\n1433221332117,257597,view,355908,\n"
-        "1433223236124,287857,addtocart,5206,\n1433224214164,992329,transaction,248676,4000\n")
+        "1433223236124,287857,addtocart,5206,\n1433224214164,992329,transaction,248676,4000\n"
+    )
     valid, rejects, _ = load(tmp_path / "events.csv", "retailrocket")
     assert rejects.empty
     assert valid["event_type"].tolist() == ["view", "add_to_cart", "purchase"]
@@ -87,8 +99,11 @@ def test_rees46_rejects_remove_from_cart_with_reason(tmp_path):
     (tmp_path / "rees.csv").write_text(
         "event_time,event_type,product_id,category_id,category_code,brand,price,user_id,user_session\n"
         "2019-10-01 00:00:00 UTC,view,44600062,2103807459595387724,,shiseido,35.79,541312140,a\n"
-        "2019-10-01 00:00:01 UTC,cart,3900821,2053013552326770905,appliances.environment.water_heater,aqua,33.20,554748717,b\n"
-        "2019-10-01 00:00:02 UTC,remove_from_cart,3900821,2053013552326770905,,aqua,33.20,554748717,b\n")
+        "2019-10-01 00:00:01 UTC,cart,3900821,2053013552326770905,"
+        "appliances.environment.water_heater,aqua,33.20,554748717,b\n"
+        "2019-10-01 00:00:02 UTC,remove_from_cart,3900821,2053013552326770905,,aqua,33.20,"
+        "554748717,b\n"
+    )
     valid, rejects, chunks = load(tmp_path / "rees.csv", "rees46")
     assert valid["event_type"].tolist() == ["view", "add_to_cart"]
     assert valid["timestamp"].iloc[0] == 1569888000.0
@@ -103,7 +118,8 @@ def test_obd_rows_become_impressions_and_clicks(tmp_path):
     (folder / "all.csv").write_text(
         ",timestamp,item_id,position,click,propensity_score,user_feature_0,user_feature_1\n"
         "0,2019-11-24 00:00:34.762830+00:00,14,3,0,0.0125,aa,bb\n"
-        "1,2019-11-24 00:00:53.965051+00:00,7,1,1,0.0125,aa,cc\n")
+        "1,2019-11-24 00:00:53.965051+00:00,7,1,1,0.0125,aa,cc\n"
+    )
     valid, rejects, chunks = load(folder / "all.csv", "obd")
     assert len(chunks[0].impressions) == 2 and rejects.empty
     assert valid["event_type"].tolist() == ["click"]
@@ -113,17 +129,24 @@ def test_obd_rows_become_impressions_and_clicks(tmp_path):
 
 def test_generic_mapping_with_type_names_and_ms(tmp_path):
     (tmp_path / "mine.tsv").write_text("who\tsku\taction\twhen\nv1\tS1\tbasket\t1767000000000\n")
-    mapping = ColumnMapping.parse("user_id=who,item_id=sku,event_type=action,timestamp=when",
-                                  "basket=add_to_cart", "ms", "\t")
-    valid, rejects, _ = load(tmp_path / "mine.tsv", "canonical", mapping)
+    mapping = ColumnMapping.parse(
+        "user_id=who,item_id=sku,event_type=action,timestamp=when", "basket=add_to_cart", "ms", "\t"
+    )
+    valid, _rejects, _ = load(tmp_path / "mine.tsv", "canonical", mapping)
     assert valid[["user_id", "item_id", "event_type"]].values.tolist() == [
-        ["v1", "S1", "add_to_cart"]]
+        ["v1", "S1", "add_to_cart"]
+    ]
     assert valid["timestamp"].iloc[0] == 1767000000.0
 
 
-@pytest.mark.parametrize(("spec", "message"), [("user_id=a", "must name a source column"),
-                                               ("colour=b", "unknown canonical column"),
-                                               ("user_id", "NAME=VALUE")])
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ("user_id=a", "must name a source column"),
+        ("colour=b", "unknown canonical column"),
+        ("user_id", "NAME=VALUE"),
+    ],
+)
 def test_bad_mappings_are_explained(spec, message):
     with pytest.raises(EquilibraError, match=message):
         ColumnMapping.parse(spec)

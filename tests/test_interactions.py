@@ -15,10 +15,17 @@ def log(rows):
 
 
 def test_weights_sum_per_cell_and_flags_record_types():
-    x = Interactions.from_frame(log([
-        ["u1", "a", "view", 10.0, None], ["u1", "a", "view", 20.0, None],
-        ["u1", "a", "purchase", 30.0, None], ["u2", "b", "rating", 40.0, 4.0],
-        ["u2", "a", "add_to_cart", 50.0, None]]))
+    x = Interactions.from_frame(
+        log(
+            [
+                ["u1", "a", "view", 10.0, None],
+                ["u1", "a", "view", 20.0, None],
+                ["u1", "a", "purchase", 30.0, None],
+                ["u2", "b", "rating", 40.0, 4.0],
+                ["u2", "a", "add_to_cart", 50.0, None],
+            ]
+        )
+    )
     u, i = x.users.to_dense(["u1", "u2", "u2"]), x.items.to_dense(["a", "b", "a"])
     assert np.asarray(x.matrix[u, i]).ravel().tolist() == [10.0, 4.0, 4.0]
     assert x.last_seen[u[0], i[0]] == 30.0
@@ -30,7 +37,8 @@ def test_weights_sum_per_cell_and_flags_record_types():
 def test_time_decay_halves_weight_per_half_life():
     x = Interactions.from_frame(
         log([["u", "old", "view", 0.0, None], ["u", "new", "view", 10 * DAY, None]]),
-        EventWeights(half_life_days=10))
+        EventWeights(half_life_days=10),
+    )
     old, new = x.items.to_dense(["old", "new"])
     assert x.matrix[0, old] == pytest.approx(0.5) and x.matrix[0, new] == pytest.approx(1.0)
 
@@ -59,21 +67,30 @@ def test_events_frame_round_trips():
     frame = log([["u1", "a", "view", 1.0, None], ["u2", "b", "rating", 2.0, 3.0]])
     back = Interactions.from_frame(frame).events_frame()
     assert back[["user_id", "item_id", "event_type"]].values.tolist() == [
-        ["u1", "a", "view"], ["u2", "b", "rating"]]
+        ["u1", "a", "view"],
+        ["u2", "b", "rating"],
+    ]
 
 
 events_strategy = st.lists(
-    st.tuples(st.integers(0, 5), st.integers(0, 7),
-              st.sampled_from(["view", "click", "add_to_cart", "purchase", "favorite"]),
-              st.floats(0, 1e6)),
-    min_size=1, max_size=60)
+    st.tuples(
+        st.integers(0, 5),
+        st.integers(0, 7),
+        st.sampled_from(["view", "click", "add_to_cart", "purchase", "favorite"]),
+        st.floats(0, 1e6),
+    ),
+    min_size=1,
+    max_size=60,
+)
 
 
 @settings(max_examples=60, deadline=None)
 @given(events_strategy)
 def test_matrix_total_equals_sum_of_event_weights(rows):
-    frame = pd.DataFrame([[f"u{u}", f"i{i}", t, ts] for u, i, t, ts in rows],
-                         columns=["user_id", "item_id", "event_type", "timestamp"])
+    frame = pd.DataFrame(
+        [[f"u{u}", f"i{i}", t, ts] for u, i, t, ts in rows],
+        columns=["user_id", "item_id", "event_type", "timestamp"],
+    )
     weights = EventWeights()
     x = Interactions.from_frame(frame, weights)
     expected = sum(getattr(weights, t) for _, _, t, _ in rows)

@@ -20,19 +20,26 @@ ALLOWED = {
 def imported_layers(path: Path) -> set[str]:
     layers = set()
     for node in ast.walk(ast.parse(path.read_text())):
-        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith(
-                "equilibra."):
+        if (
+            isinstance(node, ast.ImportFrom)
+            and node.module
+            and node.module.startswith("equilibra.")
+        ):
             layers.add(node.module.split(".")[1])
         elif isinstance(node, ast.Import):
-            layers.update(a.name.split(".")[1] for a in node.names
-                          if a.name.startswith("equilibra."))
+            layers.update(
+                a.name.split(".")[1] for a in node.names if a.name.startswith("equilibra.")
+            )
     return layers
 
 
 @pytest.mark.parametrize("layer", sorted(ALLOWED))
 def test_layer_imports_only_what_lies_below(layer):
-    paths = [SRC / f"{layer}.py"] if (SRC / f"{layer}.py").exists() else list(
-        (SRC / layer).rglob("*.py"))
+    paths = (
+        [SRC / f"{layer}.py"]
+        if (SRC / f"{layer}.py").exists()
+        else list((SRC / layer).rglob("*.py"))
+    )
     assert paths
     for path in paths:
         extra = imported_layers(path) - ALLOWED[layer]

@@ -16,8 +16,13 @@ def events(rows, **extra):
 
 
 def test_append_is_idempotent_on_event_id(store):
-    batch = events([["u1", "i1", "view", 1767000000], ["u1", "i2", "purchase", 1767000100],
-                    ["u2", "i1", "view", 1767000200]])
+    batch = events(
+        [
+            ["u1", "i1", "view", 1767000000],
+            ["u1", "i2", "purchase", 1767000100],
+            ["u2", "i1", "view", 1767000200],
+        ]
+    )
     first = store.append_events(batch)
     assert (first.accepted, first.duplicates) == (3, 0)
     again = store.append_events(batch)
@@ -32,8 +37,13 @@ def test_duplicates_within_one_batch_are_counted(store):
 
 
 def test_explicit_event_ids_and_optional_fields_round_trip(store):
-    batch = events([["u1", "i1", "rating", 1767000000]], value=[4.5], event_id=["e1"],
-                   impression_id=["imp-1"], context=[{"page": "home"}])
+    batch = events(
+        [["u1", "i1", "rating", 1767000000]],
+        value=[4.5],
+        event_id=["e1"],
+        impression_id=["imp-1"],
+        context=[{"page": "home"}],
+    )
     store.append_events(batch)
     row = store.events_frame().iloc[0]
     assert row["event_id"] == "e1" and row["value"] == 4.5 and row["impression_id"] == "imp-1"
@@ -41,10 +51,16 @@ def test_explicit_event_ids_and_optional_fields_round_trip(store):
 
 
 def test_events_frame_filters_by_window_types_and_users(store):
-    store.append_events(events([["u1", "i1", "view", 1767000000],
-                                ["u1", "i2", "add_to_cart", 1767000100],
-                                ["u2", "i3", "purchase", 1767000200],
-                                ["u3", "i3", "view", 1767000300]]))
+    store.append_events(
+        events(
+            [
+                ["u1", "i1", "view", 1767000000],
+                ["u1", "i2", "add_to_cart", 1767000100],
+                ["u2", "i3", "purchase", 1767000200],
+                ["u3", "i3", "view", 1767000300],
+            ]
+        )
+    )
     window = store.events_frame(since=1767000100, until=1767000300)
     assert window["item_id"].tolist() == ["i2", "i3"]
     assert store.events_frame(types=["view"])["user_id"].tolist() == ["u1", "u3"]
@@ -73,13 +89,24 @@ def test_paging_visits_every_event_once_in_time_order(store):
 
 
 def test_upsert_items_and_users(store):
-    items = validate_items(pd.DataFrame({"item_id": ["a", "b"], "title": ["Lamp", "Chair"],
-                                         "categories": ["Home|Lamps", None],
-                                         "price": ["10", None], "colour": ["red", None]}),
-                           now=NOW).valid
+    items = validate_items(
+        pd.DataFrame(
+            {
+                "item_id": ["a", "b"],
+                "title": ["Lamp", "Chair"],
+                "categories": ["Home|Lamps", None],
+                "price": ["10", None],
+                "colour": ["red", None],
+            }
+        ),
+        now=NOW,
+    ).valid
     assert store.upsert_items(items) == 2
-    store.upsert_items(validate_items(pd.DataFrame({"item_id": ["a"], "title": ["Lamp 2"],
-                                                    "available": ["0"]}), now=NOW).valid)
+    store.upsert_items(
+        validate_items(
+            pd.DataFrame({"item_id": ["a"], "title": ["Lamp 2"], "available": ["0"]}), now=NOW
+        ).valid
+    )
     frame = store.items_frame().set_index("item_id")
     assert frame.loc["a", "title"] == "Lamp 2" and not frame.loc["a", "available"]
     assert frame.loc["b", "available"] and pd.isna(frame.loc["b", "price"])
@@ -88,13 +115,26 @@ def test_upsert_items_and_users(store):
 
 
 def test_forget_user_removes_events_impressions_and_profile(store):
-    store.append_events(events([["u1", "i1", "view", 1767000000], ["u2", "i1", "view", 1767000000]]))
+    store.append_events(
+        events([["u1", "i1", "view", 1767000000], ["u2", "i1", "view", 1767000000]])
+    )
     store.upsert_users(validate_users(pd.DataFrame({"user_id": ["u1", "u2"]})).valid)
-    store.append_impressions(pd.DataFrame({
-        "impression_id": ["x", "x"], "position": [1, 2], "user_id": ["u1", "u1"],
-        "item_id": ["i1", "i2"], "timestamp": [1767000000.0] * 2, "propensity": [0.9, 0.1],
-        "policy": ["egreedy:0.1"] * 2, "explore": [False, True], "reward": [None, None],
-        "context": [None, None]}))
+    store.append_impressions(
+        pd.DataFrame(
+            {
+                "impression_id": ["x", "x"],
+                "position": [1, 2],
+                "user_id": ["u1", "u1"],
+                "item_id": ["i1", "i2"],
+                "timestamp": [1767000000.0] * 2,
+                "propensity": [0.9, 0.1],
+                "policy": ["egreedy:0.1"] * 2,
+                "explore": [False, True],
+                "reward": [None, None],
+                "context": [None, None],
+            }
+        )
+    )
     assert len(store.impressions_frame("u1")) == 2
     result = store.forget_user("u1")
     assert (result.events, result.impressions, result.profile) == (1, 2, 1)
@@ -104,7 +144,9 @@ def test_forget_user_removes_events_impressions_and_profile(store):
 
 
 def test_stats_count_distinct_users_items_and_impressions(store):
-    store.append_events(events([["u1", "i1", "view", 1767000000], ["u2", "i2", "view", 1767000000]]))
+    store.append_events(
+        events([["u1", "i1", "view", 1767000000], ["u2", "i2", "view", 1767000000]])
+    )
     store.upsert_items(validate_items(pd.DataFrame({"item_id": ["i3"]}), now=NOW).valid)
     stats = store.stats()
     assert (stats.events, stats.users, stats.items, stats.impressions) == (2, 2, 3, 0)

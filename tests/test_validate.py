@@ -34,17 +34,27 @@ def test_every_row_is_either_valid_or_rejected_with_a_reason():
     assert len(checked.valid) + len(checked.rejects) == len(rows)
     assert len(checked.valid) == 3
     reasons = checked.rejects["reason"].tolist()
-    for expected in ["user_id: is empty", "item_id: is missing", "unknown type 'like'",
-                     "rating 9.0 outside", "needs a numeric value", "cannot parse 'not a time'",
-                     "looks like milliseconds", "too far in the future", "value: is not a number"]:
+    for expected in [
+        "user_id: is empty",
+        "item_id: is missing",
+        "unknown type 'like'",
+        "rating 9.0 outside",
+        "needs a numeric value",
+        "cannot parse 'not a time'",
+        "looks like milliseconds",
+        "too far in the future",
+        "value: is not a number",
+    ]:
         assert any(expected in r for r in reasons), (expected, reasons)
     assert checked.valid["user_id"].tolist()[-1] == "u2"  # stripped
     assert checked.valid["event_type"].tolist()[1] == "view"  # lower-cased
 
 
 def test_derived_event_ids_are_stable_and_distinguish_events():
-    valid = validate_events(frame([["u1", "i1", "view", "1767000000", None],
-                                   ["u1", "i1", "view", "1767000001", None]]), now=NOW).valid
+    valid = validate_events(
+        frame([["u1", "i1", "view", "1767000000", None], ["u1", "i1", "view", "1767000001", None]]),
+        now=NOW,
+    ).valid
     again = validate_events(frame([["u1", "i1", "view", "1767000000", None]]), now=NOW).valid
     assert valid["event_id"].iloc[0] == again["event_id"].iloc[0]
     assert valid["event_id"].nunique() == 2
@@ -57,8 +67,13 @@ def test_given_event_ids_are_kept():
 
 
 def test_items_reject_negative_and_nan_prices_and_keep_free_attributes():
-    items = pd.DataFrame({"item_id": ["a", "b", "c", "d"], "price": ["1.5", "-2", "nan", "x"],
-                          "brand": ["Acme", None, None, None]})
+    items = pd.DataFrame(
+        {
+            "item_id": ["a", "b", "c", "d"],
+            "price": ["1.5", "-2", "nan", "x"],
+            "brand": ["Acme", None, None, None],
+        }
+    )
     checked = validate_items(items, now=NOW)
     assert checked.valid["item_id"].tolist() == ["a"]
     assert '"brand": "Acme"' in checked.valid["attributes"].iloc[0]
@@ -66,18 +81,29 @@ def test_items_reject_negative_and_nan_prices_and_keep_free_attributes():
 
 
 def test_impression_propensity_must_be_a_probability():
-    shown = pd.DataFrame({"impression_id": ["x", "x", "y"], "position": [1, 2, 0],
-                          "user_id": ["u", "u", "u"], "item_id": ["a", "b", "c"],
-                          "timestamp": [NOW - 5] * 3, "propensity": [0.5, 1.5, 0.2]})
+    shown = pd.DataFrame(
+        {
+            "impression_id": ["x", "x", "y"],
+            "position": [1, 2, 0],
+            "user_id": ["u", "u", "u"],
+            "item_id": ["a", "b", "c"],
+            "timestamp": [NOW - 5] * 3,
+            "propensity": [0.5, 1.5, 0.2],
+        }
+    )
     checked = validate_impressions(shown, now=NOW)
     assert checked.valid["item_id"].tolist() == ["a"]
-    assert sorted(r.split(":")[0] for r in checked.rejects["reason"]) == ["position",
-                                                                         "propensity"]
+    assert sorted(r.split(":")[0] for r in checked.rejects["reason"]) == ["position", "propensity"]
 
 
 def test_numeric_columns_from_parquet_are_accepted():
-    rows = pd.DataFrame({"user_id": np.array([1, 2]), "item_id": np.array([3.0, 4.0]),
-                         "event_type": ["view", "purchase"],
-                         "timestamp": np.array([1767000000, 1767000001])})
+    rows = pd.DataFrame(
+        {
+            "user_id": np.array([1, 2]),
+            "item_id": np.array([3.0, 4.0]),
+            "event_type": ["view", "purchase"],
+            "timestamp": np.array([1767000000, 1767000001]),
+        }
+    )
     valid = validate_events(rows, now=NOW).valid
     assert valid["user_id"].tolist() == ["1", "2"] and valid["item_id"].tolist() == ["3", "4"]

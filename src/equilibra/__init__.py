@@ -1,4 +1,4 @@
-"""Equilibra: a recommendation engine for online shops that balances exploration and exploitation."""
+"""Equilibra: a recommendation engine for shops that balances exploration and exploitation."""
 
 from equilibra.domain import Event, EventType, Item, User, ValidationError, ValidationRules
 

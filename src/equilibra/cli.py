@@ -267,7 +267,7 @@ def interactions_command(
     from dataclasses import replace
 
     from equilibra.data.cleaning import CleaningConfig, clean_events
-    from equilibra.data.interactions import EventWeights, Interactions
+    from equilibra.data.interactions import SNAPSHOT_COLUMNS, EventWeights, Interactions
     from equilibra.store import open_store
 
     event_weights = EventWeights.parse(weights) if weights else EventWeights()
@@ -275,7 +275,7 @@ def interactions_command(
         event_weights = replace(event_weights, half_life_days=half_life_days)
     started = time.perf_counter()
     with open_store(db) as store:
-        frame = store.events_frame()
+        frame = store.events_frame(columns=SNAPSHOT_COLUMNS)
     read = time.perf_counter() - started
     cleaned, report = clean_events(
         frame, CleaningConfig(min_user_events=min_user_events, min_item_events=min_item_events)

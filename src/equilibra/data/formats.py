@@ -314,8 +314,13 @@ def read_rees46(path: Path, chunk_size: int) -> Iterator[Chunk]:
         }
         present = [c for c in item_columns if c in frame]
         # Per item, the latest non-empty value of each field (groupby.last skips NaN).
-        items = (frame[present].rename(columns=item_columns).groupby(C.item, sort=False).last()
-                 .reset_index())
+        items = (
+            frame[present]
+            .rename(columns=item_columns)
+            .groupby(C.item, sort=False)
+            .last()
+            .reset_index()
+        )
         if C.categories in items:
             items[C.categories] = items[C.categories].str.replace(".", "|", regex=False)
         yield Chunk(events=events, items=items, done=done, total=total)

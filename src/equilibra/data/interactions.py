@@ -21,6 +21,8 @@ from equilibra.errors import EquilibraError
 
 C = Columns
 DAY = 86_400.0
+# What a training snapshot reads from a store.
+SNAPSHOT_COLUMNS = (C.user, C.item, C.event_type, C.timestamp, C.value)
 
 
 @dataclass(frozen=True)
@@ -168,7 +170,9 @@ class Interactions:
         weights: EventWeights | None = None,
         reference_time: float | None = None,
     ) -> Interactions:
-        frame = store.events_frame(since=since, until=until, types=types)  # type: ignore[attr-defined]
+        frame = store.events_frame(  # type: ignore[attr-defined]
+            since=since, until=until, types=types, columns=SNAPSHOT_COLUMNS
+        )
         return cls.from_frame(frame, weights, reference_time)
 
     @classmethod

@@ -656,13 +656,13 @@ class _Generator:
     def _cover_catalogue(
         self, truth: ShopTruth, v_item: np.ndarray, v_time: np.ndarray
     ) -> np.ndarray:
-        """Give every unseen item one view (moved from an item seen many times), after its launch."""
+        """Give every unseen item one view (taken from an item seen more than once) after launch."""
         if self.cfg.total_views is None:
             return v_item
         v_item = v_item.copy()
         by_time = np.argsort(v_time, kind="stable")
         sorted_time = v_time[by_time]
-        for _ in range(12):
+        for _ in range(30):
             counts = np.bincount(v_item, minlength=len(truth.item_leaf))
             unseen = np.flatnonzero(counts == 0)
             if len(unseen) == 0:
@@ -673,7 +673,7 @@ class _Generator:
                 np.int64
             )
             target = by_time[np.minimum(slot, len(sorted_time) - 1)]
-            donor_ok = counts[v_item[target]] > 2
+            donor_ok = counts[v_item[target]] > 1
             target, unseen = target[donor_ok], unseen[donor_ok]
             target, first = np.unique(target, return_index=True)
             v_item[target] = unseen[first]

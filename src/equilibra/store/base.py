@@ -8,7 +8,7 @@ an :class:`~equilibra.data.interactions.Interactions` snapshot built from `event
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -77,8 +77,12 @@ class Store(ABC):
         until: float | None = None,
         types: Iterable[str] | None = None,
         users: Iterable[str] | None = None,
+        columns: Sequence[str] | None = None,
     ) -> pd.DataFrame:
-        """Events with `since <= timestamp < until`, of the given types, ordered by time."""
+        """Events with `since <= timestamp < until`, of the given types, ordered by time.
+
+        `columns` narrows what is read (a training snapshot needs no ids or contexts).
+        """
 
     @abstractmethod
     def count_events(

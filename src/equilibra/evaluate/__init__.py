@@ -1,0 +1,1 @@
+"""Evaluation: ranking metrics, temporal splitters (and, later, off-policy estimators)."""
