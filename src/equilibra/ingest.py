@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import queue
 import threading
 import time
@@ -61,35 +62,41 @@ class ImportReport:
 
 
 class RejectsWriter:
-    """Appends rejected rows (with their reason) to one CSV, created on the first reject."""
+    """Appends rejected rows to one CSV: table, source_row, reason, and the row's fields as JSON.
+
+    The JSON column keeps the file rectangular whatever the source's columns were, and keeps
+    every field of the rejected row, so nothing is lost and a fixed file can be re-imported.
+    """
+
+    COLUMNS = ("table", "source_row", "reason", "row")
 
     def __init__(self, path: Path | None):
         self.path = path
-        self._columns: list[str] | None = None
         self.written = 0
 
     def write(self, rejects: pd.DataFrame, table: str) -> None:
         if rejects.empty or self.path is None:
             return
-        rejects = rejects.assign(table=table)
-        if self._columns is None:
+        fields = rejects.drop(columns=["reason", "source_row"], errors="ignore")
+        records = fields.astype(object).where(fields.notna(), None).to_dict("records")
+        source_row = (
+            rejects["source_row"]
+            if "source_row" in rejects
+            else pd.Series([None] * len(rejects), index=rejects.index)
+        )
+        out = pd.DataFrame(
+            {
+                "table": table,
+                "source_row": source_row.astype("Int64").to_numpy(),
+                "reason": rejects["reason"].to_numpy(),
+                "row": [json.dumps(r, default=str, ensure_ascii=False) for r in records],
+            }
+        )
+        first = self.written == 0
+        if first:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            first = ["table", "source_row", "reason"]
-            self._columns = first + [c for c in rejects.columns if c not in first]
-            rejects.reindex(columns=self._columns).to_csv(self.path, index=False)
-        else:
-            extra = [c for c in rejects.columns if c not in self._columns]
-            if extra:  # keep the file rectangular: fold unexpected fields into the reason
-                rejects = rejects.assign(
-                    reason=rejects["reason"]
-                    + " ["
-                    + rejects[extra].astype(str).agg(", ".join, axis=1)
-                    + "]"
-                )
-            rejects.reindex(columns=self._columns).to_csv(
-                self.path, mode="a", header=False, index=False
-            )
-        self.written += len(rejects)
+        out.to_csv(self.path, mode="w" if first else "a", header=first, index=False)
+        self.written += len(out)
 
 
 def import_files(

@@ -434,7 +434,7 @@ def read_items(path: Path | str, fmt: str = "canonical") -> pd.DataFrame:
     if not path.exists():
         raise EquilibraError(f"items: file {path} does not exist")
     try:
-        return _ITEM_READERS.get(fmt, _read_canonical_table)(path)
+        return _with_line_numbers(_ITEM_READERS.get(fmt, _read_canonical_table)(path))
     except (pd.errors.ParserError, UnicodeDecodeError) as exc:
         raise EquilibraError(f"items: cannot read {path.name}: {str(exc).splitlines()[0]}") from exc
 
@@ -444,7 +444,7 @@ def read_users(path: Path | str, fmt: str = "canonical") -> pd.DataFrame:
     if not path.exists():
         raise EquilibraError(f"users: file {path} does not exist")
     if fmt == "movielens" and path.name.startswith("u.user"):
-        return pd.read_csv(
+        frame = pd.read_csv(
             path,
             sep="|",
             header=None,
@@ -452,7 +452,15 @@ def read_users(path: Path | str, fmt: str = "canonical") -> pd.DataFrame:
             encoding="latin-1",
             names=[C.user, "age", "gender", "occupation", "zip_code"],
         )
-    return _read_canonical_table(path)
+        return _with_line_numbers(frame, header=False)
+    return _with_line_numbers(_read_canonical_table(path))
+
+
+def _with_line_numbers(frame: pd.DataFrame, header: bool = True) -> pd.DataFrame:
+    """Number rows as lines of their file so a reject points at the line to fix."""
+    if C.source_row not in frame:
+        frame.insert(0, C.source_row, np.arange(len(frame)) + (2 if header else 1))
+    return frame
 
 
 def _read_canonical_table(path: Path) -> pd.DataFrame:

@@ -409,7 +409,8 @@ class _Generator:
         is_new = rng.random(cfg.n_items) < cfg.new_item_share
         created = np.where(
             is_new,
-            rng.uniform(cfg.start, self.end, cfg.n_items),
+            # New items arrive until a day before the end, so each can still be seen.
+            rng.uniform(cfg.start, self.end - DAY, cfg.n_items),
             cfg.start - rng.uniform(0, 365 * DAY, cfg.n_items),
         )
         # Prices: each leaf has its own level; items scatter around it (log-normal).
@@ -673,7 +674,9 @@ class _Generator:
                 np.int64
             )
             target = by_time[np.minimum(slot, len(sorted_time) - 1)]
-            donor_ok = counts[v_item[target]] > 1
+            donor_ok = (counts[v_item[target]] > 1) & (
+                v_time[target] >= truth.item_created_at[unseen]
+            )
             target, unseen = target[donor_ok], unseen[donor_ok]
             target, first = np.unique(target, return_index=True)
             v_item[target] = unseen[first]

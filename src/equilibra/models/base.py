@@ -1,0 +1,212 @@
+"""The one protocol every candidate generator implements, and what they share.
+
+A model is fitted on an :class:`~equilibra.data.interactions.Interactions` snapshot (plus,
+optionally, the item and user tables) and then answers in dense indices of that snapshot:
+
+- ``recommend(users, k, exclude)`` -> ``(items, scores)``, each ``(len(users), k)``, best first,
+  ``-1`` / ``-inf`` padding where fewer than ``k`` items are allowed;
+- ``score(users, items)`` -> ``(len(users), len(items))``;
+- ``similar_items(items, k)`` -> ``(items, scores)``, the item itself excluded;
+- ``save(dir)`` / ``load(dir)``: a versioned artifact directory.
+
+Conventions follow scikit-learn: constructor arguments are stored verbatim, learned state ends in
+``_`` and is set by ``fit``, which returns ``self``; randomness comes from one ``seed``.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+from abc import ABC, abstractmethod
+from pathlib import Path
+from typing import Any, ClassVar, Self
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+from equilibra.data.interactions import Interactions
+
+ARTIFACT_VERSION = 1
+# Dense score blocks are kept near this many floats (users per batch × items).
+BLOCK_FLOATS = 40_000_000
+
+
+def top_k(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Row-wise top-k of a dense block, best first; -inf entries become index -1."""
+    n_rows, n_cols = scores.shape
+    k_eff = min(k, n_cols)
+    if k_eff == 0:
+        return np.full((n_rows, k), -1, dtype=np.int64), np.full((n_rows, k), -np.inf)
+    part = np.argpartition(-scores, k_eff - 1, axis=1)[:, :k_eff]
+    part_scores = np.take_along_axis(scores, part, axis=1)
+    order = np.argsort(-part_scores, axis=1, kind="stable")
+    items = np.take_along_axis(part, order, axis=1)
+    values = np.take_along_axis(part_scores, order, axis=1)
+    items = np.where(np.isneginf(values), -1, items)
+    if k_eff < k:
+        items = np.pad(items, ((0, 0), (0, k - k_eff)), constant_values=-1)
+        values = np.pad(values, ((0, 0), (0, k - k_eff)), constant_values=-np.inf)
+    return items.astype(np.int64), values
+
+
+def mask_rows(scores: np.ndarray, exclude: sp.csr_matrix | None, rows: np.ndarray) -> None:
+    """Set excluded (user, item) cells of a score block to -inf, in place."""
+    if exclude is None:
+        return
+    block = exclude[rows]
+    r = np.repeat(np.arange(len(rows)), np.diff(block.indptr))
+    scores[r, block.indices] = -np.inf
+
+
+class Recommender(ABC):
+    """Base class: batching, exclusion, top-k, persistence. Subclasses score."""
+
+    name: ClassVar[str] = "base"
+
+    # --- parameters (scikit-learn style) --------------------------------------------------------
+    def get_params(self) -> dict[str, Any]:
+        names = [p for p in inspect.signature(type(self).__init__).parameters if p != "self"]
+        return {name: getattr(self, name) for name in names}
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items())
+        return f"{type(self).__name__}({args})"
+
+    # --- fitting --------------------------------------------------------------------------------
+    def fit(
+        self,
+        interactions: Interactions,
+        items: pd.DataFrame | None = None,
+        users: pd.DataFrame | None = None,
+    ) -> Self:
+        self.n_users_, self.n_items_ = interactions.shape
+        self._fit(interactions, items, users)
+        return self
+
+    @abstractmethod
+    def _fit(
+        self, interactions: Interactions, items: pd.DataFrame | None, users: pd.DataFrame | None
+    ) -> None: ...
+
+    # --- scoring --------------------------------------------------------------------------------
+    @abstractmethod
+    def _score_users(self, users: np.ndarray) -> np.ndarray:
+        """Dense (len(users), n_items) scores; higher is better."""
+
+    def score(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
+        users = np.asarray(users, dtype=np.int64)
+        return self._score_users(users)[:, np.asarray(items, dtype=np.int64)]
+
+    def recommend(
+        self,
+        users: np.ndarray,
+        k: int = 10,
+        exclude: sp.csr_matrix | None = None,
+        batch_size: int | None = None,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        users = np.asarray(users, dtype=np.int64)
+        batch = batch_size or max(1, BLOCK_FLOATS // max(self.n_items_, 1))
+        out_items = np.full((len(users), k), -1, dtype=np.int64)
+        out_scores = np.full((len(users), k), -np.inf)
+        for lo in range(0, len(users), batch):
+            rows = users[lo : lo + batch]
+            block = np.asarray(self._score_users(rows), dtype=np.float64)
+            mask_rows(block, exclude, rows)
+            out_items[lo : lo + batch], out_scores[lo : lo + batch] = top_k(block, k)
+        return out_items, out_scores
+
+    def similar_items(self, items: np.ndarray, k: int = 10) -> tuple[np.ndarray, np.ndarray]:
+        raise NotImplementedError(f"{self.name} does not rank similar items")
+
+    # --- persistence ----------------------------------------------------------------------------
+    def _state(self) -> dict[str, Any]:
+        """Learned attributes (ending in `_`) that are arrays, sparse matrices or scalars."""
+        return {k: v for k, v in vars(self).items() if k.endswith("_")}
+
+    def save(self, folder: Path | str) -> Path:
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        arrays, sparse, scalars = {}, {}, {}
+        for key, value in self._state().items():
+            if sp.issparse(value):
+                sparse[key] = sp.csr_matrix(value)
+            elif isinstance(value, np.ndarray):
+                arrays[key] = value
+            elif isinstance(value, int | float | str | bool | type(None) | list | dict):
+                scalars[key] = value
+            else:  # a model with other state must override _state / _restore
+                raise TypeError(f"{self.name}: cannot save attribute {key} of {type(value)}")
+        np.savez_compressed(folder / "arrays.npz", **arrays)
+        for key, matrix in sparse.items():
+            sp.save_npz(folder / f"{key}.npz", matrix)
+        (folder / "model.json").write_text(
+            json.dumps(
+                {
+                    "artifact_version": ARTIFACT_VERSION,
+                    "algorithm": self.name,
+                    "class": f"{type(self).__module__}.{type(self).__qualname__}",
+                    "params": self.get_params(),
+                    "scalars": scalars,
+                    "sparse": sorted(sparse),
+                },
+                indent=2,
+                default=str,
+            )
+        )
+        return folder
+
+    @classmethod
+    def load(cls, folder: Path | str) -> Recommender:
+        from equilibra.models.registry import model_class
+
+        folder = Path(folder)
+        meta = json.loads((folder / "model.json").read_text())
+        if meta.get("artifact_version") != ARTIFACT_VERSION:
+            raise ValueError(
+                f"model: artifact version {meta.get('artifact_version')} is not "
+                f"{ARTIFACT_VERSION}; refit the model"
+            )
+        model = model_class(meta["algorithm"])(**meta["params"])
+        with np.load(folder / "arrays.npz", allow_pickle=False) as arrays:
+            for key in arrays.files:
+                setattr(model, key, arrays[key])
+        for key in meta["sparse"]:
+            setattr(model, key, sp.load_npz(folder / f"{key}.npz").tocsr())
+        for key, value in meta["scalars"].items():
+            setattr(model, key, value)
+        model._restore()
+        return model
+
+    def _restore(self) -> None:  # noqa: B027 - an optional hook, empty by default
+        """Rebuild derived state after load (e.g. a wrapped third-party model)."""
+
+
+def normalise_rows(matrix: sp.csr_matrix) -> sp.csr_matrix:
+    norms = np.sqrt(np.asarray(matrix.multiply(matrix).sum(axis=1)).ravel())
+    norms[norms == 0] = 1.0
+    return sp.csr_matrix(sp.diags(1.0 / norms) @ matrix)
+
+
+def keep_top_k_per_row(matrix: sp.csr_matrix, k: int) -> sp.csr_matrix:
+    """Sparsify a similarity matrix to each row's k largest entries."""
+    matrix = sp.csr_matrix(matrix)
+    indptr, indices, data = [0], [], []
+    for row in range(matrix.shape[0]):
+        start, end = matrix.indptr[row], matrix.indptr[row + 1]
+        values = matrix.data[start:end]
+        cols = matrix.indices[start:end]
+        if len(values) > k:
+            pick = np.argpartition(-values, k - 1)[:k]
+            values, cols = values[pick], cols[pick]
+        indices.append(cols)
+        data.append(values)
+        indptr.append(indptr[-1] + len(values))
+    return sp.csr_matrix(
+        (
+            np.concatenate(data) if data else np.empty(0),
+            np.concatenate(indices) if indices else np.empty(0, dtype=np.int32),
+            np.array(indptr),
+        ),
+        shape=matrix.shape,
+    )

@@ -1,0 +1,116 @@
+"""Matrix factorisation through `implicit`: ALS (weighted, implicit feedback) and BPR."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+from threadpoolctl import threadpool_limits
+
+from equilibra.data.interactions import Interactions
+from equilibra.models.base import Recommender, normalise_rows, top_k
+from equilibra.models.neighbours import bm25_weight
+
+
+class _Factors(Recommender):
+    """Shared scoring: user_factors_ · item_factors_ᵀ; similar items by factor cosine."""
+
+    def _score_users(self, users: np.ndarray) -> np.ndarray:
+        return self.user_factors_[users] @ self.item_factors_.T
+
+    def similar_items(self, items: np.ndarray, k: int = 10) -> tuple[np.ndarray, np.ndarray]:
+        unit = normalise_rows(sp.csr_matrix(self.item_factors_)).toarray()
+        items = np.asarray(items, dtype=np.int64)
+        block = unit[items] @ unit.T
+        block[np.arange(len(items)), items] = -np.inf
+        return top_k(block, k)
+
+
+class ALS(_Factors):
+    """implicit's conjugate-gradient ALS. `weighting`: none, log (1 + alpha·log(1 + w)) or bm25."""
+
+    name = "als"
+
+    def __init__(
+        self,
+        factors: int = 64,
+        regularization: float = 0.05,
+        alpha: float = 10.0,
+        iterations: int = 15,
+        weighting: str = "log",
+        seed: int = 42,
+    ):
+        self.factors = factors
+        self.regularization = regularization
+        self.alpha = alpha
+        self.iterations = iterations
+        self.weighting = weighting
+        self.seed = seed
+
+    def _confidence(self, matrix: sp.csr_matrix) -> sp.csr_matrix:
+        x = sp.csr_matrix(matrix, dtype=np.float32, copy=True)
+        if self.weighting == "log":
+            x.data = np.log1p(x.data)
+        elif self.weighting == "bm25":
+            x = sp.csr_matrix(bm25_weight(x), dtype=np.float32)
+        elif self.weighting != "none":
+            raise ValueError("weighting: expected none, log or bm25")
+        return x
+
+    def _fit(
+        self, interactions: Interactions, items: pd.DataFrame | None, users: pd.DataFrame | None
+    ) -> None:
+        from implicit.cpu.als import AlternatingLeastSquares
+
+        # implicit parallelises itself; a multi-threaded BLAS underneath only fights it.
+        with threadpool_limits(1, "blas"):
+            model = AlternatingLeastSquares(
+                factors=self.factors,
+                regularization=self.regularization,
+                alpha=self.alpha,
+                iterations=self.iterations,
+                random_state=self.seed,
+            )
+            model.fit(self._confidence(interactions.matrix), show_progress=False)
+        self.user_factors_ = np.asarray(model.user_factors, dtype=np.float32)
+        self.item_factors_ = np.asarray(model.item_factors, dtype=np.float32)
+
+
+class BPR(_Factors):
+    """implicit's Bayesian Personalised Ranking (pairwise, sampled negatives)."""
+
+    name = "bpr"
+
+    def __init__(
+        self,
+        factors: int = 64,
+        learning_rate: float = 0.05,
+        regularization: float = 0.01,
+        iterations: int = 100,
+        seed: int = 42,
+    ):
+        self.factors = factors
+        self.learning_rate = learning_rate
+        self.regularization = regularization
+        self.iterations = iterations
+        self.seed = seed
+
+    def _fit(
+        self, interactions: Interactions, items: pd.DataFrame | None, users: pd.DataFrame | None
+    ) -> None:
+        from implicit.cpu.bpr import BayesianPersonalizedRanking
+
+        model = BayesianPersonalizedRanking(
+            factors=self.factors,
+            learning_rate=self.learning_rate,
+            regularization=self.regularization,
+            iterations=self.iterations,
+            random_state=self.seed,
+        )
+        binary = sp.csr_matrix(interactions.matrix, dtype=np.float32, copy=True)
+        binary.data[:] = 1.0
+        with threadpool_limits(1, "blas"):
+            model.fit(binary, show_progress=False)
+        # implicit's BPR appends a bias column to the item factors and a 1 to the users'.
+        self.user_factors_ = np.asarray(model.user_factors, dtype=np.float32)
+        self.item_factors_ = np.asarray(model.item_factors, dtype=np.float32)

@@ -1,0 +1,31 @@
+"""Model names (as the CLI and configs spell them) -> classes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from equilibra.models.base import Recommender
+
+
+def _classes() -> dict[str, type[Recommender]]:
+    from equilibra.models.ease import EASE
+    from equilibra.models.factorization import ALS, BPR
+    from equilibra.models.neighbours import ItemKNN, UserKNN
+    from equilibra.models.popularity import Popularity
+    from equilibra.models.recent import RecentItems
+
+    return {cls.name: cls for cls in (Popularity, ItemKNN, UserKNN, ALS, BPR, EASE, RecentItems)}
+
+
+MODELS: tuple[str, ...] = ("popularity", "itemknn", "userknn", "als", "bpr", "ease", "recent")
+
+
+def model_class(name: str) -> type[Recommender]:
+    classes = _classes()
+    if name not in classes:
+        raise ValueError(f"algorithm: unknown model {name!r}; expected one of {', '.join(classes)}")
+    return classes[name]
+
+
+def create_model(name: str, **params: Any) -> Recommender:
+    return model_class(name)(**params)

@@ -1,0 +1,133 @@
+"""One conformance suite for every candidate generator, on data whose right answer is known.
+
+Two taste groups: even users touch even items, odd users odd items; each user leaves one item
+of their group untouched. A personalised model must put an item of the user's own group first.
+"""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from equilibra.data.interactions import Interactions
+from equilibra.models.base import Recommender
+from equilibra.models.ease import EASE
+from equilibra.models.factorization import ALS, BPR
+from equilibra.models.neighbours import ItemKNN, UserKNN
+from equilibra.models.popularity import Popularity
+from equilibra.models.recent import RecentItems
+
+N_USERS, N_ITEMS = 40, 20
+
+PERSONALISED = [
+    ItemKNN(similarity="cosine", k=10),
+    ItemKNN(similarity="jaccard"),
+    ItemKNN(similarity="asymmetric", alpha=0.3),
+    ItemKNN(similarity="bm25"),
+    ItemKNN(similarity="tfidf", shrink=2.0),
+    UserKNN(similarity="cosine", k=10),
+    ALS(factors=8, iterations=15, regularization=0.1, alpha=1.0),
+    BPR(factors=8, iterations=300),
+    EASE(regularization=1.0),
+]
+OTHERS = [Popularity(), Popularity(half_life_days=3, by_category=True), RecentItems()]
+
+
+@pytest.fixture(scope="module")
+def blocks():
+    rng = np.random.default_rng(0)
+    rows = []
+    for u in range(N_USERS):
+        own = [i for i in range(N_ITEMS) if i % 2 == u % 2]
+        held = rng.choice(own)
+        for t, i in enumerate(i for i in own if i != held):
+            rows.append([f"u{u}", f"i{i}", "view", 1_700_000_000.0 + u * 100 + t])
+    frame = pd.DataFrame(rows, columns=["user_id", "item_id", "event_type", "timestamp"])
+    items = pd.DataFrame(
+        {
+            "item_id": [f"i{i}" for i in range(N_ITEMS)],
+            "categories": ["even" if i % 2 == 0 else "odd" for i in range(N_ITEMS)],
+        }
+    )
+    x = Interactions.from_frame(frame, items=items["item_id"])
+    return x, items
+
+
+def group_of_item(x, dense):
+    return np.array([int(name[1:]) % 2 for name in x.items.to_external(dense)])
+
+
+def group_of_user(x, dense):
+    return np.array([int(name[1:]) % 2 for name in x.users.to_external(dense)])
+
+
+@pytest.mark.parametrize("model", PERSONALISED + OTHERS, ids=repr)
+def test_recommend_contract(model: Recommender, blocks, tmp_path):
+    x, items = blocks
+    model.fit(x, items)
+    users = np.arange(N_USERS)
+    recs, scores = model.recommend(users, k=12, exclude=x.interacted())
+    assert recs.shape == scores.shape == (N_USERS, 12)
+    # Only 11 items per user are left to recommend: the 12th slot is padding.
+    assert (recs[:, 11] == -1).all() and np.isneginf(scores[:, 11]).all()
+    valid = recs[:, :11]
+    assert not x.interacted()[np.repeat(users, 11), valid.ravel()].any()
+    assert (np.diff(scores[:, :11], axis=1) <= 1e-6).all()
+    direct = model.score(users[:3], valid[0])
+    assert direct[0] == pytest.approx(scores[0, :11], rel=1e-4, abs=1e-5)
+    loaded = Recommender.load(model.save(tmp_path / model.name))
+    again, _ = loaded.recommend(users, k=12, exclude=x.interacted())
+    assert (again == recs).all()
+
+
+@pytest.mark.parametrize("model", PERSONALISED, ids=repr)
+def test_personalised_models_find_the_users_group(model: Recommender, blocks):
+    x, items = blocks
+    model.fit(x, items)
+    users = np.arange(N_USERS)
+    recs, _ = model.recommend(users, k=1, exclude=x.interacted())
+    hit = group_of_item(x, recs[:, 0]) == group_of_user(x, users)
+    assert hit.mean() >= 0.9
+
+
+@pytest.mark.parametrize(
+    "model",
+    [m for m in PERSONALISED if not isinstance(m, UserKNN)] + [Popularity(by_category=True)],
+    ids=repr,
+)
+def test_similar_items_exclude_the_item_and_share_its_group(model: Recommender, blocks):
+    x, items = blocks
+    model.fit(x, items)
+    probe = np.arange(N_ITEMS)
+    similar, _ = model.similar_items(probe, k=3)
+    assert (similar != probe[:, None]).all()
+    same = group_of_item(x, similar[:, 0]) == group_of_item(x, probe)
+    assert same.mean() >= 0.9
+
+
+def test_pearson_user_knn_reads_rating_levels():
+    # Everyone rates every item; only the level tells the groups apart (cosine cannot).
+    rows = [
+        [f"u{u}", f"i{i}", "rating", 1.7e9 + i, 5.0 if i % 2 == u % 2 else 1.0]
+        for u in range(N_USERS)
+        for i in range(N_ITEMS)
+        if (u + i) % 7
+    ]
+    frame = pd.DataFrame(rows, columns=["user_id", "item_id", "event_type", "timestamp", "value"])
+    x = Interactions.from_frame(frame)
+    model = UserKNN(similarity="pearson", k=10).fit(x)
+    users = np.arange(N_USERS)
+    recs, _ = model.recommend(users, k=1, exclude=x.interacted())
+    held = recs[:, 0] >= 0
+    assert (group_of_item(x, recs[held, 0]) == group_of_user(x, users[held])).mean() >= 0.9
+
+
+def test_ease_bounded_catalogue_still_ranks_every_item(blocks):
+    x, items = blocks
+    model = EASE(regularization=1.0, max_items=6).fit(x, items)
+    recs, _ = model.recommend(np.arange(N_USERS), k=N_ITEMS)
+    assert (recs >= 0).all() and len(model.kept_items_) == 6
+
+
+def test_unknown_similarity_is_explained(blocks):
+    with pytest.raises(ValueError, match="similarity"):
+        ItemKNN(similarity="euclid").fit(blocks[0])
