@@ -10,11 +10,13 @@ import pytest
 
 from equilibra.data.interactions import Interactions
 from equilibra.models.base import Recommender
+from equilibra.models.content import ContentBased
 from equilibra.models.ease import EASE
 from equilibra.models.factorization import ALS, BPR
 from equilibra.models.neighbours import ItemKNN, UserKNN
 from equilibra.models.popularity import Popularity
 from equilibra.models.recent import RecentItems
+from equilibra.models.sequence import CoVisitation
 
 N_USERS, N_ITEMS = 40, 20
 
@@ -28,6 +30,8 @@ PERSONALISED = [
     ALS(factors=8, iterations=15, regularization=0.1, alpha=1.0),
     BPR(factors=8, iterations=300),
     EASE(regularization=1.0),
+    ContentBased(),
+    CoVisitation(window=3),
 ]
 OTHERS = [Popularity(), Popularity(half_life_days=3, by_category=True), RecentItems()]
 
@@ -131,3 +135,20 @@ def test_ease_bounded_catalogue_still_ranks_every_item(blocks):
 def test_unknown_similarity_is_explained(blocks):
     with pytest.raises(ValueError, match="similarity"):
         ItemKNN(similarity="euclid").fit(blocks[0])
+
+
+def test_content_model_reaches_items_nobody_has_touched(blocks):
+    x, items = blocks
+    catalogue = pd.concat([items, pd.DataFrame({"item_id": ["new-even"], "categories": ["even"]})])
+    frame = x.events_frame()
+    x2 = Interactions.from_frame(frame, items=catalogue["item_id"])
+    model = ContentBased().fit(x2, catalogue)
+    new = x2.items.to_dense(["new-even"])[0]
+    similar, _ = model.similar_items(x2.items.to_dense(["i0"]), k=N_ITEMS)
+    assert new in similar[0]
+    even_user = x2.users.to_dense(["u0"])
+    recs, _ = model.recommend(even_user, k=N_ITEMS, exclude=x2.interacted())
+    assert new in recs[0]
+    odd_user = x2.users.to_dense(["u1"])
+    recs, scores = model.recommend(odd_user, k=N_ITEMS, exclude=x2.interacted())
+    assert scores[0][list(recs[0]).index(new)] < scores[0][0]

@@ -167,7 +167,10 @@ class Recommender(ABC):
                 f"model: artifact version {meta.get('artifact_version')} is not "
                 f"{ARTIFACT_VERSION}; refit the model"
             )
-        model = model_class(meta["algorithm"])(**meta["params"])
+        cls_ = model_class(meta["algorithm"])
+        if hasattr(cls_, "load_folder"):  # composite models keep their parts in sub-folders
+            return cls_.load_folder(folder, meta)  # type: ignore[attr-defined]
+        model = cls_(**meta["params"])
         with np.load(folder / "arrays.npz", allow_pickle=False) as arrays:
             for key in arrays.files:
                 setattr(model, key, arrays[key])

@@ -8,16 +8,44 @@ from equilibra.models.base import Recommender
 
 
 def _classes() -> dict[str, type[Recommender]]:
+    from equilibra.models.content import ContentBased
     from equilibra.models.ease import EASE
     from equilibra.models.factorization import ALS, BPR
+    from equilibra.models.hybrid import Hybrid
     from equilibra.models.neighbours import ItemKNN, UserKNN
     from equilibra.models.popularity import Popularity
     from equilibra.models.recent import RecentItems
+    from equilibra.models.sequence import CoVisitation
 
-    return {cls.name: cls for cls in (Popularity, ItemKNN, UserKNN, ALS, BPR, EASE, RecentItems)}
+    return {
+        cls.name: cls
+        for cls in (
+            Popularity,
+            ItemKNN,
+            UserKNN,
+            ALS,
+            BPR,
+            EASE,
+            RecentItems,
+            ContentBased,
+            CoVisitation,
+            Hybrid,
+        )
+    }
 
 
-MODELS: tuple[str, ...] = ("popularity", "itemknn", "userknn", "als", "bpr", "ease", "recent")
+MODELS: tuple[str, ...] = (
+    "popularity",
+    "itemknn",
+    "userknn",
+    "als",
+    "bpr",
+    "ease",
+    "recent",
+    "content",
+    "covisit",
+    "hybrid",
+)
 
 
 def model_class(name: str) -> type[Recommender]:

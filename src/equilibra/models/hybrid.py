@@ -1,0 +1,105 @@
+"""A weighted blend of several generators' per-user normalised scores.
+
+Each component's row of scores is scaled to [0, 1] per user (min-max over the items it can
+score) before weighting, so a generator whose raw scores run large cannot drown the others.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from equilibra.data.interactions import Interactions
+from equilibra.models.base import ARTIFACT_VERSION, Recommender
+
+
+def minmax_rows(scores: np.ndarray) -> np.ndarray:
+    finite = np.isfinite(scores)
+    low = np.where(finite, scores, np.inf).min(axis=1, keepdims=True)
+    high = np.where(finite, scores, -np.inf).max(axis=1, keepdims=True)
+    span = np.where(high > low, high - low, 1.0)
+    out = np.where(finite, (scores - low) / span, 0.0)
+    return np.nan_to_num(out, nan=0.0, posinf=0.0, neginf=0.0)
+
+
+class Hybrid(Recommender):
+    """`components`: [{"algorithm": name, "params": {...}, "weight": w}, ...]."""
+
+    name = "hybrid"
+
+    def __init__(self, components: list[dict[str, Any]] | None = None):
+        self.components = components or [
+            {"algorithm": "recent", "params": {}, "weight": 1.0},
+            {"algorithm": "covisit", "params": {}, "weight": 1.0},
+            {"algorithm": "als", "params": {}, "weight": 1.0},
+        ]
+
+    def _fit(
+        self, interactions: Interactions, items: pd.DataFrame | None, users: pd.DataFrame | None
+    ) -> None:
+        from equilibra.models.registry import create_model
+
+        self.models_ = [
+            create_model(c["algorithm"], **c.get("params", {})).fit(interactions, items, users)
+            for c in self.components
+        ]
+
+    @property
+    def weights(self) -> np.ndarray:
+        return np.array([float(c.get("weight", 1.0)) for c in self.components])
+
+    def component_scores(self, users: np.ndarray) -> list[np.ndarray]:
+        return [
+            minmax_rows(np.asarray(m._score_users(users), dtype=np.float64)) for m in self.models_
+        ]
+
+    def _score_users(self, users: np.ndarray) -> np.ndarray:
+        total = np.zeros((len(users), self.n_items_))
+        for weight, scores in zip(self.weights, self.component_scores(users), strict=True):
+            if weight:
+                total += weight * scores
+        return total
+
+    def similar_items(self, items: np.ndarray, k: int = 10) -> tuple[np.ndarray, np.ndarray]:
+        """From the first component that ranks similar items (components in weight order)."""
+        for index in np.argsort(-self.weights, kind="stable"):
+            try:
+                return self.models_[index].similar_items(items, k)
+            except NotImplementedError:
+                continue
+        raise NotImplementedError("no component of this hybrid ranks similar items")
+
+    def save(self, folder: Path | str) -> Path:
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        for index, model in enumerate(self.models_):
+            model.save(folder / f"component-{index}")
+        (folder / "model.json").write_text(
+            json.dumps(
+                {
+                    "artifact_version": ARTIFACT_VERSION,
+                    "algorithm": self.name,
+                    "params": self.get_params(),
+                    "scalars": {"n_users_": self.n_users_, "n_items_": self.n_items_},
+                    "sparse": [],
+                    "components": len(self.models_),
+                },
+                indent=2,
+                default=str,
+            )
+        )
+        return folder
+
+    @classmethod
+    def load_folder(cls, folder: Path, meta: dict[str, Any]) -> Hybrid:
+        model = cls(**meta["params"])
+        model.models_ = [
+            Recommender.load(folder / f"component-{i}") for i in range(meta["components"])
+        ]
+        for key, value in meta["scalars"].items():
+            setattr(model, key, value)
+        return model

@@ -1,0 +1,1 @@
+"""Ranking over candidate generators: weighted blends and a learned ranker."""
