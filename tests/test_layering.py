@@ -14,6 +14,11 @@ ALLOWED = {
     "store": {"domain", "data", "errors", "store"},
     "analysis": {"domain", "data", "errors", "analysis"},
     "ingest": {"domain", "data", "errors", "store"},
+    "models": {"domain", "data", "errors", "models"},
+    "evaluate": {"domain", "data", "errors", "evaluate"},
+    "artifact": {"domain", "data", "errors", "models"},
+    "train": {"domain", "data", "errors", "models", "artifact"},
+    "auto": {"domain", "data", "errors", "models", "evaluate", "train"},
 }
 
 

@@ -297,6 +297,208 @@ def interactions_command(
     )
 
 
+# --- models ------------------------------------------------------------------------------------
+
+
+def _params(text: str | None) -> dict[str, Any]:
+    if not text:
+        return {}
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise EquilibraError(f"params: not JSON ({exc.msg})") from None
+    if not isinstance(value, dict):
+        raise EquilibraError("params: expected a JSON object, e.g. '{\"factors\": 64}'")
+    return value
+
+
+def _algorithm(name: str) -> str:
+    from equilibra.models.registry import MODELS
+
+    if name != "auto" and name not in MODELS:
+        raise EquilibraError(
+            f"algorithm: unknown {name!r}; expected auto or one of {', '.join(MODELS)}"
+        )
+    return name
+
+
+@app.command("fit")
+def fit_command(
+    events: Annotated[Path, typer.Option(help="training events (CSV, CSV.gz, Parquet)")],
+    out_dir: Annotated[Path, typer.Option("--out", help="model directory to write")],
+    algorithm: Annotated[str, typer.Option(help="auto or a model name")] = "auto",
+    items: Annotated[Path | None, typer.Option(help="item file")] = None,
+    users: Annotated[Path | None, typer.Option(help="user file")] = None,
+    fmt: Annotated[str, typer.Option("--format")] = "canonical",
+    params: Annotated[str | None, typer.Option(help="model parameters as JSON")] = None,
+    budget: Annotated[float, typer.Option(help="seconds for --algorithm auto's search")] = 300.0,
+) -> None:
+    """Fit a model (or search for the best one with --algorithm auto) and save it to --out."""
+    from equilibra.train import fit_artifact, load_training_data
+
+    _algorithm(algorithm)
+    started = time.perf_counter()
+    data = load_training_data(events, _check_format(fmt), items, users)
+    info: dict[str, Any] = {"trained_on": str(events)}
+    chosen, chosen_params = algorithm, _params(params)
+    if algorithm == "auto":
+        from equilibra.auto import search
+
+        with Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            TextColumn("{task.completed}/{task.total}"),
+            TimeElapsedColumn(),
+            console=console,
+            disable=not console.is_terminal,
+        ) as bar:
+            task = bar.add_task("searching", total=None)
+
+            def update(done: int, total: int, label: str) -> None:
+                bar.update(task, completed=done, total=total, description=label[:60])
+
+            result = search(data, budget, update)
+        chosen, chosen_params = result.best.algorithm, result.best.params
+        info["auto"] = {
+            "chosen": result.best.label,
+            "protocol": result.protocol,
+            "validation": result.scores,
+        }
+    artifact = fit_artifact(data, chosen, chosen_params, info)
+    artifact.save(out_dir)
+    summary = {
+        "model": str(out_dir),
+        "algorithm": chosen,
+        "params": chosen_params,
+        **artifact.info["data"],
+        "seconds": round(time.perf_counter() - started, 1),
+    }
+    if algorithm == "auto":
+        summary["validation_ndcg@10"] = max(
+            (s["ndcg@10"] for s in info["auto"]["validation"] if "ndcg@10" in s), default=None
+        )
+    _print_json(summary)
+
+
+def _read_user_list(path: Path) -> pd.Series:
+    if not path.exists():
+        raise EquilibraError(f"users: file {path} does not exist")
+    frame = pd.read_csv(path, dtype=str, header=None, keep_default_na=False)
+    if frame.empty:
+        raise EquilibraError(f"users: {path} is empty")
+    first = frame.iloc[0, 0].strip().lower()
+    if first in ("user_id", "userid", "user"):
+        frame = frame.iloc[1:]
+    ids = frame.iloc[:, 0].str.strip()
+    if (ids == "").any():
+        raise EquilibraError(
+            f"users: {path} has an empty user id on line "
+            f"{int((ids == '').to_numpy().argmax()) + 1 + (first == 'user_id')}"
+        )
+    return ids.drop_duplicates()
+
+
+@app.command("recommend")
+def recommend_command(
+    model: Annotated[Path, typer.Option(help="model directory written by fit")],
+    users: Annotated[Path, typer.Option(help="user ids, one per line (header user_id optional)")],
+    out_file: Annotated[Path, typer.Option("--out", help="CSV: user_id,rank,item_id,score")],
+    k: Annotated[int, typer.Option(min=1, max=10_000)] = 10,
+    exclude: Annotated[str, typer.Option(help="interacted, converted or none")] = "interacted",
+) -> None:
+    """Top-K recommendations for a list of users, as CSV."""
+    from equilibra.artifact import EXCLUDE_CHOICES, ModelArtifact
+
+    if exclude not in EXCLUDE_CHOICES:
+        raise EquilibraError(f"exclude: expected one of {', '.join(EXCLUDE_CHOICES)}")
+    artifact = ModelArtifact.load(model)
+    ids = _read_user_list(users)
+    started = time.perf_counter()
+    table = artifact.recommend(ids, k, exclude)
+    seconds = time.perf_counter() - started
+    out_file.parent.mkdir(parents=True, exist_ok=True)
+    table.to_csv(out_file, index=False)
+    cold = int((~pd.Series(ids).isin(set(artifact.users.ids))).sum())
+    _print_json(
+        {
+            "users": len(ids),
+            "cold_users": cold,
+            "rows": len(table),
+            "seconds": round(seconds, 3),
+            "out": str(out_file),
+        }
+    )
+
+
+@app.command("evaluate")
+def evaluate_command(
+    events: Annotated[Path, typer.Option(help="events to split by time")],
+    algorithm: Annotated[str, typer.Option(help="auto or a model name")] = "auto",
+    items: Annotated[Path | None, typer.Option(help="item file")] = None,
+    fmt: Annotated[str, typer.Option("--format")] = "canonical",
+    params: Annotated[str | None, typer.Option(help="model parameters as JSON")] = None,
+    exclude: Annotated[str | None, typer.Option(help="default: by the data's protocol")] = None,
+    budget: Annotated[float, typer.Option(help="seconds for auto's search")] = 120.0,
+    json_out: Annotated[Path | None, typer.Option("--json", help="write results here")] = None,
+) -> None:
+    """Temporal split (design.md protocol), fit on the past, score the future; table + JSON."""
+    from equilibra.evaluate.offline import evaluate_model
+    from equilibra.evaluate.split import (
+        global_temporal_split,
+        per_user_temporal_split,
+        test_truth,
+    )
+    from equilibra.models.registry import create_model
+    from equilibra.train import (
+        TrainingData,
+        build_interactions,
+        default_weights,
+        load_training_data,
+    )
+
+    _algorithm(algorithm)
+    data = load_training_data(events, _check_format(fmt), items)
+    split_name, default_exclude = data.protocol()
+    exclude = exclude or default_exclude
+    split = (
+        per_user_temporal_split(data.events)
+        if split_name == "per_user"
+        else global_temporal_split(data.events)
+    )
+    train_data = TrainingData(events=split.train, items=data.items)
+    chosen, chosen_params = algorithm, _params(params)
+    if algorithm == "auto":
+        from equilibra.auto import search
+
+        best = search(train_data, budget).best
+        chosen, chosen_params = best.algorithm, best.params
+    train = build_interactions(split.train, data.items, default_weights(data))
+    truth = test_truth(train, split.test, exclude=exclude)
+    started = time.perf_counter()
+    model = create_model(chosen, **chosen_params).fit(train, data.items)
+    fit_seconds = time.perf_counter() - started
+    result = evaluate_model(model, train, truth, exclude=exclude)
+    report = {
+        "algorithm": chosen,
+        "params": chosen_params,
+        "split": split_name,
+        "exclude": exclude,
+        "cold_test_users": len(truth.cold_users),
+        "fit_seconds": round(fit_seconds, 2),
+        **result.as_dict(),
+    }
+    table = Table(title=f"{chosen} on {events.name} ({split_name} split, exclude {exclude})")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for key, value in report.items():
+        if isinstance(value, float):
+            table.add_row(key, f"{value:.4f}")
+    console.print(table)
+    if json_out:
+        json_out.write_text(json.dumps(report, indent=2, default=str))
+    _print_json(report)
+
+
 # --- demo --------------------------------------------------------------------------------------
 
 

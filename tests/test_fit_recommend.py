@@ -1,0 +1,168 @@
+"""The batch contract of design.md: fit → model directory → recommend CSV; evaluate; auto."""
+
+import json
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+
+from equilibra.artifact import ModelArtifact
+from equilibra.auto import search
+from equilibra.train import TrainingData, fit_artifact
+
+
+def cli(*args, cwd=None):
+    return subprocess.run(
+        [sys.executable, "-m", "equilibra.cli", *map(str, args)],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        timeout=300,
+    )
+
+
+@pytest.fixture(scope="module")
+def shop_files(tmp_path_factory, tiny_shop):
+    folder = tmp_path_factory.mktemp("shop")
+    return tiny_shop.write(folder)
+
+
+def test_fit_and_recommend_follow_the_contract(shop_files, tmp_path, tiny_shop):
+    fitted = cli(
+        "fit",
+        "--events",
+        shop_files["events"],
+        "--items",
+        shop_files["items"],
+        "--algorithm",
+        "itemknn",
+        "--params",
+        '{"k": 20}',
+        "--out",
+        tmp_path / "model",
+    )
+    assert fitted.returncode == 0, fitted.stderr
+    assert json.loads(fitted.stdout)["algorithm"] == "itemknn"
+    events = tiny_shop.events
+    known = events["user_id"].drop_duplicates().head(5).tolist()
+    (tmp_path / "users.csv").write_text("user_id\n" + "\n".join(known + ["stranger"]) + "\n")
+    for exclude in ("interacted", "converted", "none"):
+        out = tmp_path / f"recs-{exclude}.csv"
+        result = cli(
+            "recommend",
+            "--model",
+            tmp_path / "model",
+            "--users",
+            tmp_path / "users.csv",
+            "--k",
+            7,
+            "--out",
+            out,
+            "--exclude",
+            exclude,
+        )
+        assert result.returncode == 0, result.stderr
+        recs = pd.read_csv(out, dtype={"user_id": str, "item_id": str})
+        assert list(recs.columns) == ["user_id", "rank", "item_id", "score"]
+        assert set(recs["user_id"]) == set(known) | {"stranger"}
+        ranks = recs.groupby("user_id")["rank"].apply(list)
+        assert all(r == list(range(1, 8)) for r in ranks)
+        seen = events.groupby("user_id")["item_id"].apply(set)
+        converted = (
+            events[events.event_type.isin(["add_to_cart", "purchase"])]
+            .groupby("user_id")["item_id"]
+            .apply(set)
+        )
+        for user in known:
+            shown = set(recs.loc[recs.user_id == user, "item_id"])
+            if exclude == "interacted":
+                assert not shown & seen[user]
+            if exclude == "converted":
+                assert not shown & converted.get(user, set())
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["fit", "--events", "e.csv", "--out", "m", "--algorithm", "magic"], "unknown 'magic'"),
+        (
+            ["fit", "--events", "e.csv", "--out", "m", "--algorithm", "als", "--params", "{oops"],
+            "params: not JSON",
+        ),
+        (
+            [
+                "fit",
+                "--events",
+                "e.csv",
+                "--out",
+                "m",
+                "--algorithm",
+                "als",
+                "--params",
+                '{"nope": 1}',
+            ],
+            "params:",
+        ),
+        (
+            ["recommend", "--model", "nowhere", "--users", "e.csv", "--out", "r.csv"],
+            "not a model directory",
+        ),
+        (
+            [
+                "recommend",
+                "--model",
+                "nowhere",
+                "--users",
+                "e.csv",
+                "--out",
+                "r.csv",
+                "--exclude",
+                "all",
+            ],
+            "exclude",
+        ),
+    ],
+)
+def test_bad_fit_and_recommend_input_exits_2(tmp_path, args, message):
+    (tmp_path / "e.csv").write_text("user_id,item_id,event_type,timestamp\nu,i,view,1767000000\n")
+    result = cli(*args, cwd=tmp_path)
+    assert result.returncode == 2 and message in result.stderr, result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_artifact_round_trip_answers_the_same(tiny_shop, tmp_path):
+    data = TrainingData(events=tiny_shop.events, items=tiny_shop.items)
+    artifact = fit_artifact(data, "covisit")
+    users = tiny_shop.events["user_id"].unique()[:20]
+    before = artifact.recommend(users, 5, "converted")
+    after = ModelArtifact.load(artifact.save(tmp_path / "m")).recommend(users, 5, "converted")
+    pd.testing.assert_frame_equal(before, after)
+
+
+def test_auto_search_scores_candidates_and_blends(tiny_shop):
+    data = TrainingData(events=tiny_shop.events, items=tiny_shop.items)
+    seen = []
+    result = search(data, budget_seconds=60, progress=lambda d, t, label: seen.append(label))
+    scored = [s for s in result.scores if "ndcg@10" in s]
+    assert len(scored) >= 5 and any(s["algorithm"] == "hybrid" for s in scored)
+    best = max(s["ndcg@10"] for s in scored)
+    assert best > 0 and result.protocol["split"] == "global"
+    assert seen[-1] == "done"
+
+
+def test_evaluate_prints_metrics_and_writes_json(shop_files, tmp_path):
+    result = cli(
+        "evaluate",
+        "--events",
+        shop_files["events"],
+        "--algorithm",
+        "recent",
+        "--json",
+        tmp_path / "eval.json",
+    )
+    assert result.returncode == 0, result.stderr
+    report = json.loads((tmp_path / "eval.json").read_text())
+    for key in ("ndcg@10", "recall@20", "hitrate@10", "map@10", "coverage@10", "novelty@10"):
+        assert 0 <= report[key] <= (1 if key != "novelty@10" else 100)
+    assert report["split"] == "global" and report["exclude"] == "converted"
