@@ -46,7 +46,7 @@ def test_fit_and_recommend_follow_the_contract(shop_files, tmp_path, tiny_shop):
     assert json.loads(fitted.stdout)["algorithm"] == "itemknn"
     events = tiny_shop.events
     known = events["user_id"].drop_duplicates().head(5).tolist()
-    (tmp_path / "users.csv").write_text("user_id\n" + "\n".join(known + ["stranger"]) + "\n")
+    (tmp_path / "users.csv").write_text("user_id\n" + "\n".join([*known, "stranger"]) + "\n")
     for exclude in ("interacted", "converted", "none"):
         out = tmp_path / f"recs-{exclude}.csv"
         result = cli(
