@@ -4,6 +4,7 @@ import json
 import subprocess
 import sys
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -166,3 +167,30 @@ def test_evaluate_prints_metrics_and_writes_json(shop_files, tmp_path):
     for key in ("ndcg@10", "recall@20", "hitrate@10", "map@10", "coverage@10", "novelty@10"):
         assert 0 <= report[key] <= (1 if key != "novelty@10" else 100)
     assert report["split"] == "global" and report["exclude"] == "converted"
+
+
+def test_learned_ranker_fits_explains_and_round_trips(tmp_path):
+    from equilibra.data.synthetic import generate_shop
+    from equilibra.models.base import Recommender
+    from equilibra.models.ranker import LearnedRanker
+    from equilibra.train import build_interactions
+
+    shop = generate_shop("demo", seed=3)
+    x = build_interactions(shop.events, shop.items)
+    model = LearnedRanker(
+        generators=[
+            {"algorithm": "recent", "params": {}},
+            {"algorithm": "covisit", "params": {}},
+            {"algorithm": "popularity", "params": {}},
+        ],
+        classifier="logistic",
+        candidates=20,
+    ).fit(x, shop.items)
+    assert set(model.feature_importance_) == set(model.feature_names())
+    assert model.training_["positives"] > 0
+    users = np.arange(50)
+    recs, scores = model.recommend(users, 10, exclude=x.converted())
+    assert (recs >= 0).all() and (np.diff(scores, axis=1) <= 0).all()
+    loaded = Recommender.load(model.save(tmp_path / "ranker"))
+    again, _ = loaded.recommend(users, 10, exclude=x.converted())
+    assert (again == recs).all()

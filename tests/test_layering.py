@@ -14,7 +14,7 @@ ALLOWED = {
     "store": {"domain", "data", "errors", "store"},
     "analysis": {"domain", "data", "errors", "analysis"},
     "ingest": {"domain", "data", "errors", "store"},
-    "models": {"domain", "data", "errors", "models"},
+    "models": {"domain", "data", "errors", "models", "evaluate"},
     "evaluate": {"domain", "data", "errors", "evaluate"},
     "artifact": {"domain", "data", "errors", "models"},
     "train": {"domain", "data", "errors", "models", "artifact"},

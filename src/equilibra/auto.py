@@ -33,7 +33,18 @@ class Candidate:
 
     @property
     def label(self) -> str:
-        inner = ",".join(f"{k}={v}" for k, v in self.params.items() if k != "components")
+        if self.algorithm == "hybrid":
+            return (
+                "hybrid("
+                + " + ".join(
+                    f"{c.get('weight', 1.0)}×{Candidate(c['algorithm'], c.get('params', {})).label}"
+                    for c in self.params["components"]
+                )
+                + ")"
+            )
+        inner = ",".join(f"{k}={v}" for k, v in self.params.items() if k != "generators")
+        if "generators" in self.params:
+            inner += ",over=" + "+".join(g["algorithm"] for g in self.params["generators"])
         return f"{self.algorithm}({inner})"
 
 
@@ -65,9 +76,31 @@ def candidates(data: TrainingData, n_items: int) -> list[Candidate]:
             Candidate("popularity", {"half_life_days": 7.0}),
             Candidate("ease", {"regularization": 250.0, "max_items": ease_items}),
         ]
+    generators = RATING_GENERATORS if data.is_rating_data else SHOP_GENERATORS
+    grid += [
+        Candidate("ranker", {"generators": generators, "classifier": "logistic"}),
+        Candidate("ranker", {"generators": generators, "classifier": "gbdt"}),
+    ]
     if data.items is not None and {"title", "description", "categories"} & set(data.items):
         grid.append(Candidate("content", {}))
     return grid
+
+
+# What the learned ranker draws candidates from, by kind of data.
+SHOP_GENERATORS = [
+    {"algorithm": "recent", "params": {}},
+    {"algorithm": "covisit", "params": {"window": 10, "recent": 10}},
+    {"algorithm": "als", "params": {}},
+    {"algorithm": "itemknn", "params": {"k": 100}},
+    {"algorithm": "popularity", "params": {"half_life_days": 7.0}},
+]
+RATING_GENERATORS = [
+    {"algorithm": "ease", "params": {"regularization": 250.0, "max_items": 5_000}},
+    {"algorithm": "itemknn", "params": {"similarity": "bm25", "k": 200}},
+    {"algorithm": "userknn", "params": {"k": 50}},
+    {"algorithm": "als", "params": {}},
+    {"algorithm": "popularity", "params": {}},
+]
 
 
 BLEND_WEIGHTS = (0.25, 0.5, 1.0)
@@ -168,11 +201,6 @@ def search(
         blend.models_ = [m for _, m, _ in top]
         blend.n_users_, blend.n_items_ = inner.shape
         ndcg = record(candidate, blend, 0.0)
-        scores[-1]["candidate"] = (
-            "hybrid("
-            + " + ".join(f"{w}×{c.label}" for (c, _, _), w in zip(top, weights_, strict=True))
-            + ")"
-        )
         fitted.append((candidate, blend, ndcg))
     if progress:
         progress(total, total, "done")

@@ -14,6 +14,7 @@ def _classes() -> dict[str, type[Recommender]]:
     from equilibra.models.hybrid import Hybrid
     from equilibra.models.neighbours import ItemKNN, UserKNN
     from equilibra.models.popularity import Popularity
+    from equilibra.models.ranker import LearnedRanker
     from equilibra.models.recent import RecentItems
     from equilibra.models.sequence import CoVisitation
 
@@ -30,6 +31,7 @@ def _classes() -> dict[str, type[Recommender]]:
             ContentBased,
             CoVisitation,
             Hybrid,
+            LearnedRanker,
         )
     }
 
@@ -45,6 +47,7 @@ MODELS: tuple[str, ...] = (
     "content",
     "covisit",
     "hybrid",
+    "ranker",
 )
 
 

@@ -1,0 +1,327 @@
+"""A learned ranker over the candidates of several generators.
+
+Fitting, on a snapshot:
+
+1. split its event log by time (per user for rating data, one global cut for shop logs);
+2. fit every generator on the earlier part; for users with a positive in the later part, take
+   the union of each generator's top-N as candidates and describe each (user, item) pair: every
+   generator's normalised score and reciprocal rank, item popularity and freshness, the user's own
+   history with the item (weight, recency, whether they carted it), the user's activity;
+3. train a classifier (gradient-boosted trees by default, or logistic regression) to tell the
+   later positives from the other candidates, and measure how much each feature matters
+   (permutation importance on held-out users);
+4. refit the generators on the whole snapshot.
+
+Serving ranks each user's candidates by the classifier's probability.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+from equilibra.data.interactions import Interactions
+from equilibra.domain import EVENT_TYPE_CODE, EventType
+from equilibra.evaluate.split import global_temporal_split, per_user_temporal_split, test_truth
+from equilibra.models.base import ARTIFACT_VERSION, BLOCK_FLOATS, Recommender, top_k
+from equilibra.models.hybrid import minmax_rows
+
+DAY = 86_400.0
+CART_BITS = (1 << EVENT_TYPE_CODE[EventType.ADD_TO_CART.value]) | (
+    1 << EVENT_TYPE_CODE[EventType.PURCHASE.value]
+)
+
+
+def sparse_lookup(matrix: sp.csr_matrix, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+    """matrix[rows[i], cols[i]] for many pairs at once (0 where absent), without fancy indexing."""
+    matrix = sp.csr_matrix(matrix)
+    n_cols = matrix.shape[1]
+    row_of = np.repeat(np.arange(matrix.shape[0], dtype=np.int64), np.diff(matrix.indptr))
+    keys = row_of * n_cols + matrix.indices
+    order = np.argsort(keys, kind="stable")
+    keys, data = keys[order], matrix.data[order]
+    query = rows.astype(np.int64) * n_cols + cols
+    if len(keys) == 0:
+        return np.zeros(len(query), dtype=np.float64)
+    pos = np.minimum(np.searchsorted(keys, query), len(keys) - 1)
+    return np.where(keys[pos] == query, data[pos], 0).astype(np.float64)
+
+
+class LearnedRanker(Recommender):
+    name = "ranker"
+
+    def __init__(
+        self,
+        generators: list[dict[str, Any]] | None = None,
+        candidates: int = 50,
+        classifier: str = "gbdt",
+        max_train_users: int = 5_000,
+        seed: int = 42,
+    ):
+        self.generators = generators or [
+            {"algorithm": "recent", "params": {}},
+            {"algorithm": "covisit", "params": {"window": 10, "recent": 10}},
+            {"algorithm": "als", "params": {}},
+            {"algorithm": "itemknn", "params": {"k": 100}},
+            {"algorithm": "popularity", "params": {"half_life_days": 7.0}},
+        ]
+        self.candidates = candidates
+        self.classifier = classifier
+        self.max_train_users = max_train_users
+        self.seed = seed
+
+    # --- features -------------------------------------------------------------------------------
+    def feature_names(self) -> list[str]:
+        names = []
+        for g in self.generators:
+            names += [f"{g['algorithm']}_score", f"{g['algorithm']}_rrank"]
+        return [
+            *names,
+            "item_popularity",
+            "item_days_since_last_event",
+            "user_item_weight",
+            "user_item_recency",
+            "user_item_converted",
+            "user_activity",
+        ]
+
+    def _context(self, interactions: Interactions) -> dict[str, Any]:
+        last_event = np.full(interactions.shape[1], -np.inf)
+        np.maximum.at(last_event, interactions.event_item, interactions.event_time)
+        age = np.where(
+            np.isfinite(last_event), (interactions.reference_time - last_event) / DAY, 365.0
+        )
+        return {
+            "popularity": np.log1p(interactions.item_popularity().astype(np.float64)),
+            "item_age": np.log1p(np.clip(age, 0, None)),
+            "weights": interactions.matrix,
+            "last_seen": interactions.last_seen,
+            "flags": interactions.type_flags,
+            "reference": interactions.reference_time,
+            "activity": np.log1p(np.diff(interactions.matrix.indptr)).astype(np.float64),
+        }
+
+    def _candidates(
+        self, models: list[Recommender], context: dict[str, Any], users: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """-> (row in `users`, item, features) for every candidate pair of a batch."""
+        n_items = models[0].n_items_
+        blocks, tops = [], []
+        for model in models:
+            raw = np.asarray(model._score_users(users), dtype=np.float64)
+            tops.append(top_k(raw, self.candidates)[0])
+            blocks.append(minmax_rows(raw))
+        pairs = pd.DataFrame(
+            {
+                "row": np.repeat(np.arange(len(users)), self.candidates * len(models)),
+                "item": np.concatenate(tops, axis=1).ravel(),
+            }
+        )
+        pairs = pairs[pairs["item"] >= 0].drop_duplicates()
+        row, item = pairs["row"].to_numpy(), pairs["item"].to_numpy()
+        columns = []
+        reciprocal = 1.0 / (1.0 + np.arange(self.candidates))
+        for block, top in zip(blocks, tops, strict=True):
+            columns.append(block[row, item])
+            rank = np.zeros((len(users), n_items), dtype=np.float32)
+            valid = top >= 0
+            r_idx = np.repeat(np.arange(len(users)), valid.sum(axis=1))
+            rank[r_idx, top[valid]] = np.broadcast_to(reciprocal, top.shape)[valid]
+            columns.append(rank[row, item])
+        user = users[row]
+        last = sparse_lookup(context["last_seen"], user, item)
+        recency = np.where(last > 0, np.exp(-(context["reference"] - last) / DAY), 0.0)
+        flags = sparse_lookup(context["flags"], user, item).astype(np.int64)
+        columns += [
+            context["popularity"][item],
+            context["item_age"][item],
+            np.log1p(sparse_lookup(context["weights"], user, item)),
+            recency,
+            ((flags & CART_BITS) != 0).astype(np.float64),
+            context["activity"][user],
+        ]
+        return row, item, np.column_stack(columns)
+
+    def _batches(self, users: np.ndarray) -> list[np.ndarray]:
+        size = max(1, BLOCK_FLOATS // max(self.n_items_, 1) // 2)
+        return [users[i : i + size] for i in range(0, len(users), size)]
+
+    # --- fitting --------------------------------------------------------------------------------
+    def _fit_generators(
+        self, interactions: Interactions, items: pd.DataFrame | None, users: pd.DataFrame | None
+    ) -> list[Recommender]:
+        from equilibra.models.registry import create_model
+
+        return [
+            create_model(g["algorithm"], **g.get("params", {})).fit(interactions, items, users)
+            for g in self.generators
+        ]
+
+    def _fit(
+        self, interactions: Interactions, items: pd.DataFrame | None, users: pd.DataFrame | None
+    ) -> None:
+        events = interactions.events_frame()
+        rating_data = bool((events["event_type"] == EventType.RATING.value).mean() > 0.5)
+        split = per_user_temporal_split(events) if rating_data else global_temporal_split(events)
+        exclude = "interacted" if rating_data else "converted"
+        inner = Interactions.from_frame(
+            split.train,
+            interactions.weights,
+            users=interactions.users.ids,
+            items=interactions.items.ids,
+        )
+        truth = test_truth(inner, split.test, exclude=exclude)
+        if len(truth.users) < 10:
+            raise ValueError("ranker: too few validation users with a target to learn from")
+        models = self._fit_generators(inner, items, users)
+        for model in models:
+            model.n_users_, model.n_items_ = inner.shape
+        self.n_items_ = inner.shape[1]
+        rng = np.random.default_rng(self.seed)
+        train_users = truth.users
+        if len(train_users) > self.max_train_users:
+            train_users = np.sort(rng.choice(train_users, self.max_train_users, replace=False))
+        position = {u: i for i, u in enumerate(truth.users)}
+        context = self._context(inner)
+        banned = inner.interacted() if exclude == "interacted" else inner.converted()
+        xs, ys, groups = [], [], []
+        for batch in self._batches(train_users):
+            row, item, features = self._candidates(models, context, batch)
+            user = batch[row]
+            keep = ~sparse_lookup(banned, user, item).astype(bool)
+            truth_rows = np.array([position[u] for u in user[keep]])
+            label = sparse_lookup(truth.relevant, truth_rows, item[keep]) > 0
+            xs.append(features[keep])
+            ys.append(label)
+            groups.append(user[keep])
+        x, y, group = np.vstack(xs), np.concatenate(ys), np.concatenate(groups)
+        if y.sum() == 0:
+            raise ValueError("ranker: no validation positive among the candidates")
+        self.classifier_ = self._train_classifier(x, y, group, rng)
+        self.training_ = {
+            "pairs": len(y),
+            "positives": int(y.sum()),
+            "users": len(train_users),
+            "split": "per_user" if rating_data else "global",
+        }
+        self.models_ = self._fit_generators(interactions, items, users)
+        self._context_full = self._context(interactions)
+
+    def _train_classifier(
+        self, x: np.ndarray, y: np.ndarray, group: np.ndarray, rng: np.random.Generator
+    ) -> Any:
+        from sklearn.ensemble import HistGradientBoostingClassifier
+        from sklearn.inspection import permutation_importance
+        from sklearn.linear_model import LogisticRegression
+        from sklearn.pipeline import make_pipeline
+        from sklearn.preprocessing import StandardScaler
+
+        def make() -> Any:
+            if self.classifier == "logistic":
+                return make_pipeline(
+                    StandardScaler(), LogisticRegression(max_iter=500, class_weight="balanced")
+                )
+            if self.classifier == "gbdt":
+                return HistGradientBoostingClassifier(
+                    max_iter=200,
+                    learning_rate=0.05,
+                    max_leaf_nodes=31,
+                    l2_regularization=1.0,
+                    random_state=self.seed,
+                )
+            raise ValueError("classifier: expected gbdt or logistic")
+
+        # Importance is measured on held-out users: a quarter of them, by user.
+        unique = np.unique(group)
+        held = np.isin(group, rng.choice(unique, max(1, len(unique) // 4), replace=False))
+        probe = make().fit(x[~held], y[~held])
+        if y[held].any() and (~y[held]).any():
+            result = permutation_importance(
+                probe,
+                x[held],
+                y[held],
+                scoring="average_precision",
+                n_repeats=3,
+                random_state=self.seed,
+            )
+            importance = result.importances_mean
+        else:
+            importance = np.zeros(x.shape[1])
+        self.feature_importance_ = dict(
+            zip(self.feature_names(), np.round(importance, 5).tolist(), strict=True)
+        )
+        return make().fit(x, y)
+
+    # --- serving --------------------------------------------------------------------------------
+    def _score_users(self, users: np.ndarray) -> np.ndarray:
+        out = np.full((len(users), self.n_items_), -1e9)
+        for start in range(0, len(users), 512):
+            batch = users[start : start + 512]
+            row, item, features = self._candidates(self.models_, self._context_full, batch)
+            out[start + row, item] = self.classifier_.predict_proba(features)[:, 1]
+        return out
+
+    # --- persistence ----------------------------------------------------------------------------
+    def save(self, folder: Path | str) -> Path:
+        import joblib
+
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        for index, model in enumerate(self.models_):
+            model.save(folder / f"generator-{index}")
+        # scikit-learn's own persistence; load only artifacts you wrote yourself.
+        joblib.dump(self.classifier_, folder / "classifier.joblib")
+        context = self._context_full
+        np.savez_compressed(
+            folder / "context.npz",
+            popularity=context["popularity"],
+            item_age=context["item_age"],
+            activity=context["activity"],
+        )
+        for key in ("weights", "last_seen", "flags"):
+            sp.save_npz(folder / f"context-{key}.npz", sp.csr_matrix(context[key]))
+        (folder / "model.json").write_text(
+            json.dumps(
+                {
+                    "artifact_version": ARTIFACT_VERSION,
+                    "algorithm": self.name,
+                    "params": self.get_params(),
+                    "sparse": [],
+                    "generators": len(self.models_),
+                    "scalars": {
+                        "n_users_": self.n_users_,
+                        "n_items_": self.n_items_,
+                        "feature_importance_": self.feature_importance_,
+                        "training_": self.training_,
+                        "reference_": context["reference"],
+                    },
+                },
+                indent=2,
+                default=str,
+            )
+        )
+        return folder
+
+    @classmethod
+    def load_folder(cls, folder: Path, meta: dict[str, Any]) -> LearnedRanker:
+        import joblib
+
+        model = cls(**meta["params"])
+        model.models_ = [
+            Recommender.load(folder / f"generator-{i}") for i in range(meta["generators"])
+        ]
+        model.classifier_ = joblib.load(folder / "classifier.joblib")
+        for key, value in meta["scalars"].items():
+            setattr(model, key, value)
+        with np.load(folder / "context.npz", allow_pickle=False) as arrays:
+            context: dict[str, Any] = {k: arrays[k] for k in arrays.files}
+        for key in ("weights", "last_seen", "flags"):
+            context[key] = sp.load_npz(folder / f"context-{key}.npz").tocsr()
+        context["reference"] = model.reference_
+        model._context_full = context
+        return model

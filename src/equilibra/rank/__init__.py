@@ -1,1 +1,0 @@
-"""Ranking over candidate generators: weighted blends and a learned ranker."""
