@@ -74,3 +74,30 @@ def test_beyond_accuracy_metrics():
     assert ild[0] == pytest.approx(1.0)
     assert m.rmse([1, 3], [2, 5]) == pytest.approx(math.sqrt(2.5))
     assert m.mae([1, 3], [2, 5]) == pytest.approx(1.5)
+
+
+def test_targets_must_be_seen_in_training():
+    import pandas as pd
+
+    from equilibra.data.interactions import Interactions
+    from equilibra.evaluate.split import test_truth
+
+    train = pd.DataFrame(
+        {
+            "user_id": ["a", "b"],
+            "item_id": ["x", "y"],
+            "event_type": ["view", "view"],
+            "timestamp": [1.0, 2.0],
+        }
+    )
+    x = Interactions.from_frame(train, items=["x", "y", "catalogue-only"])
+    test = pd.DataFrame(
+        {
+            "user_id": ["a", "a", "c"],
+            "item_id": ["y", "catalogue-only", "x"],
+            "event_type": ["purchase"] * 3,
+            "timestamp": [3.0, 3.0, 3.0],
+        }
+    )
+    truth = test_truth(x, test, exclude="converted")
+    assert truth.relevant.nnz == 1 and list(truth.cold_users) == ["c"]

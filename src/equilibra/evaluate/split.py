@@ -98,7 +98,12 @@ def test_truth(
     users = train.users.to_dense(targets[C.user].to_numpy())
     items = train.items.to_dense(targets[C.item].to_numpy())
     cold = pd.unique(targets[C.user].to_numpy()[users < 0])
+    # The snapshot may carry catalogue items (and users) with no training event: a target must
+    # have been seen in training, and its user must have a training history.
+    seen_items = np.diff(train.matrix.tocsc().indptr) > 0
+    seen_users = np.diff(train.matrix.indptr) > 0
     keep = (users >= 0) & (items >= 0)
+    keep[keep] = seen_items[items[keep]] & seen_users[users[keep]]
     users, items = users[keep], items[keep]
     banned = exclusion_matrix(train, exclude)
     if banned is not None and len(users):
