@@ -194,3 +194,20 @@ def test_learned_ranker_fits_explains_and_round_trips(tmp_path):
     loaded = Recommender.load(model.save(tmp_path / "ranker"))
     again, _ = loaded.recommend(users, 10, exclude=x.converted())
     assert (again == recs).all()
+
+
+def test_cold_users_get_trending_narrowed_by_category_and_segment(tiny_shop, tmp_path):
+    data = TrainingData(events=tiny_shop.events, items=tiny_shop.items, users=None)
+    from equilibra.data.validate import validate_users
+
+    data.users = validate_users(tiny_shop.users).valid
+    artifact = ModelArtifact.load(fit_artifact(data, "itemknn").save(tmp_path / "m"))
+    plain = artifact.recommend(["newcomer"], 10)
+    top_category = tiny_shop.items["categories"].str.split("|").str[0].value_counts().index[-1]
+    narrowed = artifact.recommend(["newcomer"], 10, context={"category": top_category})
+    categories = tiny_shop.items.set_index("item_id")["categories"]
+    assert all(categories[i].startswith(top_category) for i in narrowed["item_id"].head(3))
+    assert list(plain["item_id"]) != list(narrowed["item_id"])
+    by_region = artifact.recommend(["newcomer"], 10, attributes={"newcomer": {"region": "north"}})
+    assert len(by_region) == 10
+    assert "region" in artifact.cold.segments

@@ -16,8 +16,9 @@ ALLOWED = {
     "ingest": {"domain", "data", "errors", "store"},
     "models": {"domain", "data", "errors", "models", "evaluate"},
     "evaluate": {"domain", "data", "errors", "evaluate"},
-    "artifact": {"domain", "data", "errors", "models"},
-    "train": {"domain", "data", "errors", "models", "artifact"},
+    "artifact": {"domain", "data", "errors", "models", "coldstart"},
+    "coldstart": {"domain", "data", "errors", "models"},
+    "train": {"domain", "data", "errors", "models", "artifact", "coldstart"},
     "auto": {"domain", "data", "errors", "models", "evaluate", "train"},
 }
 

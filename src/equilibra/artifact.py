@@ -23,6 +23,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
+from equilibra.coldstart import ColdStart
 from equilibra.data.interactions import IdMap, Interactions
 from equilibra.domain import CONVERSION_TYPES, EVENT_TYPE_CODE
 from equilibra.errors import EquilibraError
@@ -40,10 +41,16 @@ class ModelArtifact:
     type_flags: sp.csr_matrix
     popularity: np.ndarray
     info: dict[str, Any] = field(default_factory=dict)
+    cold: ColdStart | None = None
 
     @classmethod
     def from_training(
-        cls, model: Recommender, interactions: Interactions, info: dict[str, Any] | None = None
+        cls,
+        model: Recommender,
+        interactions: Interactions,
+        info: dict[str, Any] | None = None,
+        items: pd.DataFrame | None = None,
+        users: pd.DataFrame | None = None,
     ) -> ModelArtifact:
         return cls(
             model=model,
@@ -52,6 +59,7 @@ class ModelArtifact:
             type_flags=interactions.type_flags.tocsr(),
             popularity=interactions.item_popularity().astype(np.float64),
             info=dict(info or {}),
+            cold=ColdStart.fit(interactions, items, users),
         )
 
     # --- persistence ----------------------------------------------------------------------------
@@ -63,6 +71,8 @@ class ModelArtifact:
         sp.save_npz(folder / "type_flags.npz", self.type_flags)
         np.save(folder / "popularity.npy", self.popularity, allow_pickle=False)
         self.model.save(folder / "model")
+        if self.cold is not None:
+            self.cold.save(folder / "coldstart")
         meta = {
             "format_version": FORMAT_VERSION,
             "algorithm": self.model.name,
@@ -94,6 +104,9 @@ class ModelArtifact:
             type_flags=sp.load_npz(folder / "type_flags.npz").tocsr(),
             popularity=np.load(folder / "popularity.npy"),
             info=info,
+            cold=ColdStart.load(folder / "coldstart")
+            if (folder / "coldstart" / "coldstart.json").exists()
+            else None,
         )
 
     # --- answering ------------------------------------------------------------------------------
@@ -116,9 +129,18 @@ class ModelArtifact:
         return out
 
     def recommend(
-        self, user_ids: pd.Series | np.ndarray | list[str], k: int, exclude: str = "interacted"
+        self,
+        user_ids: pd.Series | np.ndarray | list[str],
+        k: int,
+        exclude: str = "interacted",
+        context: dict[str, Any] | None = None,
+        attributes: dict[str, dict[str, Any]] | None = None,
     ) -> pd.DataFrame:
-        """Top-k per external user id -> `user_id, rank, item_id, score` (cold users: popular)."""
+        """Top-k per external user id -> `user_id, rank, item_id, score`.
+
+        Users the model does not know get the cold-start ranking: trending items, narrowed by
+        `context` (e.g. {"category": "Shoes"}) and by their `attributes` (user id -> {attr: v}).
+        """
         user_ids = pd.Series(user_ids, dtype=object).astype(str)
         dense = self.users.to_dense(user_ids.to_numpy())
         banned = self.exclusion(exclude)
@@ -127,9 +149,19 @@ class ModelArtifact:
         scores = np.full((len(dense), k), -np.inf)
         if known.any():
             items[known], scores[known] = self.model.recommend(dense[known], k, exclude=banned)
-        if (~known).any():
-            fallback_items, fallback_scores = top_k(self.popularity[None, :].astype(float), k)
-            items[~known], scores[~known] = fallback_items[0], fallback_scores[0]
+        answers: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        for row in np.flatnonzero(~known):
+            attrs = (attributes or {}).get(user_ids.iloc[row], {})
+            key = json.dumps(attrs, sort_keys=True, default=str)
+            if key not in answers:
+                ranking = (
+                    self.cold.scores(context, attrs)
+                    if self.cold is not None
+                    else self.popularity.astype(float)
+                )
+                found, values = top_k(ranking[None, :], k)
+                answers[key] = (found[0], values[0])
+            items[row], scores[row] = answers[key]
         rows = np.repeat(np.arange(len(dense)), k)
         ranks = np.tile(np.arange(1, k + 1), len(dense))
         flat_items = items.ravel()

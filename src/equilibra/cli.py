@@ -405,6 +405,12 @@ def recommend_command(
     out_file: Annotated[Path, typer.Option("--out", help="CSV: user_id,rank,item_id,score")],
     k: Annotated[int, typer.Option(min=1, max=10_000)] = 10,
     exclude: Annotated[str, typer.Option(help="interacted, converted or none")] = "interacted",
+    context: Annotated[
+        str | None,
+        typer.Option(
+            help='JSON context for users the model does not know, e.g. {"category": "Shoes"}'
+        ),
+    ] = None,
 ) -> None:
     """Top-K recommendations for a list of users, as CSV."""
     from equilibra.artifact import EXCLUDE_CHOICES, ModelArtifact
@@ -414,7 +420,7 @@ def recommend_command(
     artifact = ModelArtifact.load(model)
     ids = _read_user_list(users)
     started = time.perf_counter()
-    table = artifact.recommend(ids, k, exclude)
+    table = artifact.recommend(ids, k, exclude, context=_params(context) if context else None)
     seconds = time.perf_counter() - started
     out_file.parent.mkdir(parents=True, exist_ok=True)
     table.to_csv(out_file, index=False)

@@ -114,4 +114,6 @@ def fit_artifact(
             "rating_data": data.is_rating_data,
         }
     }
-    return ModelArtifact.from_training(model, interactions, {**summary, **(info or {})})
+    return ModelArtifact.from_training(
+        model, interactions, {**summary, **(info or {})}, data.items, data.users
+    )
