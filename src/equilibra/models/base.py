@@ -111,7 +111,8 @@ class Recommender(ABC):
         out_scores = np.full((len(users), k), -np.inf)
         for lo in range(0, len(users), batch):
             rows = users[lo : lo + batch]
-            block = np.asarray(self._score_users(rows), dtype=np.float64)
+            # float32 halves the memory traffic of the top-k pass on large catalogues.
+            block = np.asarray(self._score_users(rows), dtype=np.float32)
             mask_rows(block, exclude, rows)
             out_items[lo : lo + batch], out_scores[lo : lo + batch] = top_k(block, k)
         return out_items, out_scores
