@@ -31,7 +31,7 @@ PERSONALISED = [
     BPR(factors=8, iterations=300),
     EASE(regularization=1.0),
     ContentBased(),
-    CoVisitation(window=3),
+    CoVisitation(window=10, recent=10),
 ]
 OTHERS = [Popularity(), Popularity(half_life_days=3, by_category=True), RecentItems()]
 

@@ -515,11 +515,12 @@ def demo_command(
     ),
     preset: Annotated[str, typer.Option()] = "demo",
     seed: Annotated[int, typer.Option()] = 42,
+    model_budget: Annotated[float, typer.Option(help="seconds for choosing a model")] = 30.0,
 ) -> None:
-    """The main job on the embedded default: synthetic shop → SQLite → interactions → analysis."""
+    """The main job on the embedded default: shop → SQLite → interactions → analysis → model."""
     from equilibra.demo import run_demo
 
-    summary = run_demo(workdir, preset, seed, console)
+    summary = run_demo(workdir, preset, seed, console, model_budget)
     table = Table(title="Equilibra demo", show_header=False)
     for key, value in summary.items():
         table.add_row(

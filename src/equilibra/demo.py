@@ -12,18 +12,24 @@ from rich.console import Console
 
 from equilibra.analysis import analyse
 from equilibra.analysis.report import headline, write_report
+from equilibra.auto import best_score, search
 from equilibra.data.cleaning import clean_events
 from equilibra.data.interactions import Interactions
 from equilibra.data.synthetic import generate_shop
 from equilibra.data.synthetic import preset as get_preset
 from equilibra.ingest import import_files
 from equilibra.store import open_store
+from equilibra.train import TrainingData, fit_artifact
 
 
 def run_demo(
-    workdir: Path, preset: str = "demo", seed: int = 42, console: Console | None = None
+    workdir: Path,
+    preset: str = "demo",
+    seed: int = 42,
+    console: Console | None = None,
+    model_budget: float = 30.0,
 ) -> dict[str, Any]:
-    """Generate a shop, import it into SQLite, build interactions, analyse; -> summary."""
+    """Generate a shop, import it into SQLite, build interactions, analyse, train; -> summary."""
     console = console or Console(stderr=True)
     started = time.perf_counter()
     workdir = Path(workdir)
@@ -34,11 +40,11 @@ def run_demo(
     for stale in workdir.glob("shop.db*"):
         stale.unlink()
 
-    console.print(f"[1/4] generating the '{preset}' shop (seed {seed})")
+    console.print(f"[1/5] generating the '{preset}' shop (seed {seed})")
     shop = generate_shop(get_preset(preset, seed=seed))
     files = shop.write(data_dir)
 
-    console.print(f"[2/4] importing into sqlite:///{db_path}")
+    console.print(f"[2/5] importing into sqlite:///{db_path}")
     with open_store(f"sqlite:///{db_path}") as store:
         report = import_files(
             store,
@@ -48,16 +54,17 @@ def run_demo(
             files["users"],
             rejects_path=workdir / "rejects.csv",
         )
-        console.print("[3/4] building interactions")
+        console.print("[3/5] building interactions")
         events = store.events_frame()
         items = store.items_frame()
+        store_users = store.users_frame()
         stats = store.stats()
     cleaned, cleaning = clean_events(events)
     # Catalogue items nobody touched yet keep a column, so cold items stay addressable.
     item_ids = pd.unique(pd.concat([items["item_id"], cleaned["item_id"]], ignore_index=True))
     interactions = Interactions.from_frame(cleaned, items=item_ids)
 
-    console.print("[4/4] analysing behaviour")
+    console.print("[4/5] analysing behaviour")
     result = analyse(cleaned, items)
     paths = write_report(result, cleaned, workdir / "analysis", title=f"Demo shop ({preset})")
     summary: dict[str, Any] = {
@@ -86,5 +93,19 @@ def run_demo(
         }
     )
     summary["report"] = str(paths["html"])
+
+    console.print(f"[5/5] choosing a model (auto, {model_budget:.0f} s budget) and training it")
+    data = TrainingData(events=cleaned, items=items, users=store_users)
+    search_result = search(data, model_budget)
+    artifact = fit_artifact(
+        data,
+        search_result.best.algorithm,
+        search_result.best.params,
+        {"auto": {"chosen": search_result.best.label, "validation": search_result.scores}},
+    )
+    artifact.save(workdir / "model")
+    summary["model"] = search_result.best.label
+    summary["validation ndcg@10"] = round(best_score(search_result), 4)
+    summary["model directory"] = str(workdir / "model")
     summary["seconds"] = round(time.perf_counter() - started, 1)
     return summary

@@ -18,6 +18,7 @@ from __future__ import annotations
 import inspect
 import json
 from abc import ABC, abstractmethod
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Self
 
@@ -30,6 +31,91 @@ from equilibra.data.interactions import Interactions
 ARTIFACT_VERSION = 1
 # Dense score blocks are kept near this many floats (users per batch × items).
 BLOCK_FLOATS = 40_000_000
+
+
+@dataclass
+class SparseScores:
+    """Scores that are zero for most items: a per-user sparse part plus a shared background.
+
+    Models whose signal touches few items per user (recent items, co-visitation, item-kNN)
+    return this from `_score_users`, so top-k never materialises users × catalogue floats.
+    """
+
+    matrix: sp.csr_matrix
+    background: np.ndarray | None = None
+
+    def dense(self) -> np.ndarray:
+        out = self.matrix.toarray().astype(np.float64)
+        if self.background is not None:
+            out += self.background[None, :]
+        return out
+
+    def scaled(self) -> SparseScores:
+        """Divided per user by an upper bound of the row's best score (values in [0, 1])."""
+        top_background = (
+            float(self.background.max())
+            if self.background is not None and len(self.background)
+            else 0.0
+        )
+        row_max = np.zeros(self.matrix.shape[0])
+        counts = np.diff(self.matrix.indptr)
+        if self.matrix.nnz:
+            row_max[counts > 0] = np.maximum.reduceat(
+                self.matrix.data, self.matrix.indptr[:-1][counts > 0]
+            )
+        bound = row_max + top_background
+        bound[bound <= 0] = 1.0
+        matrix = sp.csr_matrix(sp.diags(1.0 / bound) @ self.matrix)
+        # The background is shared, so it is scaled by the batch's largest bound (a lower
+        # bound for each row) to stay one vector; it only orders what the sparse part leaves.
+        background = None if self.background is None else self.background / bound.max()
+        return SparseScores(matrix, background)
+
+
+def popularity_fallback(interactions: Interactions, scale: float = 1e-6) -> np.ndarray:
+    """A tiny popularity score that orders only what a model's own signal leaves unscored."""
+    popularity = interactions.item_popularity().astype(np.float64)
+    return (scale * popularity / max(popularity.max(), 1.0)).astype(np.float32)
+
+
+def dense_scores(scores: np.ndarray | SparseScores) -> np.ndarray:
+    return scores.dense() if isinstance(scores, SparseScores) else np.asarray(scores)
+
+
+def top_k_sparse(
+    scores: SparseScores, k: int, exclude: sp.csr_matrix | None, rows: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Top-k over the union of the batch's scored items and the background's leaders."""
+    matrix = scores.matrix.tocsr()
+    columns = [np.unique(matrix.indices)]
+    banned = exclude[rows] if exclude is not None else None
+    if scores.background is not None:
+        extra = k + (int(np.diff(banned.indptr).max()) if banned is not None and len(rows) else 0)
+        extra = min(extra, len(scores.background))
+        columns.append(
+            np.argpartition(-scores.background, extra - 1)[:extra]
+            if extra
+            else np.empty(0, dtype=np.int64)
+        )
+    cols = np.unique(np.concatenate(columns)).astype(np.int64)
+    if len(cols) == 0:
+        return (
+            np.full((matrix.shape[0], k), -1, dtype=np.int64),
+            np.full((matrix.shape[0], k), -np.inf),
+        )
+    block = matrix[:, cols].toarray().astype(np.float64)
+    if scores.background is not None:
+        block += scores.background[cols][None, :]
+    else:
+        # Without a background an unscored item is no candidate at all.
+        present = matrix[:, cols].toarray() != 0
+        block[~present] = -np.inf
+    if banned is not None:
+        sub = banned[:, cols].tocoo()
+        block[sub.row, sub.col] = -np.inf
+    local, values = top_k(block, k)
+    items = np.where(local >= 0, cols[np.maximum(local, 0)], -1)
+    return items, values
 
 
 def top_k(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -96,7 +182,7 @@ class Recommender(ABC):
 
     def score(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
         users = np.asarray(users, dtype=np.int64)
-        return self._score_users(users)[:, np.asarray(items, dtype=np.int64)]
+        return dense_scores(self._score_users(users))[:, np.asarray(items, dtype=np.int64)]
 
     def recommend(
         self,
@@ -111,10 +197,15 @@ class Recommender(ABC):
         out_scores = np.full((len(users), k), -np.inf)
         for lo in range(0, len(users), batch):
             rows = users[lo : lo + batch]
-            # float32 halves the memory traffic of the top-k pass on large catalogues.
-            block = np.asarray(self._score_users(rows), dtype=np.float32)
-            mask_rows(block, exclude, rows)
-            out_items[lo : lo + batch], out_scores[lo : lo + batch] = top_k(block, k)
+            scores = self._score_users(rows)
+            if isinstance(scores, SparseScores):
+                found = top_k_sparse(scores, k, exclude, rows)
+            else:
+                # float32 halves the memory traffic of the top-k pass on large catalogues.
+                block = np.asarray(scores, dtype=np.float32)
+                mask_rows(block, exclude, rows)
+                found = top_k(block, k)
+            out_items[lo : lo + batch], out_scores[lo : lo + batch] = found
         return out_items, out_scores
 
     def similar_items(self, items: np.ndarray, k: int = 10) -> tuple[np.ndarray, np.ndarray]:

@@ -12,9 +12,10 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import scipy.sparse as sp
 
 from equilibra.data.interactions import Interactions
-from equilibra.models.base import ARTIFACT_VERSION, Recommender
+from equilibra.models.base import ARTIFACT_VERSION, Recommender, SparseScores, dense_scores
 
 
 def minmax_rows(scores: np.ndarray) -> np.ndarray:
@@ -35,7 +36,7 @@ class Hybrid(Recommender):
         self.components = components or [
             {"algorithm": "recent", "params": {}, "weight": 1.0},
             {"algorithm": "covisit", "params": {}, "weight": 1.0},
-            {"algorithm": "als", "params": {}, "weight": 1.0},
+            {"algorithm": "itemknn", "params": {}, "weight": 0.5},
         ]
 
     def _fit(
@@ -54,14 +55,31 @@ class Hybrid(Recommender):
 
     def component_scores(self, users: np.ndarray) -> list[np.ndarray]:
         return [
-            minmax_rows(np.asarray(m._score_users(users), dtype=np.float64)) for m in self.models_
+            minmax_rows(dense_scores(m._score_users(users)).astype(np.float64))
+            for m in self.models_
         ]
 
-    def _score_users(self, users: np.ndarray) -> np.ndarray:
+    def _score_users(self, users: np.ndarray) -> np.ndarray | SparseScores:
+        raw = [m._score_users(users) for m in self.models_]
+        if all(isinstance(r, SparseScores) for r in raw):
+            # All parts sparse: blend sparse parts and backgrounds, never the full catalogue.
+            scaled = [r.scaled() for r in raw]
+            matrix = sum(
+                (w * r.matrix for w, r in zip(self.weights, scaled, strict=True) if w),
+                sp.csr_matrix((len(users), self.n_items_)),
+            )
+            backgrounds = [
+                w * r.background
+                for w, r in zip(self.weights, scaled, strict=True)
+                if w and r.background is not None
+            ]
+            return SparseScores(
+                sp.csr_matrix(matrix), np.sum(backgrounds, axis=0) if backgrounds else None
+            )
         total = np.zeros((len(users), self.n_items_))
-        for weight, scores in zip(self.weights, self.component_scores(users), strict=True):
+        for weight, scores in zip(self.weights, raw, strict=True):
             if weight:
-                total += weight * scores
+                total += weight * minmax_rows(dense_scores(scores).astype(np.float64))
         return total
 
     def similar_items(self, items: np.ndarray, k: int = 10) -> tuple[np.ndarray, np.ndarray]:

@@ -7,7 +7,14 @@ import pandas as pd
 import scipy.sparse as sp
 
 from equilibra.data.interactions import Interactions
-from equilibra.models.base import Recommender, keep_top_k_per_row, normalise_rows, top_k
+from equilibra.models.base import (
+    Recommender,
+    SparseScores,
+    keep_top_k_per_row,
+    normalise_rows,
+    popularity_fallback,
+    top_k,
+)
 
 ITEM_SIMILARITIES = ("cosine", "jaccard", "asymmetric", "bm25", "tfidf")
 USER_SIMILARITIES = ("cosine", "pearson")
@@ -108,9 +115,12 @@ class ItemKNN(Recommender):
             if self.binary
             else sp.csr_matrix(interactions.matrix, dtype=np.float32)
         )
+        self.fallback_ = popularity_fallback(interactions)
 
-    def _score_users(self, users: np.ndarray) -> np.ndarray:
-        return (self.user_items_[users] @ self.similarity_.T).toarray()
+    def _score_users(self, users: np.ndarray) -> SparseScores:
+        return SparseScores(
+            sp.csr_matrix(self.user_items_[users] @ self.similarity_.T), self.fallback_
+        )
 
     def similar_items(self, items: np.ndarray, k: int = 10) -> tuple[np.ndarray, np.ndarray]:
         block = self.similarity_[np.asarray(items, dtype=np.int64)].toarray()

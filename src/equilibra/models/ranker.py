@@ -28,7 +28,13 @@ import scipy.sparse as sp
 from equilibra.data.interactions import Interactions
 from equilibra.domain import EVENT_TYPE_CODE, EventType
 from equilibra.evaluate.split import global_temporal_split, per_user_temporal_split, test_truth
-from equilibra.models.base import ARTIFACT_VERSION, BLOCK_FLOATS, Recommender, top_k
+from equilibra.models.base import (
+    ARTIFACT_VERSION,
+    BLOCK_FLOATS,
+    Recommender,
+    dense_scores,
+    top_k,
+)
 from equilibra.models.hybrid import minmax_rows
 
 DAY = 86_400.0
@@ -113,7 +119,7 @@ class LearnedRanker(Recommender):
         n_items = models[0].n_items_
         blocks, tops = [], []
         for model in models:
-            raw = np.asarray(model._score_users(users), dtype=np.float64)
+            raw = dense_scores(model._score_users(users)).astype(np.float64)
             tops.append(top_k(raw, self.candidates)[0])
             blocks.append(minmax_rows(raw))
         pairs = pd.DataFrame(

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 
 from equilibra.data.interactions import Interactions
-from equilibra.models.base import Recommender
+from equilibra.models.base import Recommender, SparseScores
 
 
 class RecentItems(Recommender):
@@ -34,9 +34,5 @@ class RecentItems(Recommender):
             np.float32
         )
 
-    def _score_users(self, users: np.ndarray) -> np.ndarray:
-        scores = np.broadcast_to(self.popularity_, (len(users), self.n_items_)).copy()
-        block = self.recency_[users]
-        rows = np.repeat(np.arange(len(users)), np.diff(block.indptr))
-        scores[rows, block.indices] += block.data
-        return scores
+    def _score_users(self, users: np.ndarray) -> SparseScores:
+        return SparseScores(self.recency_[users], self.popularity_)

@@ -13,7 +13,13 @@ import pandas as pd
 import scipy.sparse as sp
 
 from equilibra.data.interactions import EventWeights, Interactions
-from equilibra.models.base import Recommender, keep_top_k_per_row, top_k
+from equilibra.models.base import (
+    Recommender,
+    SparseScores,
+    keep_top_k_per_row,
+    popularity_fallback,
+    top_k,
+)
 
 
 class CoVisitation(Recommender):
@@ -75,6 +81,7 @@ class CoVisitation(Recommender):
         counts = sp.csr_matrix(sp.diags(scale) @ counts)
         self.transitions_ = keep_top_k_per_row(counts, self.k).astype(np.float32)
         self.recent_items_ = self._recent_matrix(interactions)
+        self.fallback_ = popularity_fallback(interactions)
 
     def _recent_matrix(self, interactions: Interactions) -> sp.csr_matrix:
         """Users × items: weight 0.5 ** (rank / half-life) on each user's last distinct items."""
@@ -89,8 +96,10 @@ class CoVisitation(Recommender):
             shape=interactions.shape,
         )
 
-    def _score_users(self, users: np.ndarray) -> np.ndarray:
-        return (self.recent_items_[users] @ self.transitions_).toarray()
+    def _score_users(self, users: np.ndarray) -> SparseScores:
+        return SparseScores(
+            sp.csr_matrix(self.recent_items_[users] @ self.transitions_), self.fallback_
+        )
 
     def similar_items(self, items: np.ndarray, k: int = 10) -> tuple[np.ndarray, np.ndarray]:
         """ "Seen next": the items most often looked at right after each item."""
