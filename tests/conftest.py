@@ -8,6 +8,8 @@ EQUILIBRA_REQUIRE_POSTGRES=1): a conformance suite that silently ran on one back
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -64,3 +66,14 @@ def dataset(*parts: str) -> Path:
     if not path.exists():
         pytest.skip(f"dataset {path} not available")
     return path
+
+
+def run_cli(*args: object, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    """`equilibra ARGS` as a real process, as users and outside checks run it."""
+    return subprocess.run(
+        [sys.executable, "-m", "equilibra.cli", *map(str, args)],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        timeout=300,
+    )

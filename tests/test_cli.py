@@ -1,20 +1,11 @@
 """The batch CLI as users (and outside checks) call it: a real process, real exit codes."""
 
 import json
-import subprocess
-import sys
 
 import pytest
+from conftest import run_cli
 
-
-def run(*args, cwd=None):
-    return subprocess.run(
-        [sys.executable, "-m", "equilibra.cli", *map(str, args)],
-        capture_output=True,
-        text=True,
-        cwd=cwd,
-        timeout=300,
-    )
+run = run_cli
 
 
 def test_demo_runs_end_to_end_on_the_tiny_preset(tmp_path):

@@ -1,26 +1,17 @@
 """The batch contract of design.md: fit → model directory → recommend CSV; evaluate; auto."""
 
 import json
-import subprocess
-import sys
 
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import run_cli
 
 from equilibra.artifact import ModelArtifact
 from equilibra.auto import search
 from equilibra.train import TrainingData, fit_artifact
 
-
-def cli(*args, cwd=None):
-    return subprocess.run(
-        [sys.executable, "-m", "equilibra.cli", *map(str, args)],
-        capture_output=True,
-        text=True,
-        cwd=cwd,
-        timeout=300,
-    )
+cli = run_cli
 
 
 @pytest.fixture(scope="module")

@@ -305,3 +305,38 @@ def keep_top_k_per_row(matrix: sp.csr_matrix, k: int) -> sp.csr_matrix:
         ),
         shape=matrix.shape,
     )
+
+
+def save_composite(
+    model: Recommender, folder: Path | str, parts: list[Recommender], scalars: dict[str, Any]
+) -> Path:
+    """Save a model made of other models: each part in `part-<i>/`, the rest in model.json."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    for index, part in enumerate(parts):
+        part.save(folder / f"part-{index}")
+    (folder / "model.json").write_text(
+        json.dumps(
+            {
+                "artifact_version": ARTIFACT_VERSION,
+                "algorithm": model.name,
+                "params": model.get_params(),
+                "sparse": [],
+                "parts": len(parts),
+                "scalars": {"n_users_": model.n_users_, "n_items_": model.n_items_, **scalars},
+            },
+            indent=2,
+            default=str,
+        )
+    )
+    return folder
+
+
+def load_composite(
+    cls: type[Recommender], folder: Path, meta: dict[str, Any]
+) -> tuple[Any, list[Recommender]]:
+    model = cls(**meta["params"])
+    parts = [Recommender.load(folder / f"part-{i}") for i in range(meta["parts"])]
+    for key, value in meta["scalars"].items():
+        setattr(model, key, value)
+    return model, parts

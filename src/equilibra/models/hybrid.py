@@ -6,7 +6,6 @@ score) before weighting, so a generator whose raw scores run large cannot drown 
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +14,13 @@ import pandas as pd
 import scipy.sparse as sp
 
 from equilibra.data.interactions import Interactions
-from equilibra.models.base import ARTIFACT_VERSION, Recommender, SparseScores, dense_scores
+from equilibra.models.base import (
+    Recommender,
+    SparseScores,
+    dense_scores,
+    load_composite,
+    save_composite,
+)
 
 
 def minmax_rows(scores: np.ndarray) -> np.ndarray:
@@ -92,32 +97,9 @@ class Hybrid(Recommender):
         raise NotImplementedError("no component of this hybrid ranks similar items")
 
     def save(self, folder: Path | str) -> Path:
-        folder = Path(folder)
-        folder.mkdir(parents=True, exist_ok=True)
-        for index, model in enumerate(self.models_):
-            model.save(folder / f"component-{index}")
-        (folder / "model.json").write_text(
-            json.dumps(
-                {
-                    "artifact_version": ARTIFACT_VERSION,
-                    "algorithm": self.name,
-                    "params": self.get_params(),
-                    "scalars": {"n_users_": self.n_users_, "n_items_": self.n_items_},
-                    "sparse": [],
-                    "components": len(self.models_),
-                },
-                indent=2,
-                default=str,
-            )
-        )
-        return folder
+        return save_composite(self, folder, self.models_, {})
 
     @classmethod
     def load_folder(cls, folder: Path, meta: dict[str, Any]) -> Hybrid:
-        model = cls(**meta["params"])
-        model.models_ = [
-            Recommender.load(folder / f"component-{i}") for i in range(meta["components"])
-        ]
-        for key, value in meta["scalars"].items():
-            setattr(model, key, value)
+        model, model.models_ = load_composite(cls, folder, meta)
         return model

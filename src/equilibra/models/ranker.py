@@ -17,7 +17,6 @@ Serving ranks each user's candidates by the classifier's probability.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -29,10 +28,11 @@ from equilibra.data.interactions import Interactions
 from equilibra.domain import EVENT_TYPE_CODE, EventType
 from equilibra.evaluate.split import global_temporal_split, per_user_temporal_split, test_truth
 from equilibra.models.base import (
-    ARTIFACT_VERSION,
     BLOCK_FLOATS,
     Recommender,
     dense_scores,
+    load_composite,
+    save_composite,
     top_k,
 )
 from equilibra.models.hybrid import minmax_rows
@@ -276,10 +276,16 @@ class LearnedRanker(Recommender):
     def save(self, folder: Path | str) -> Path:
         import joblib
 
-        folder = Path(folder)
-        folder.mkdir(parents=True, exist_ok=True)
-        for index, model in enumerate(self.models_):
-            model.save(folder / f"generator-{index}")
+        folder = save_composite(
+            self,
+            folder,
+            self.models_,
+            {
+                "feature_importance_": self.feature_importance_,
+                "training_": self.training_,
+                "reference_": self._context_full["reference"],
+            },
+        )
         # scikit-learn's own persistence; load only artifacts you wrote yourself.
         joblib.dump(self.classifier_, folder / "classifier.joblib")
         context = self._context_full
@@ -291,39 +297,14 @@ class LearnedRanker(Recommender):
         )
         for key in ("weights", "last_seen", "flags"):
             sp.save_npz(folder / f"context-{key}.npz", sp.csr_matrix(context[key]))
-        (folder / "model.json").write_text(
-            json.dumps(
-                {
-                    "artifact_version": ARTIFACT_VERSION,
-                    "algorithm": self.name,
-                    "params": self.get_params(),
-                    "sparse": [],
-                    "generators": len(self.models_),
-                    "scalars": {
-                        "n_users_": self.n_users_,
-                        "n_items_": self.n_items_,
-                        "feature_importance_": self.feature_importance_,
-                        "training_": self.training_,
-                        "reference_": context["reference"],
-                    },
-                },
-                indent=2,
-                default=str,
-            )
-        )
         return folder
 
     @classmethod
     def load_folder(cls, folder: Path, meta: dict[str, Any]) -> LearnedRanker:
         import joblib
 
-        model = cls(**meta["params"])
-        model.models_ = [
-            Recommender.load(folder / f"generator-{i}") for i in range(meta["generators"])
-        ]
+        model, model.models_ = load_composite(cls, folder, meta)
         model.classifier_ = joblib.load(folder / "classifier.joblib")
-        for key, value in meta["scalars"].items():
-            setattr(model, key, value)
         with np.load(folder / "context.npz", allow_pickle=False) as arrays:
             context: dict[str, Any] = {k: arrays[k] for k in arrays.files}
         for key in ("weights", "last_seen", "flags"):
