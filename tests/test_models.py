@@ -7,6 +7,9 @@ of their group untouched. A personalised model must put an item of the user's ow
 import numpy as np
 import pandas as pd
 import pytest
+import scipy.sparse as sp
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from equilibra.data.interactions import Interactions
 from equilibra.models.base import Recommender
@@ -152,3 +155,26 @@ def test_content_model_reaches_items_nobody_has_touched(blocks):
     odd_user = x2.users.to_dense(["u1"])
     recs, scores = model.recommend(odd_user, k=N_ITEMS, exclude=x2.interacted())
     assert scores[0][list(recs[0]).index(new)] < scores[0][0]
+
+
+@settings(max_examples=80, deadline=None)
+@given(st.integers(1, 6), st.integers(2, 30), st.integers(1, 8), st.floats(0.0, 0.6),
+       st.booleans(), st.integers(0, 10_000))
+def test_sparse_top_k_matches_the_dense_definition(n_rows, n_items, k, density, with_bg, seed):
+    from equilibra.models.base import SparseScores, mask_rows, top_k, top_k_sparse
+
+    rng = np.random.default_rng(seed)
+    matrix = sp.random(n_rows, n_items, density=density, format="csr", random_state=seed)
+    matrix.data = rng.permutation(len(matrix.data)) + 1.0  # distinct: no ties to reorder
+    background = (rng.permutation(n_items) * 1e-3) if with_bg else None
+    banned = sp.random(n_rows, n_items, density=0.3, format="csr", random_state=seed + 1)
+    banned.data[:] = 1
+    scores = SparseScores(matrix, background)
+    dense = scores.dense()
+    if background is None:
+        dense[matrix.toarray() == 0] = -np.inf
+    mask_rows(dense, banned, np.arange(n_rows))
+    expected_items, expected_values = top_k(dense, k)
+    items, values = top_k_sparse(scores, k, banned, np.arange(n_rows))
+    assert np.allclose(values, expected_values)
+    assert (items == expected_items).all()

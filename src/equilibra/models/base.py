@@ -31,6 +31,8 @@ from equilibra.data.interactions import Interactions
 ARTIFACT_VERSION = 1
 # Dense score blocks are kept near this many floats (users per batch × items).
 BLOCK_FLOATS = 40_000_000
+# Users per batch for models whose scores are sparse.
+SPARSE_BATCH = 2_048
 
 
 @dataclass
@@ -85,36 +87,54 @@ def dense_scores(scores: np.ndarray | SparseScores) -> np.ndarray:
 def top_k_sparse(
     scores: SparseScores, k: int, exclude: sp.csr_matrix | None, rows: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Top-k over the union of the batch's scored items and the background's leaders."""
+    """Top-k straight from the sparse rows plus the background's leaders, never densified.
+
+    Candidates per user: the items of their sparse row (score + background) and the background's
+    best `k + excluded` items (enough that exclusions cannot leave the list short).
+    """
     matrix = scores.matrix.tocsr()
-    columns = [np.unique(matrix.indices)]
-    banned = exclude[rows] if exclude is not None else None
-    if scores.background is not None:
-        extra = k + (int(np.diff(banned.indptr).max()) if banned is not None and len(rows) else 0)
-        extra = min(extra, len(scores.background))
-        columns.append(
-            np.argpartition(-scores.background, extra - 1)[:extra]
-            if extra
-            else np.empty(0, dtype=np.int64)
+    n_rows = matrix.shape[0]
+    row_of = np.repeat(np.arange(n_rows, dtype=np.int64), np.diff(matrix.indptr))
+    item = matrix.indices.astype(np.int64)
+    value = matrix.data.astype(np.float64)
+    background = scores.background
+    if background is not None:
+        value = value + background[item]
+        banned_count = (
+            int(np.diff(exclude[rows].indptr).max()) if exclude is not None and n_rows else 0
         )
-    cols = np.unique(np.concatenate(columns)).astype(np.int64)
-    if len(cols) == 0:
-        return (
-            np.full((matrix.shape[0], k), -1, dtype=np.int64),
-            np.full((matrix.shape[0], k), -np.inf),
+        extra = min(k + banned_count, len(background))
+        leaders = np.argpartition(-background, extra - 1)[:extra] if extra else np.empty(0, int)
+        row_of = np.concatenate([row_of, np.repeat(np.arange(n_rows), len(leaders))])
+        item = np.concatenate([item, np.tile(leaders, n_rows)])
+        value = np.concatenate([value, np.tile(background[leaders].astype(np.float64), n_rows)])
+    keys = row_of * matrix.shape[1] + item
+    # Highest first within a row; an item present twice keeps its (higher) sparse score.
+    order = np.lexsort((-value, keys))
+    first = np.ones(len(order), dtype=bool)
+    first[1:] = keys[order][1:] != keys[order][:-1]
+    order = order[first]
+    row_of, item, value = row_of[order], item[order], value[order]
+    if exclude is not None and len(item):
+        banned = exclude[rows].tocsr()
+        banned_keys = np.sort(
+            np.repeat(np.arange(n_rows, dtype=np.int64), np.diff(banned.indptr)) * matrix.shape[1]
+            + banned.indices
         )
-    block = matrix[:, cols].toarray().astype(np.float64)
-    if scores.background is not None:
-        block += scores.background[cols][None, :]
-    else:
-        # Without a background an unscored item is no candidate at all.
-        present = matrix[:, cols].toarray() != 0
-        block[~present] = -np.inf
-    if banned is not None:
-        sub = banned[:, cols].tocoo()
-        block[sub.row, sub.col] = -np.inf
-    local, values = top_k(block, k)
-    items = np.where(local >= 0, cols[np.maximum(local, 0)], -1)
+        query = row_of * matrix.shape[1] + item
+        if len(banned_keys):
+            pos = np.minimum(np.searchsorted(banned_keys, query), len(banned_keys) - 1)
+            keep = banned_keys[pos] != query
+            row_of, item, value = row_of[keep], item[keep], value[keep]
+    order = np.lexsort((-value, row_of))
+    row_of, item, value = row_of[order], item[order], value[order]
+    starts = np.searchsorted(row_of, np.arange(n_rows))
+    rank = np.arange(len(row_of)) - starts[row_of]
+    take = rank < k
+    items = np.full((n_rows, k), -1, dtype=np.int64)
+    values = np.full((n_rows, k), -np.inf)
+    items[row_of[take], rank[take]] = item[take]
+    values[row_of[take], rank[take]] = value[take]
     return items, values
 
 
@@ -149,6 +169,8 @@ class Recommender(ABC):
     """Base class: batching, exclusion, top-k, persistence. Subclasses score."""
 
     name: ClassVar[str] = "base"
+    # True where `_score_users` returns SparseScores: such models batch many more users.
+    sparse_scores: ClassVar[bool] = False
 
     # --- parameters (scikit-learn style) --------------------------------------------------------
     def get_params(self) -> dict[str, Any]:
@@ -192,7 +214,10 @@ class Recommender(ABC):
         batch_size: int | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
         users = np.asarray(users, dtype=np.int64)
-        batch = batch_size or max(1, BLOCK_FLOATS // max(self.n_items_, 1))
+        dense_batch = max(1, BLOCK_FLOATS // max(self.n_items_, 1))
+        batch = batch_size or (
+            max(dense_batch, SPARSE_BATCH) if self.sparse_scores else dense_batch
+        )
         out_items = np.full((len(users), k), -1, dtype=np.int64)
         out_scores = np.full((len(users), k), -np.inf)
         for lo in range(0, len(users), batch):

@@ -55,6 +55,10 @@ class Hybrid(Recommender):
         ]
 
     @property
+    def sparse_scores(self) -> bool:  # type: ignore[override]
+        return all(getattr(m, "sparse_scores", False) for m in getattr(self, "models_", []))
+
+    @property
     def weights(self) -> np.ndarray:
         return np.array([float(c.get("weight", 1.0)) for c in self.components])
 

@@ -52,6 +52,7 @@ class ItemKNN(Recommender):
     """
 
     name = "itemknn"
+    sparse_scores = True
 
     def __init__(
         self,

@@ -15,6 +15,7 @@ from equilibra.models.base import Recommender, SparseScores
 
 class RecentItems(Recommender):
     name = "recent"
+    sparse_scores = True
 
     def __init__(self, half_life_days: float = 1.0, popularity_weight: float = 1e-3):
         self.half_life_days = half_life_days

@@ -24,6 +24,7 @@ from equilibra.models.base import (
 
 class CoVisitation(Recommender):
     name = "covisit"
+    sparse_scores = True
 
     def __init__(
         self,
