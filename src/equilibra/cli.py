@@ -523,15 +523,16 @@ def demo_command(
     summary = run_demo(workdir, preset, seed, console, model_budget)
     table = Table(title="Equilibra demo", show_header=False)
     for key, value in summary.items():
-        table.add_row(
-            key,
-            f"{value:,}"
-            if isinstance(value, int)
-            else f"{value:.4f}"
-            if isinstance(value, float)
-            else str(value),
-        )
+        table.add_row(key, _fmt_value(value))
     out.print(table)
+
+
+def _fmt_value(value: Any) -> str:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return str(value)
+    if isinstance(value, int):
+        return f"{value:,}"
+    return f"{value:.4f}" if abs(value) < 1 else f"{value:,.1f}"
 
 
 def _one_line(message: str) -> None:
