@@ -16,7 +16,7 @@ from equilibra.models.base import Recommender
 from equilibra.models.content import ContentBased
 from equilibra.models.ease import EASE
 from equilibra.models.factorization import ALS, BPR
-from equilibra.models.neighbours import ItemKNN, UserKNN
+from equilibra.models.neighbours import ItemKNN, RP3Beta, UserKNN
 from equilibra.models.popularity import Popularity
 from equilibra.models.recent import RecentItems
 from equilibra.models.sequence import CoVisitation
@@ -35,6 +35,7 @@ PERSONALISED = [
     EASE(regularization=1.0),
     ContentBased(),
     CoVisitation(window=10, recent=10),
+    RP3Beta(beta=0.3, k=10),
 ]
 OTHERS = [Popularity(), Popularity(half_life_days=3, by_category=True), RecentItems()]
 
@@ -158,8 +159,14 @@ def test_content_model_reaches_items_nobody_has_touched(blocks):
 
 
 @settings(max_examples=80, deadline=None)
-@given(st.integers(1, 6), st.integers(2, 30), st.integers(1, 8), st.floats(0.0, 0.6),
-       st.booleans(), st.integers(0, 10_000))
+@given(
+    st.integers(1, 6),
+    st.integers(2, 30),
+    st.integers(1, 8),
+    st.floats(0.0, 0.6),
+    st.booleans(),
+    st.integers(0, 10_000),
+)
 def test_sparse_top_k_matches_the_dense_definition(n_rows, n_items, k, density, with_bg, seed):
     from equilibra.models.base import SparseScores, mask_rows, top_k, top_k_sparse
 

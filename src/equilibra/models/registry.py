@@ -12,7 +12,7 @@ def _classes() -> dict[str, type[Recommender]]:
     from equilibra.models.ease import EASE
     from equilibra.models.factorization import ALS, BPR
     from equilibra.models.hybrid import Hybrid
-    from equilibra.models.neighbours import ItemKNN, UserKNN
+    from equilibra.models.neighbours import ItemKNN, RP3Beta, UserKNN
     from equilibra.models.popularity import Popularity
     from equilibra.models.ranker import LearnedRanker
     from equilibra.models.recent import RecentItems
@@ -32,6 +32,7 @@ def _classes() -> dict[str, type[Recommender]]:
             CoVisitation,
             Hybrid,
             LearnedRanker,
+            RP3Beta,
         )
     }
 
@@ -48,6 +49,7 @@ MODELS: tuple[str, ...] = (
     "covisit",
     "hybrid",
     "ranker",
+    "rp3beta",
 )
 
 
