@@ -185,3 +185,18 @@ def test_sparse_top_k_matches_the_dense_definition(n_rows, n_items, k, density, 
     items, values = top_k_sparse(scores, k, banned, np.arange(n_rows))
     assert np.allclose(values, expected_values)
     assert (items == expected_items).all()
+
+
+@pytest.mark.parametrize(
+    "model",
+    [ALS(factors=8, iterations=5), EASE(regularization=1.0), EASE(regularization=1.0, max_items=6)],
+    ids=repr,
+)
+def test_fast_recommend_paths_match_the_generic_one(model, blocks):
+    x, items = blocks
+    model.fit(x, items)
+    users = np.arange(N_USERS)
+    fast_items, fast_scores = model.recommend(users, 15, exclude=x.interacted())
+    slow_items, slow_scores = Recommender.recommend(model, users, 15, exclude=x.interacted())
+    assert np.allclose(fast_scores, slow_scores, rtol=1e-4, atol=1e-5)
+    assert ((fast_items == slow_items) | np.isclose(fast_scores, slow_scores)).all()

@@ -14,7 +14,7 @@ import scipy.linalg
 import scipy.sparse as sp
 
 from equilibra.data.interactions import Interactions
-from equilibra.models.base import Recommender, top_k
+from equilibra.models.base import BLOCK_FLOATS, Recommender, top_k
 
 
 class EASE(Recommender):
@@ -49,6 +49,44 @@ class EASE(Recommender):
         scores = np.broadcast_to(self.fallback_, (len(users), self.n_items_)).copy()
         scores[:, self.kept_items_] = self.user_items_[users] @ self.weights_
         return scores
+
+    def recommend(
+        self,
+        users: np.ndarray,
+        k: int = 10,
+        exclude: sp.csr_matrix | None = None,
+        batch_size: int | None = None,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Top-k over the modelled items; unmodelled ones (below them by construction) only
+        fill lists the modelled items cannot, so no users × catalogue block is built."""
+        users = np.asarray(users, dtype=np.int64)
+        kept = self.kept_items_
+        out_items = np.full((len(users), k), -1, dtype=np.int64)
+        out_scores = np.full((len(users), k), -np.inf)
+        batch = batch_size or max(1, BLOCK_FLOATS // max(len(kept), 1))
+        others = np.setdiff1d(np.arange(self.n_items_), kept)
+        for lo in range(0, len(users), batch):
+            rows = users[lo : lo + batch]
+            block = np.asarray(self.user_items_[rows] @ self.weights_, dtype=np.float64)
+            if exclude is not None:
+                sub = exclude[rows][:, kept].tocoo()
+                block[sub.row, sub.col] = -np.inf
+            local, values = top_k(block, k)
+            found = np.where(local >= 0, kept[np.maximum(local, 0)], -1)
+            short = (found < 0).any(axis=1)
+            if short.any() and len(others):
+                rest = self.fallback_[others][None, :].repeat(short.sum(), axis=0).astype(float)
+                if exclude is not None:
+                    sub = exclude[rows[short]][:, others].tocoo()
+                    rest[sub.row, sub.col] = -np.inf
+                fill_local, fill_values = top_k(rest, k)
+                for r, row in enumerate(np.flatnonzero(short)):
+                    have = int((found[row] >= 0).sum())
+                    extra = fill_local[r][fill_local[r] >= 0][: k - have]
+                    found[row, have : have + len(extra)] = others[extra]
+                    values[row, have : have + len(extra)] = fill_values[r][: len(extra)]
+            out_items[lo : lo + batch], out_scores[lo : lo + batch] = found, values
+        return out_items, out_scores
 
     def similar_items(self, items: np.ndarray, k: int = 10) -> tuple[np.ndarray, np.ndarray]:
         items = np.asarray(items, dtype=np.int64)

@@ -18,6 +18,32 @@ class _Factors(Recommender):
     def _score_users(self, users: np.ndarray) -> np.ndarray:
         return self.user_factors_[users] @ self.item_factors_.T
 
+    def recommend(
+        self,
+        users: np.ndarray,
+        k: int = 10,
+        exclude: sp.csr_matrix | None = None,
+        batch_size: int | None = None,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """implicit's fused dot-product + top-k (C++, threaded): no users × items block."""
+        from implicit.cpu.topk import topk
+
+        users = np.asarray(users, dtype=np.int64)
+        query = np.ascontiguousarray(self.user_factors_[users], dtype=np.float32)
+        items = np.ascontiguousarray(self.item_factors_, dtype=np.float32)
+        banned = sp.csr_matrix(exclude[users], dtype=np.float32) if exclude is not None else None
+        kk = min(k, items.shape[0])
+        ids, scores = topk(items, query, kk, filter_query_items=banned, num_threads=0)
+        ids = np.asarray(ids, dtype=np.int64)
+        scores = np.asarray(scores, dtype=np.float64)
+        # implicit marks filtered or missing slots with -FLT_MAX scores; report them as -1.
+        invalid = ~np.isfinite(scores) | (scores < -1e30) | (ids < 0)
+        ids[invalid], scores[invalid] = -1, -np.inf
+        if kk < k:
+            ids = np.pad(ids, ((0, 0), (0, k - kk)), constant_values=-1)
+            scores = np.pad(scores, ((0, 0), (0, k - kk)), constant_values=-np.inf)
+        return ids, scores
+
     def similar_items(self, items: np.ndarray, k: int = 10) -> tuple[np.ndarray, np.ndarray]:
         unit = normalise_rows(sp.csr_matrix(self.item_factors_)).toarray()
         items = np.asarray(items, dtype=np.int64)
