@@ -18,9 +18,8 @@ import pandas as pd
 import scipy.sparse as sp
 
 from equilibra.data.interactions import Interactions
-from equilibra.models.popularity import item_category_matrix
+from equilibra.models.popularity import Popularity, item_category_matrix
 
-DAY = 86_400.0
 MAX_SEGMENT_VALUES = 50
 
 
@@ -45,13 +44,7 @@ class ColdStart:
         users: pd.DataFrame | None = None,
         half_life_days: float = 7.0,
     ) -> ColdStart:
-        latest = interactions.last_seen
-        age = np.clip(interactions.reference_time - latest.data, 0, None) / DAY
-        trending = np.bincount(
-            latest.indices,
-            weights=np.power(0.5, age / half_life_days),
-            minlength=interactions.shape[1],
-        )
+        trending = Popularity(half_life_days=half_life_days).fit(interactions).item_scores_
         categories = item_category_matrix(interactions, items)
         names: list[str] = []
         if items is not None and "categories" in items and categories.shape[1]:
