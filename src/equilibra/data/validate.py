@@ -22,7 +22,6 @@ from equilibra.data.columns import (
 )
 from equilibra.domain import (
     DEFAULT_RULES,
-    EVENT_TYPE_CODE,
     EVENT_TYPES,
     MILLISECONDS_HINT_THRESHOLD,
     EventType,
@@ -375,9 +374,6 @@ def _attributes(frame: pd.DataFrame, known: set[str]) -> pd.Series:
         index=frame.index,
     )
 
-
-def event_type_codes(types: pd.Series) -> np.ndarray:
-    return types.map(EVENT_TYPE_CODE).to_numpy(dtype=np.int8)
 
 
 def validate_impressions(
