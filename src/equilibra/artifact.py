@@ -24,8 +24,8 @@ import pandas as pd
 import scipy.sparse as sp
 
 from equilibra.coldstart import ColdStart
-from equilibra.data.interactions import IdMap, Interactions
-from equilibra.domain import CONVERSION_TYPES, EVENT_TYPE_CODE
+from equilibra.data.interactions import IdMap, Interactions, cells_with_types
+from equilibra.domain import CONVERSION_TYPES, EVENT_TYPES
 from equilibra.errors import EquilibraError
 from equilibra.models.base import Recommender, top_k
 
@@ -117,16 +117,8 @@ class ModelArtifact:
             )
         if exclude == "none":
             return None
-        mask = (
-            0xFF
-            if exclude == "interacted"
-            else sum(1 << EVENT_TYPE_CODE[t] for t in CONVERSION_TYPES)
-        )
-        flags = self.type_flags
-        hit = (flags.data & np.uint8(mask)) != 0
-        out = sp.csr_matrix((hit, flags.indices, flags.indptr), shape=flags.shape, copy=True)
-        out.eliminate_zeros()
-        return out
+        types = EVENT_TYPES if exclude == "interacted" else CONVERSION_TYPES
+        return cells_with_types(self.type_flags, types)
 
     def recommend(
         self,

@@ -250,16 +250,7 @@ class Interactions:
 
     def has_type(self, types: Iterable[str]) -> sp.csr_matrix:
         """Boolean user × item matrix: cells where any of `types` occurred."""
-        mask = 0
-        for name in types:
-            mask |= 1 << EVENT_TYPE_CODE[name]
-        hit = (self.type_flags.data & np.uint8(mask)) != 0
-        # copy=True: eliminate_zeros works in place and must not touch type_flags' arrays.
-        out = sp.csr_matrix(
-            (hit, self.type_flags.indices, self.type_flags.indptr), shape=self.shape, copy=True
-        )
-        out.eliminate_zeros()
-        return out
+        return cells_with_types(self.type_flags, types)
 
     def converted(self) -> sp.csr_matrix:
         """Cells the user carted or bought (what `--exclude converted` hides)."""
@@ -331,3 +322,21 @@ def _encode(
         unknown = column.to_numpy()[codes < 0][0]
         raise EquilibraError(f"{field_name}: {unknown!r} is not among the given ids")
     return codes.astype(np.int64), id_map
+
+
+def type_mask(types: Iterable[str]) -> int:
+    """The bit flags (1 << type code) of a set of event types, as stored in `type_flags`."""
+    mask = 0
+    for name in types:
+        mask |= 1 << EVENT_TYPE_CODE[name]
+    return mask
+
+
+def cells_with_types(type_flags: sp.csr_matrix, types: Iterable[str]) -> sp.csr_matrix:
+    """Boolean matrix of the cells of `type_flags` that saw any of `types`."""
+    flags = sp.csr_matrix(type_flags)
+    hit = (flags.data & np.uint8(type_mask(types))) != 0
+    # copy=True: eliminate_zeros works in place and must not touch the flags' arrays.
+    out = sp.csr_matrix((hit, flags.indices, flags.indptr), shape=flags.shape, copy=True)
+    out.eliminate_zeros()
+    return out

@@ -375,7 +375,6 @@ def _attributes(frame: pd.DataFrame, known: set[str]) -> pd.Series:
     )
 
 
-
 def validate_impressions(
     frame: pd.DataFrame, rules: ValidationRules = DEFAULT_RULES, now: float | None = None
 ) -> Checked:

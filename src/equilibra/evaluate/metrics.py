@@ -10,23 +10,17 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse as sp
 
+from equilibra.data.sparse import contains
+
 
 def hits(recommended: np.ndarray, relevant: sp.csr_matrix) -> np.ndarray:
     """Boolean (n_users, K): is the item at each rank relevant to that user?"""
     recommended = np.asarray(recommended)
-    n_users = recommended.shape[0]
-    relevant = sp.csr_matrix(relevant)
-    if relevant.shape[0] != n_users:
+    if sp.csr_matrix(relevant).shape[0] != recommended.shape[0]:
         raise ValueError("relevant: needs one row per recommended list")
-    n_items = relevant.shape[1]
-    rows = np.repeat(np.arange(n_users, dtype=np.int64), np.diff(relevant.indptr))
-    truth_keys = np.sort(rows * n_items + relevant.indices)
-    if len(truth_keys) == 0:
-        return np.zeros(recommended.shape, dtype=bool)
-    keys = np.arange(n_users, dtype=np.int64)[:, None] * n_items + recommended
-    pos = np.searchsorted(truth_keys, keys)
-    found = (pos < len(truth_keys)) & (truth_keys[np.minimum(pos, len(truth_keys) - 1)] == keys)
-    return found & (recommended >= 0)
+    rows = np.repeat(np.arange(recommended.shape[0])[:, None], recommended.shape[1], axis=1)
+    found = contains(relevant, rows.ravel(), np.maximum(recommended, 0).ravel())
+    return found.reshape(recommended.shape) & (recommended >= 0)
 
 
 def _n_relevant(relevant: sp.csr_matrix) -> np.ndarray:

@@ -20,6 +20,7 @@ import scipy.sparse as sp
 
 from equilibra.data.columns import Columns
 from equilibra.data.interactions import Interactions
+from equilibra.data.sparse import contains
 from equilibra.domain import CONVERSION_TYPES, EventType
 
 C = Columns
@@ -107,7 +108,7 @@ def test_truth(
     users, items = users[keep], items[keep]
     banned = exclusion_matrix(train, exclude)
     if banned is not None and len(users):
-        allowed = ~np.asarray(banned[users, items]).ravel().astype(bool)
+        allowed = ~contains(banned, users, items)
         users, items = users[allowed], items[allowed]
     unique_users, row = np.unique(users, return_inverse=True)
     relevant = sp.csr_matrix(

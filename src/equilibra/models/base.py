@@ -27,6 +27,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from equilibra.data.interactions import Interactions
+from equilibra.data.sparse import contains
 
 ARTIFACT_VERSION = 1
 # Dense score blocks are kept near this many floats (users per batch × items).
@@ -97,12 +98,11 @@ def top_k_sparse(
     row_of = np.repeat(np.arange(n_rows, dtype=np.int64), np.diff(matrix.indptr))
     item = matrix.indices.astype(np.int64)
     value = matrix.data.astype(np.float64)
+    banned = exclude[rows].tocsr() if exclude is not None else None
     background = scores.background
     if background is not None:
         value = value + background[item]
-        banned_count = (
-            int(np.diff(exclude[rows].indptr).max()) if exclude is not None and n_rows else 0
-        )
+        banned_count = int(np.diff(banned.indptr).max()) if banned is not None and n_rows else 0
         extra = min(k + banned_count, len(background))
         leaders = np.argpartition(-background, extra - 1)[:extra] if extra else np.empty(0, int)
         row_of = np.concatenate([row_of, np.repeat(np.arange(n_rows), len(leaders))])
@@ -115,17 +115,9 @@ def top_k_sparse(
     first[1:] = keys[order][1:] != keys[order][:-1]
     order = order[first]
     row_of, item, value = row_of[order], item[order], value[order]
-    if exclude is not None and len(item):
-        banned = exclude[rows].tocsr()
-        banned_keys = np.sort(
-            np.repeat(np.arange(n_rows, dtype=np.int64), np.diff(banned.indptr)) * matrix.shape[1]
-            + banned.indices
-        )
-        query = row_of * matrix.shape[1] + item
-        if len(banned_keys):
-            pos = np.minimum(np.searchsorted(banned_keys, query), len(banned_keys) - 1)
-            keep = banned_keys[pos] != query
-            row_of, item, value = row_of[keep], item[keep], value[keep]
+    if banned is not None and len(item):
+        keep = ~contains(banned, row_of, item)
+        row_of, item, value = row_of[keep], item[keep], value[keep]
     order = np.lexsort((-value, row_of))
     row_of, item, value = row_of[order], item[order], value[order]
     starts = np.searchsorted(row_of, np.arange(n_rows))

@@ -24,8 +24,9 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from equilibra.data.interactions import Interactions
-from equilibra.domain import EVENT_TYPE_CODE, EventType
+from equilibra.data.interactions import Interactions, type_mask
+from equilibra.data.sparse import lookup
+from equilibra.domain import CONVERSION_TYPES, EventType
 from equilibra.evaluate.split import global_temporal_split, per_user_temporal_split, test_truth
 from equilibra.models.base import (
     BLOCK_FLOATS,
@@ -38,24 +39,7 @@ from equilibra.models.base import (
 from equilibra.models.hybrid import minmax_rows
 
 DAY = 86_400.0
-CART_BITS = (1 << EVENT_TYPE_CODE[EventType.ADD_TO_CART.value]) | (
-    1 << EVENT_TYPE_CODE[EventType.PURCHASE.value]
-)
-
-
-def sparse_lookup(matrix: sp.csr_matrix, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
-    """matrix[rows[i], cols[i]] for many pairs at once (0 where absent), without fancy indexing."""
-    matrix = sp.csr_matrix(matrix)
-    n_cols = matrix.shape[1]
-    row_of = np.repeat(np.arange(matrix.shape[0], dtype=np.int64), np.diff(matrix.indptr))
-    keys = row_of * n_cols + matrix.indices
-    order = np.argsort(keys, kind="stable")
-    keys, data = keys[order], matrix.data[order]
-    query = rows.astype(np.int64) * n_cols + cols
-    if len(keys) == 0:
-        return np.zeros(len(query), dtype=np.float64)
-    pos = np.minimum(np.searchsorted(keys, query), len(keys) - 1)
-    return np.where(keys[pos] == query, data[pos], 0).astype(np.float64)
+CART_BITS = type_mask(CONVERSION_TYPES)
 
 
 class LearnedRanker(Recommender):
@@ -140,13 +124,13 @@ class LearnedRanker(Recommender):
             rank[r_idx, top[valid]] = np.broadcast_to(reciprocal, top.shape)[valid]
             columns.append(rank[row, item])
         user = users[row]
-        last = sparse_lookup(context["last_seen"], user, item)
+        last = lookup(context["last_seen"], user, item)
         recency = np.where(last > 0, np.exp(-(context["reference"] - last) / DAY), 0.0)
-        flags = sparse_lookup(context["flags"], user, item).astype(np.int64)
+        flags = lookup(context["flags"], user, item).astype(np.int64)
         columns += [
             context["popularity"][item],
             context["item_age"][item],
-            np.log1p(sparse_lookup(context["weights"], user, item)),
+            np.log1p(lookup(context["weights"], user, item)),
             recency,
             ((flags & CART_BITS) != 0).astype(np.float64),
             context["activity"][user],
@@ -199,9 +183,9 @@ class LearnedRanker(Recommender):
         for batch in self._batches(train_users):
             row, item, features = self._candidates(models, context, batch)
             user = batch[row]
-            keep = ~sparse_lookup(banned, user, item).astype(bool)
+            keep = ~lookup(banned, user, item).astype(bool)
             truth_rows = np.array([position[u] for u in user[keep]])
-            label = sparse_lookup(truth.relevant, truth_rows, item[keep]) > 0
+            label = lookup(truth.relevant, truth_rows, item[keep]) > 0
             xs.append(features[keep])
             ys.append(label)
             groups.append(user[keep])
