@@ -18,7 +18,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from equilibra.data.interactions import Interactions
-from equilibra.models.popularity import Popularity, item_category_matrix
+from equilibra.models.popularity import Popularity, item_categories
 
 MAX_SEGMENT_VALUES = 50
 
@@ -45,15 +45,9 @@ class ColdStart:
         half_life_days: float = 7.0,
     ) -> ColdStart:
         trending = Popularity(half_life_days=half_life_days).fit(interactions).item_scores_
-        categories = item_category_matrix(interactions, items)
-        names: list[str] = []
-        if items is not None and "categories" in items and categories.shape[1]:
-            table = items.set_index("item_id")["categories"].dropna().astype(str)
-            dense = interactions.items.to_dense(table.index.to_numpy())
-            exploded = pd.Series(table.to_numpy()[dense >= 0]).str.split("|").explode()
-            names = list(pd.unique(exploded[exploded.str.len() > 0]))
+        categories, names = item_categories(interactions, items)
         return cls(
-            trending=_unit(trending.astype(np.float64)),
+            trending=np.asarray(trending, dtype=np.float64),
             item_categories=categories,
             category_names=names,
             segments=cls._segments(interactions, users),

@@ -44,7 +44,7 @@ class Popularity(Recommender):
         counts = np.bincount(latest.indices, weights=weight, minlength=self.n_items_)
         self.item_scores_ = counts / max(counts.max(), 1e-12)
         if self.by_category:
-            self.item_category_ = item_category_matrix(interactions, items)
+            self.item_category_, _ = item_categories(interactions, items)
             self.user_category_ = normalise_rows(
                 sp.csr_matrix(interactions.matrix) @ self.item_category_
             ).astype(np.float32)
@@ -72,18 +72,22 @@ class Popularity(Recommender):
         return top_k(scores, k)
 
 
-def item_category_matrix(interactions: Interactions, items: pd.DataFrame | None) -> sp.csr_matrix:
-    """Items × categories (0/1) from the item table's `categories` column, in dense item order."""
+def item_categories(
+    interactions: Interactions, items: pd.DataFrame | None
+) -> tuple[sp.csr_matrix, list[str]]:
+    """Items × categories (0/1) from the item table's `categories` column, in dense item order,
+    with the category names of its columns."""
     n_items = interactions.shape[1]
     if items is None or "categories" not in items:
-        return sp.csr_matrix((n_items, 0), dtype=np.float32)
+        return sp.csr_matrix((n_items, 0), dtype=np.float32), []
     table = items.set_index("item_id")["categories"].dropna().astype(str)
     dense = interactions.items.to_dense(table.index.to_numpy())
     keep = dense >= 0
     exploded = pd.Series(table.to_numpy()[keep], index=dense[keep]).str.split("|").explode()
     exploded = exploded[exploded.str.len() > 0]
     codes, names = pd.factorize(exploded.to_numpy())
-    return sp.csr_matrix(
+    matrix = sp.csr_matrix(
         (np.ones(len(codes), dtype=np.float32), (exploded.index.to_numpy(dtype=np.int64), codes)),
         shape=(n_items, len(names)),
     )
+    return matrix, [str(name) for name in names]
