@@ -34,7 +34,7 @@ from threadpoolctl import threadpool_limits
 
 from equilibra.auto import search
 from equilibra.data.interactions import Interactions
-from equilibra.evaluate import metrics as m
+from equilibra.evaluate.offline import score_lists as list_metrics
 from equilibra.evaluate.split import (
     TestTruth,
     exclusion_matrix,
@@ -75,14 +75,8 @@ def make_task(
 
 
 def score_lists(recs: np.ndarray, task: Task) -> dict[str, float]:
-    rel, n_items = task.truth.relevant, task.train.shape[1]
-    return {
-        "ndcg@10": float(m.ndcg_at_k(recs, rel, 10).mean()),
-        "recall@20": float(m.recall_at_k(recs, rel, 20).mean()),
-        "hitrate@10": float(m.hit_rate_at_k(recs, rel, 10).mean()),
-        "map@10": float(m.map_at_k(recs, rel, 10).mean()),
-        "coverage@10": m.coverage_at_k(recs, n_items, 10),
-    }
+    """The same list metrics `equilibra evaluate` reports, for Equilibra and every peer."""
+    return list_metrics(recs, task.train, task.truth)
 
 
 # --- peers -------------------------------------------------------------------------------------

@@ -17,7 +17,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-from equilibra.data.formats import FORMATS, ColumnMapping, read_events
+from equilibra.data.formats import FORMATS, ColumnMapping
 from equilibra.domain import ValidationError, parse_timestamp
 from equilibra.errors import EquilibraError
 
@@ -131,8 +131,6 @@ def load_events(
     db: str | None, events: Path | None, fmt: str, since: float | None, until: float | None
 ) -> tuple[pd.DataFrame, pd.DataFrame | None, int]:
     """Events (and items, where known) from a store or straight from a file; -> rejects count."""
-    from equilibra.data.validate import validate_events, validate_items
-
     if (db is None) == (events is None):
         raise EquilibraError("analyze: give exactly one of --db or --events")
     if db is not None:
@@ -142,23 +140,17 @@ def load_events(
             frame = store.events_frame(since=since, until=until)
             items = store.items_frame()
         return frame, items, 0
+    from equilibra.train import load_training_data
+
     assert events is not None
-    frames, item_frames, rejected = [], [], 0
     with _progress("reading") as update:
-        for chunk in read_events(events, _check_format(fmt)):
-            checked = validate_events(chunk.events, timestamp_unit=chunk.timestamp_unit)
-            frames.append(checked.valid)
-            rejected += len(checked.rejects)
-            if chunk.items is not None:
-                item_frames.append(validate_items(chunk.items).valid)
-            update(chunk.done, chunk.total)
-    frame = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+        data = load_training_data(events, _check_format(fmt), progress=update)
+    frame = data.events
     if since is not None:
         frame = frame[frame["timestamp"] >= since]
     if until is not None:
         frame = frame[frame["timestamp"] < until]
-    items = pd.concat(item_frames).drop_duplicates("item_id") if item_frames else None
-    return frame, items, rejected
+    return frame, data.items, data.rejected
 
 
 @app.command("analyze")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -38,8 +39,13 @@ class TrainingData:
 
 
 def load_training_data(
-    events: Path, fmt: str = "canonical", items: Path | None = None, users: Path | None = None
+    events: Path,
+    fmt: str = "canonical",
+    items: Path | None = None,
+    users: Path | None = None,
+    progress: Callable[[int, int], None] | None = None,
 ) -> TrainingData:
+    """Read and validate event (and item/user) files into frames; counts rejected rows."""
     frames, item_frames, rejected = [], [], 0
     for chunk in read_events(events, fmt):
         checked = validate_events(chunk.events, timestamp_unit=chunk.timestamp_unit)
@@ -47,6 +53,8 @@ def load_training_data(
         rejected += len(checked.rejects)
         if chunk.items is not None:
             item_frames.append(validate_items(chunk.items).valid)
+        if progress is not None:
+            progress(chunk.done, chunk.total)
     if not frames or sum(len(f) for f in frames) == 0:
         raise EquilibraError(f"events: no valid events in {events}")
     if items is not None:
