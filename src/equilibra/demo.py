@@ -7,19 +7,17 @@ import time
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
 from rich.console import Console
 
 from equilibra.analysis import analyse
 from equilibra.analysis.report import headline, write_report
 from equilibra.auto import best_score, search
 from equilibra.data.cleaning import clean_events
-from equilibra.data.interactions import Interactions
 from equilibra.data.synthetic import generate_shop
 from equilibra.data.synthetic import preset as get_preset
 from equilibra.ingest import import_files
 from equilibra.store import open_store
-from equilibra.train import TrainingData, fit_artifact
+from equilibra.train import TrainingData, default_weights, fit_artifact, snapshot
 
 
 def run_demo(
@@ -60,9 +58,8 @@ def run_demo(
         store_users = store.users_frame()
         stats = store.stats()
     cleaned, cleaning = clean_events(events)
-    # Catalogue items nobody touched yet keep a column, so cold items stay addressable.
-    item_ids = pd.unique(pd.concat([items["item_id"], cleaned["item_id"]], ignore_index=True))
-    interactions = Interactions.from_frame(cleaned, items=item_ids)
+    data = TrainingData(events=cleaned, items=items, users=store_users)
+    interactions = snapshot(cleaned, items, default_weights(data))
 
     console.print("[4/5] analysing behaviour")
     result = analyse(cleaned, items)
@@ -95,13 +92,13 @@ def run_demo(
     summary["report"] = str(paths["html"])
 
     console.print(f"[5/5] choosing a model (auto, {model_budget:.0f} s budget) and training it")
-    data = TrainingData(events=cleaned, items=items, users=store_users)
     search_result = search(data, model_budget)
     artifact = fit_artifact(
         data,
         search_result.best.algorithm,
         search_result.best.params,
         {"auto": {"chosen": search_result.best.label, "validation": search_result.scores}},
+        interactions=interactions,
     )
     artifact.save(workdir / "model")
     summary["model"] = search_result.best.label

@@ -78,14 +78,10 @@ def default_weights(data: TrainingData) -> EventWeights:
     return EventWeights() if not data.is_rating_data else EventWeights(rating=None)
 
 
-def build_interactions(
-    events: pd.DataFrame,
-    items: pd.DataFrame | None,
-    weights: EventWeights | None = None,
-    cleaning: CleaningConfig | None = None,
+def snapshot(
+    cleaned: pd.DataFrame, items: pd.DataFrame | None, weights: EventWeights | None = None
 ) -> Interactions:
-    """Clean, then snapshot with every catalogue item as a column (cold items stay rankable)."""
-    cleaned, _ = clean_events(events, cleaning or CleaningConfig())
+    """Interactions with every catalogue item as a column (cold items stay rankable)."""
     item_ids = None
     if items is not None and len(items):
         item_ids = pd.unique(
@@ -96,11 +92,23 @@ def build_interactions(
     return Interactions.from_frame(cleaned, weights, items=item_ids)
 
 
+def build_interactions(
+    events: pd.DataFrame,
+    items: pd.DataFrame | None,
+    weights: EventWeights | None = None,
+    cleaning: CleaningConfig | None = None,
+) -> Interactions:
+    """Clean, then snapshot."""
+    cleaned, _ = clean_events(events, cleaning or CleaningConfig())
+    return snapshot(cleaned, items, weights)
+
+
 def fit_artifact(
     data: TrainingData,
     algorithm: str,
     params: dict[str, Any] | None = None,
     info: dict[str, Any] | None = None,
+    interactions: Interactions | None = None,
 ) -> Any:
     from equilibra.artifact import ModelArtifact
     from equilibra.models.registry import create_model
@@ -111,7 +119,8 @@ def fit_artifact(
         raise EquilibraError(f"params: {exc}") from None
     except ValueError as exc:
         raise EquilibraError(str(exc)) from None
-    interactions = build_interactions(data.events, data.items, default_weights(data))
+    if interactions is None:
+        interactions = build_interactions(data.events, data.items, default_weights(data))
     model.fit(interactions, data.items, data.users)
     summary = {
         "data": {

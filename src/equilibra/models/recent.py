@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 
 from equilibra.data.interactions import Interactions
-from equilibra.models.base import Recommender, SparseScores
+from equilibra.models.base import Recommender, SparseScores, popularity_fallback
 
 
 class RecentItems(Recommender):
@@ -30,10 +30,7 @@ class RecentItems(Recommender):
         # In (1, 2]: any item the user touched ranks above every popular-only item (<= 1e-3).
         recency.data = 1.0 + np.power(0.5, age_days / self.half_life_days)
         self.recency_ = recency.astype(np.float32)
-        popularity = np.bincount(latest.indices, minlength=self.n_items_).astype(np.float64)
-        self.popularity_ = (self.popularity_weight * popularity / max(popularity.max(), 1)).astype(
-            np.float32
-        )
+        self.popularity_ = popularity_fallback(interactions, self.popularity_weight)
 
     def _score_users(self, users: np.ndarray) -> SparseScores:
         return SparseScores(self.recency_[users], self.popularity_)
