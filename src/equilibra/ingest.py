@@ -99,6 +99,43 @@ class RejectsWriter:
         self.written += len(out)
 
 
+def _store_items(
+    store: Store, checked: Checked, report: ImportReport, rejects: RejectsWriter
+) -> None:
+    report.items += store.upsert_items(checked.valid)
+    report.items_rejected += len(checked.rejects)
+    rejects.write(checked.rejects, "items")
+
+
+def _store_users(
+    store: Store, checked: Checked, report: ImportReport, rejects: RejectsWriter
+) -> None:
+    report.users += store.upsert_users(checked.valid)
+    report.users_rejected += len(checked.rejects)
+    rejects.write(checked.rejects, "users")
+
+
+def _store_impressions(
+    store: Store, checked: Checked, report: ImportReport, rejects: RejectsWriter
+) -> None:
+    appended = store.append_impressions(checked.valid)
+    report.impressions += appended.accepted
+    report.impression_duplicates += appended.duplicates
+    report.impressions_rejected += len(checked.rejects)
+    rejects.write(checked.rejects, "impressions")
+
+
+def _store_events(
+    store: Store, checked: Checked, rows: int, report: ImportReport, rejects: RejectsWriter
+) -> None:
+    result = store.append_events(checked.valid)
+    report.rows += rows
+    report.accepted += result.accepted
+    report.duplicates += result.duplicates
+    report.rejected += len(checked.rejects)
+    rejects.write(checked.rejects, "events")
+
+
 def import_files(
     store: Store,
     events: Path | None,
@@ -117,15 +154,9 @@ def import_files(
     started = time.perf_counter()
     now = time.time()
     if items is not None:
-        checked = validate_items(read_items(items, fmt), rules, now)
-        report.items += store.upsert_items(checked.valid)
-        report.items_rejected += len(checked.rejects)
-        rejects.write(checked.rejects, "items")
+        _store_items(store, validate_items(read_items(items, fmt), rules, now), report, rejects)
     if users is not None:
-        checked = validate_users(read_users(users, fmt))
-        report.users += store.upsert_users(checked.valid)
-        report.users_rejected += len(checked.rejects)
-        rejects.write(checked.rejects, "users")
+        _store_users(store, validate_users(read_users(users, fmt)), report, rejects)
     if events is not None:
         # Rebuilding indexes pays off only when the file is big against what is stored.
         large = Path(events).stat().st_size >= BULK_LOAD_BYTES if Path(events).is_file() else False
@@ -218,21 +249,10 @@ def _import_event_chunks(
     checked_chunks = (_check_chunk(chunk, rules, now) for chunk in chunks)
     for checked in prefetched(checked_chunks):
         if checked.items is not None:
-            report.items += store.upsert_items(checked.items.valid)
-            report.items_rejected += len(checked.items.rejects)
-            rejects.write(checked.items.rejects, "items")
+            _store_items(store, checked.items, report, rejects)
         if checked.impressions is not None:
-            appended = store.append_impressions(checked.impressions.valid)
-            report.impressions += appended.accepted
-            report.impression_duplicates += appended.duplicates
-            report.impressions_rejected += len(checked.impressions.rejects)
-            rejects.write(checked.impressions.rejects, "impressions")
-        result = store.append_events(checked.events.valid)
-        report.rows += len(checked.chunk.events)
-        report.accepted += result.accepted
-        report.duplicates += result.duplicates
-        report.rejected += len(checked.events.rejects)
-        rejects.write(checked.events.rejects, "events")
+            _store_impressions(store, checked.impressions, report, rejects)
+        _store_events(store, checked.events, len(checked.chunk.events), report, rejects)
         if progress is not None:
             progress(checked.chunk.done, checked.chunk.total)
 
@@ -246,21 +266,14 @@ def import_frames(
 ) -> ImportReport:
     """The library path: canonical DataFrames (e.g. from the synthetic shop) into a store."""
     report = ImportReport()
+    no_file = RejectsWriter(None)  # the caller holds the frames; rejects are only counted
     started = time.perf_counter()
     now = time.time()
     if items is not None:
-        checked = validate_items(items, rules, now)
-        report.items = store.upsert_items(checked.valid)
-        report.items_rejected = len(checked.rejects)
+        _store_items(store, validate_items(items, rules, now), report, no_file)
     if users is not None:
-        checked_users = validate_users(users)
-        report.users = store.upsert_users(checked_users.valid)
-        report.users_rejected = len(checked_users.rejects)
+        _store_users(store, validate_users(users), report, no_file)
     if events is not None:
-        checked_events = validate_events(events, rules, now)
-        result = store.append_events(checked_events.valid)
-        report.rows = len(events)
-        report.accepted, report.duplicates = result.accepted, result.duplicates
-        report.rejected = len(checked_events.rejects)
+        _store_events(store, validate_events(events, rules, now), len(events), report, no_file)
     report.seconds = time.perf_counter() - started
     return report
