@@ -1,0 +1,509 @@
+"""Exploration policies over a slate: each returns K items with their marginal propensities.
+
+Every policy keeps a Beta posterior per (segment, item) on the probability that showing the
+item earns a reward, with the request's calibrated ranker score as the prior mean (worth
+`prior_strength` pseudo-impressions): with no feedback a policy exploits the ranker, and feedback
+moves it away only as far as the evidence does. The linear policies add a ridge model of the
+ranker's error over per-candidate features.
+
+Two families by how the slate is drawn (see `marginals.py`):
+- slot streams, exact propensities: `Greedy`, `EpsilonGreedy`, `UCB`, `LinUCB`, `GorseRatios`,
+  `Uniform`;
+- random scores, Monte-Carlo propensities with a stated error: `Softmax` (Plackett–Luce),
+  `Thompson`, `LinearThompson`.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import ClassVar
+
+import numpy as np
+
+from equilibra.explore.marginals import (
+    Marginals,
+    draw_streams,
+    monte_carlo_marginals,
+    stream_marginals,
+    top_k_rows,
+)
+from equilibra.explore.slate import Candidates, Slate, SlateEntry
+from equilibra.explore.stats import ArmStats, LinearStats
+
+EXPLORE_SHARE_MEMORY = 0.01  # weight of the newest slate in the running exploration share
+
+
+def _top(values: np.ndarray, k: int) -> np.ndarray:
+    return top_k_rows(values[None, :], k)[0]
+
+
+class Policy(ABC):
+    """A stateful slate policy. Subclasses define how a slate is drawn and its marginals."""
+
+    name: ClassVar[str] = "policy"
+
+    def __init__(
+        self,
+        *,
+        prior_strength: float = 20.0,
+        base_rate: float = 0.05,
+        discount: float = 1.0,
+        by_segment: bool = True,
+    ) -> None:
+        if prior_strength <= 0:
+            raise ValueError("prior_strength: must be positive")
+        if not 0 < base_rate < 1:
+            raise ValueError("base_rate: must lie in (0, 1)")
+        self.prior_strength = prior_strength
+        self.base_rate = base_rate
+        self.by_segment = by_segment
+        self.arms = ArmStats(discount)
+        self.spec = self.name
+        self._explore_share = 0.0
+
+    # --- beliefs ------------------------------------------------------------------------------
+
+    def _segment(self, segment: str) -> str:
+        return segment if self.by_segment else ""
+
+    def posterior(self, c: Candidates) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Beta (alpha, beta) per candidate, and its (discounted) number of observations."""
+        rewards, counts = self.arms.lookup(self._segment(c.segment), c.items)
+        prior = c.prior_or(self.base_rate)
+        alpha = self.prior_strength * prior + rewards
+        beta = self.prior_strength * (1.0 - prior) + np.maximum(counts - rewards, 0.0)
+        return alpha, beta, counts
+
+    def mean(self, c: Candidates) -> np.ndarray:
+        alpha, beta, _ = self.posterior(c)
+        return alpha / (alpha + beta)
+
+    # --- acting -------------------------------------------------------------------------------
+
+    @abstractmethod
+    def marginals(self, c: Candidates, k: int, rng: np.random.Generator | None = None) -> Marginals:
+        """P(candidate i at position j) for every candidate and position, in the current state
+        (`rng` drives the Monte-Carlo estimate where there is no closed form)."""
+
+    @abstractmethod
+    def select(
+        self, c: Candidates, k: int, rng: np.random.Generator, propensities: bool = True
+    ) -> Slate:
+        """Draw one slate of min(k, len(c)) items (exact propensities cost nothing extra)."""
+
+    @property
+    def exploration_rate(self) -> float:
+        """Share of shown slots that were exploration choices (running mean over recent slates)."""
+        return self._explore_share
+
+    def _record(self, explore: np.ndarray) -> None:
+        share = float(explore.mean()) if len(explore) else 0.0
+        self._explore_share += EXPLORE_SHARE_MEMORY * (share - self._explore_share)
+
+    def _slate(
+        self,
+        c: Candidates,
+        indices: np.ndarray,
+        propensities: np.ndarray,
+        explore: np.ndarray,
+        reasons: list[str],
+        error: float = 0.0,
+    ) -> Slate:
+        self._record(explore)
+        entries = [
+            SlateEntry(
+                item=c.items[i],
+                position=j,
+                score=float(c.scores[i]),
+                propensity=float(propensities[j]),
+                explore=bool(explore[j]),
+                reason=reasons[j],
+            )
+            for j, i in enumerate(indices)
+        ]
+        return Slate(indices, entries, self.spec, self.exploration_rate, error)
+
+    # --- learning -----------------------------------------------------------------------------
+
+    def learn_one(
+        self,
+        item: object,
+        reward: float,
+        *,
+        segment: str = "",
+        prior: float | None = None,
+        features: np.ndarray | None = None,
+    ) -> None:
+        """One shown item's outcome; `reward` is scaled to [0, 1] (see `feedback.RewardConfig`)."""
+        if not 0.0 <= reward <= 1.0:
+            raise ValueError("reward: policies learn rewards scaled to [0, 1]")
+        self.arms.update(self._segment(segment), item, reward)
+
+    # --- persistence --------------------------------------------------------------------------
+
+    def state_dict(self) -> dict[str, object]:
+        return {
+            "spec": self.spec,
+            "arms": self.arms.state_dict(),
+            "explore_share": self._explore_share,
+        }
+
+    def load_state_dict(self, state: dict[str, object]) -> None:
+        self.arms = ArmStats.from_state(state["arms"])  # type: ignore[arg-type]
+        self._explore_share = float(state.get("explore_share", 0.0))  # type: ignore[arg-type]
+
+
+# --- slot-stream policies: exact propensities ----------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Pool:
+    indices: np.ndarray
+    share: float
+    reason: str
+
+
+class SlotStreamPolicy(Policy):
+    """Each slot exploits (next item of a fixed ranking) or draws uniformly from a pool."""
+
+    @abstractmethod
+    def _plan(self, c: Candidates, k: int) -> tuple[np.ndarray, list[Pool], np.ndarray, list[str]]:
+        """(exploit ranking of k items, pools, explore flag and reason per exploit rank)."""
+
+    def _stream_probabilities(
+        self, c: Candidates, k: int
+    ) -> tuple[np.ndarray, list[Pool], np.ndarray, list[str], np.ndarray, np.ndarray]:
+        order, pools, flags, reasons = self._plan(c, k)
+        pools = [p for p in pools if len(p.indices) > 0 and p.share > 0]
+        probs = np.array([1.0 - sum(p.share for p in pools), *[p.share for p in pools]])
+        exploit, pool = stream_marginals(k, probs, [len(p.indices) for p in pools])
+        return order, pools, flags, reasons, exploit, pool
+
+    def marginals(self, c: Candidates, k: int, rng: np.random.Generator | None = None) -> Marginals:
+        k = min(k, len(c))
+        order, pools, _, _, exploit, pool = self._stream_probabilities(c, k)
+        matrix = np.zeros((len(c), k))
+        matrix[order] = exploit[: len(order)]
+        for s, p in enumerate(pools):
+            matrix[p.indices] += pool[s] / len(p.indices)
+        return Marginals(matrix)
+
+    def select(
+        self, c: Candidates, k: int, rng: np.random.Generator, propensities: bool = True
+    ) -> Slate:
+        k = min(k, len(c))
+        order, pools, flags, reasons, exploit, pool = self._stream_probabilities(c, k)
+        probs = np.array([1.0 - sum(p.share for p in pools), *[p.share for p in pools]])
+        streams = draw_streams(k, probs, [len(p.indices) for p in pools], rng)
+        draws = [
+            rng.choice(p.indices, size=int((streams == s + 1).sum()), replace=False)
+            for s, p in enumerate(pools)
+        ]
+        taken = [0] * len(pools)
+        indices = np.empty(k, dtype=np.int64)
+        shown = np.empty(k)
+        explore = np.empty(k, dtype=bool)
+        slot_reasons: list[str] = []
+        m = 0
+        for j, s in enumerate(streams):
+            if s == 0:
+                indices[j] = order[m]
+                shown[j] = exploit[m, j]
+                explore[j] = flags[m]
+                slot_reasons.append(reasons[m])
+                m += 1
+            else:
+                p = pools[s - 1]
+                indices[j] = draws[s - 1][taken[s - 1]]
+                taken[s - 1] += 1
+                shown[j] = pool[s - 1, j] / len(p.indices)
+                explore[j] = True
+                slot_reasons.append(p.reason)
+        return self._slate(c, indices, shown, explore, slot_reasons)
+
+
+class Greedy(SlotStreamPolicy):
+    """The top k by posterior mean: no exploration (propensity 1 for every shown item)."""
+
+    name = "greedy"
+
+    def _plan(self, c: Candidates, k: int) -> tuple[np.ndarray, list[Pool], np.ndarray, list[str]]:
+        order = _top(self.mean(c), k)
+        return order, [], np.zeros(k, dtype=bool), ["exploit: best estimate"] * k
+
+
+class EpsilonGreedy(SlotStreamPolicy):
+    """Each slot explores with probability ε: a uniform pick among candidates outside the top k."""
+
+    name = "egreedy"
+
+    def __init__(self, epsilon: float = 0.1, **kwargs: object) -> None:
+        super().__init__(**kwargs)  # type: ignore[arg-type]
+        if not 0 <= epsilon <= 1:
+            raise ValueError("epsilon: must lie in [0, 1]")
+        self.epsilon = epsilon
+        self.spec = f"egreedy:{epsilon:g}"
+
+    @property
+    def exploration_rate(self) -> float:
+        return self.epsilon
+
+    def _plan(self, c: Candidates, k: int) -> tuple[np.ndarray, list[Pool], np.ndarray, list[str]]:
+        mean = self.mean(c)
+        ranking = np.argsort(-mean, kind="stable")
+        reason = f"explore: random pick (ε={self.epsilon:g})"
+        return (
+            ranking[:k],
+            [Pool(ranking[k:], self.epsilon, reason)],
+            np.zeros(k, dtype=bool),
+            ["exploit: best estimate"] * k,
+        )
+
+
+class UCB(SlotStreamPolicy):
+    """Optimism under uncertainty: rank by mean + c·sqrt(2 ln t · mean(1-mean) / n).
+
+    UCB1's bonus scaled by the Bernoulli variance of the estimate (rewards here are rare, and the
+    unscaled bonus would dwarf a 1 % click rate); n counts the prior's pseudo-impressions. An item
+    shown for its bonus rather than its mean is flagged as exploration.
+    """
+
+    name = "ucb"
+
+    def __init__(self, c: float = 1.0, **kwargs: object) -> None:
+        super().__init__(**kwargs)  # type: ignore[arg-type]
+        if c < 0:
+            raise ValueError("c: must be non-negative")
+        self.c = c
+        self.spec = f"ucb:{c:g}"
+
+    def _plan(self, c: Candidates, k: int) -> tuple[np.ndarray, list[Pool], np.ndarray, list[str]]:
+        alpha, beta, counts = self.posterior(c)
+        n = alpha + beta
+        mean = alpha / n
+        bonus = self.c * np.sqrt(2 * np.log(self.arms.step + 2) * mean * (1 - mean) / n)
+        order = _top(mean + bonus, k)
+        greedy = set(_top(mean, k).tolist())
+        flags = np.array([i not in greedy for i in order], dtype=bool)
+        reasons = [
+            f"explore: uncertain (shown {counts[i]:.0f}×)" if flag else "exploit: best estimate"
+            for i, flag in zip(order, flags, strict=True)
+        ]
+        return order, [], flags, reasons
+
+
+class GorseRatios(SlotStreamPolicy):
+    """Gorse's fixed explore ratios: inject popular and latest items into a fixed share of slots."""
+
+    name = "gorse"
+
+    def __init__(
+        self, popular: float = 0.1, latest: float = 0.1, pool_size: int = 50, **kwargs: object
+    ) -> None:
+        super().__init__(**kwargs)  # type: ignore[arg-type]
+        if popular < 0 or latest < 0 or popular + latest > 1:
+            raise ValueError("popular, latest: ratios must be non-negative and sum to at most 1")
+        self.popular = popular
+        self.latest = latest
+        self.pool_size = pool_size
+        self.spec = f"gorse:{popular:g},{latest:g}"
+
+    @property
+    def exploration_rate(self) -> float:
+        return self.popular + self.latest
+
+    def _plan(self, c: Candidates, k: int) -> tuple[np.ndarray, list[Pool], np.ndarray, list[str]]:
+        if c.popularity is None or c.age is None:
+            raise ValueError("popularity, age: Gorse-style injection needs both per candidate")
+        ranking = np.argsort(-self.mean(c), kind="stable")
+        rest = ranking[k:]
+        popular = rest[np.argsort(-c.popularity[rest], kind="stable")][: self.pool_size]
+        remaining = np.setdiff1d(rest, popular, assume_unique=True)
+        latest = remaining[np.argsort(c.age[remaining], kind="stable")][: self.pool_size]
+        pools = [
+            Pool(popular, self.popular, "explore: popular injection"),
+            Pool(latest, self.latest, "explore: latest injection"),
+        ]
+        return ranking[:k], pools, np.zeros(k, dtype=bool), ["exploit: best estimate"] * k
+
+
+class Uniform(SlotStreamPolicy):
+    """k items uniformly at random (the logging policy of the Open Bandit Dataset's `random`)."""
+
+    name = "uniform"
+
+    def marginals(self, c: Candidates, k: int, rng: np.random.Generator | None = None) -> Marginals:
+        k = min(k, len(c))
+        return Marginals(np.full((len(c), k), 1.0 / len(c)))
+
+    def _plan(self, c: Candidates, k: int) -> tuple[np.ndarray, list[Pool], np.ndarray, list[str]]:
+        raise NotImplementedError  # select() is overridden
+
+    def select(
+        self, c: Candidates, k: int, rng: np.random.Generator, propensities: bool = True
+    ) -> Slate:
+        k = min(k, len(c))
+        indices = rng.choice(len(c), size=k, replace=False)
+        return self._slate(
+            c, indices, np.full(k, 1.0 / len(c)), np.ones(k, dtype=bool), ["explore: uniform"] * k
+        )
+
+
+class LinearMixin(Policy):
+    """A ridge model of the ranker's error: reward ≈ prior + θᵀx over per-candidate features."""
+
+    def __init__(self, *, ridge: float = 1.0, **kwargs: object) -> None:
+        super().__init__(**kwargs)  # type: ignore[arg-type]
+        self.ridge = ridge
+        self.linear: LinearStats | None = None
+
+    def _stats(self, dim: int) -> LinearStats:
+        if self.linear is None:
+            self.linear = LinearStats(dim, self.ridge, self.arms.discount)
+        return self.linear
+
+    def _linear_mean(self, c: Candidates) -> tuple[np.ndarray, np.ndarray, LinearStats]:
+        if c.features is None:
+            raise ValueError("features: linear policies need per-candidate feature vectors")
+        linear = self._stats(c.features.shape[1])
+        return c.prior_or(self.base_rate) + c.features @ linear.theta, c.features, linear
+
+    def learn_one(
+        self,
+        item: object,
+        reward: float,
+        *,
+        segment: str = "",
+        prior: float | None = None,
+        features: np.ndarray | None = None,
+    ) -> None:
+        if features is None:
+            raise ValueError("features: linear policies learn from the shown item's features")
+        super().learn_one(item, reward, segment=segment, prior=prior, features=features)
+        features = np.asarray(features, dtype=float)
+        base = self.base_rate if prior is None else prior
+        self._stats(len(features)).update(features, reward - base)
+
+    def state_dict(self) -> dict[str, object]:
+        state = super().state_dict()
+        state["linear"] = None if self.linear is None else self.linear.state_dict()
+        return state
+
+    def load_state_dict(self, state: dict[str, object]) -> None:
+        super().load_state_dict(state)
+        linear = state.get("linear")
+        self.linear = None if linear is None else LinearStats.from_state(linear)  # type: ignore[arg-type]
+
+
+class LinUCB(LinearMixin, SlotStreamPolicy):
+    """Rank by prior + θᵀx + α·sqrt(xᵀA⁻¹x): deterministic, so shown items have propensity 1."""
+
+    name = "linucb"
+
+    def __init__(self, alpha: float = 1.0, **kwargs: object) -> None:
+        super().__init__(**kwargs)  # type: ignore[arg-type]
+        self.alpha = alpha
+        self.spec = f"linucb:{alpha:g}"
+
+    def _plan(self, c: Candidates, k: int) -> tuple[np.ndarray, list[Pool], np.ndarray, list[str]]:
+        mean, x, linear = self._linear_mean(c)
+        order = _top(mean + self.alpha * linear.width(x), k)
+        greedy = set(_top(mean, k).tolist())
+        flags = np.array([i not in greedy for i in order], dtype=bool)
+        reasons = ["explore: uncertain features" if f else "exploit: best estimate" for f in flags]
+        return order, [], flags, reasons
+
+
+# --- random-score policies: Monte-Carlo propensities ----------------------------------------------
+
+
+class RandomScorePolicy(Policy):
+    """The slate is the top k of one draw of random scores; marginals by Monte Carlo."""
+
+    def __init__(self, samples: int = 1000, **kwargs: object) -> None:
+        super().__init__(**kwargs)  # type: ignore[arg-type]
+        if samples < 1:
+            raise ValueError("samples: must be at least 1")
+        self.samples = samples
+
+    @abstractmethod
+    def _draw(self, c: Candidates, rng: np.random.Generator, n: int) -> np.ndarray:
+        """(n, len(c)) random scores."""
+
+    def _reference(self, c: Candidates) -> np.ndarray:
+        return self.mean(c)
+
+    def marginals(self, c: Candidates, k: int, rng: np.random.Generator | None = None) -> Marginals:
+        k = min(k, len(c))
+        rng = rng or np.random.default_rng()
+        return monte_carlo_marginals(lambda n: self._draw(c, rng, n), len(c), k, self.samples)
+
+    def select(
+        self, c: Candidates, k: int, rng: np.random.Generator, propensities: bool = True
+    ) -> Slate:
+        """One slate; `propensities=False` skips the Monte-Carlo estimate (NaN in the slate),
+        for simulations that do not log them."""
+        k = min(k, len(c))
+        indices = _top(self._draw(c, rng, 1)[0], k)
+        if propensities:
+            marginals = self.marginals(c, k, rng)
+            shown = marginals.matrix[indices, np.arange(k)]
+            error = marginals.error
+        else:
+            shown, error = np.full(k, np.nan), float("nan")
+        greedy = set(_top(self._reference(c), k).tolist())
+        explore = np.array([i not in greedy for i in indices], dtype=bool)
+        reasons = [self._reason(bool(f)) for f in explore]
+        return self._slate(c, indices, shown, explore, reasons, error)
+
+    def _reason(self, explore: bool) -> str:
+        return "explore: sampled above its estimate" if explore else "exploit: best estimate"
+
+
+class Softmax(RandomScorePolicy):
+    """Plackett–Luce over the posterior means: weight ∝ mean^(1/τ); τ → 0 is greedy."""
+
+    name = "softmax"
+
+    def __init__(self, temperature: float = 0.2, **kwargs: object) -> None:
+        super().__init__(**kwargs)  # type: ignore[arg-type]
+        if temperature <= 0:
+            raise ValueError("temperature: must be positive")
+        self.temperature = temperature
+        self.spec = f"softmax:{temperature:g}"
+
+    def _draw(self, c: Candidates, rng: np.random.Generator, n: int) -> np.ndarray:
+        # Gumbel-top-k: adding Gumbel noise to log-weights and sorting draws a Plackett–Luce slate.
+        log_weight = np.log(self.mean(c)) / self.temperature
+        return log_weight[None, :] + rng.gumbel(size=(n, len(c)))
+
+
+class Thompson(RandomScorePolicy):
+    """Bernoulli Thompson sampling per item and segment: rank by one draw from each posterior."""
+
+    name = "thompson"
+
+    def _draw(self, c: Candidates, rng: np.random.Generator, n: int) -> np.ndarray:
+        alpha, beta, _ = self.posterior(c)
+        return rng.beta(alpha, beta, size=(n, len(c)))
+
+
+class LinearThompson(LinearMixin, RandomScorePolicy):
+    """Linear Thompson sampling: θ̃ ~ N(θ̂, v²A⁻¹), rank by prior + θ̃ᵀx."""
+
+    name = "lints"
+
+    def __init__(self, v: float = 0.1, **kwargs: object) -> None:
+        super().__init__(**kwargs)  # type: ignore[arg-type]
+        self.v = v
+        self.spec = f"lints:{v:g}"
+
+    def _reference(self, c: Candidates) -> np.ndarray:
+        return self._linear_mean(c)[0]
+
+    def _draw(self, c: Candidates, rng: np.random.Generator, n: int) -> np.ndarray:
+        mean, x, linear = self._linear_mean(c)
+        root = np.linalg.cholesky(linear.a_inv + 1e-12 * np.eye(linear.dim))
+        deviations = self.v * rng.standard_normal((n, linear.dim)) @ root.T
+        return mean[None, :] + deviations @ x.T

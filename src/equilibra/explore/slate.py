@@ -1,0 +1,116 @@
+"""What a policy receives (scored candidates for one request) and what it returns (a slate).
+
+A policy never scores items: the ranker's scores arrive in `Candidates`, optionally with a
+calibrated reward probability (`prior`), per-candidate feature vectors for the linear policies,
+and the popularity / age columns the reference (Gorse-style) policy injects from.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+def _as_1d(name: str, values: object, n: int, dtype: type = float) -> np.ndarray:
+    array = np.asarray(values, dtype=dtype)
+    if array.shape != (n,):
+        raise ValueError(f"{name}: expected {n} values, got shape {array.shape}")
+    if dtype is float and not np.all(np.isfinite(array)):
+        raise ValueError(f"{name}: must be finite")
+    return array
+
+
+def score_to_prior(scores: np.ndarray, base_rate: float) -> np.ndarray:
+    """A reward probability from uncalibrated scores: logistic around `base_rate`.
+
+    The mean candidate gets `base_rate`; one standard deviation of score moves the log-odds by
+    one. Monotone in the score, so greedy on the prior is greedy on the score.
+    """
+    spread = float(scores.std())
+    z = (scores - scores.mean()) / spread if spread > 0 else np.zeros_like(scores)
+    logit = np.log(base_rate / (1.0 - base_rate)) + z
+    return np.clip(1.0 / (1.0 + np.exp(-logit)), 1e-6, 1 - 1e-6)
+
+
+@dataclass
+class Candidates:
+    """Scored candidates for one request."""
+
+    items: np.ndarray
+    scores: np.ndarray
+    prior: np.ndarray | None = None
+    features: np.ndarray | None = None
+    segment: str = ""
+    popularity: np.ndarray | None = None
+    age: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        self.items = np.asarray(self.items)
+        if self.items.ndim != 1 or len(self.items) == 0:
+            raise ValueError("items: expected a non-empty 1-d array of candidate ids")
+        n = len(self.items)
+        self.scores = _as_1d("scores", self.scores, n)
+        if self.prior is not None:
+            self.prior = _as_1d("prior", self.prior, n)
+            if np.any(self.prior <= 0) or np.any(self.prior >= 1):
+                raise ValueError("prior: reward probabilities must lie strictly in (0, 1)")
+        if self.features is not None:
+            self.features = np.asarray(self.features, dtype=float)
+            if self.features.ndim != 2 or self.features.shape[0] != n:
+                raise ValueError(f"features: expected shape ({n}, d)")
+        if self.popularity is not None:
+            self.popularity = _as_1d("popularity", self.popularity, n)
+        if self.age is not None:
+            self.age = _as_1d("age", self.age, n)
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def prior_or(self, base_rate: float) -> np.ndarray:
+        return self.prior if self.prior is not None else score_to_prior(self.scores, base_rate)
+
+
+@dataclass(frozen=True)
+class SlateEntry:
+    item: object
+    position: int
+    score: float
+    propensity: float
+    explore: bool
+    reason: str
+
+    def as_dict(self) -> dict[str, object]:
+        item = self.item.item() if isinstance(self.item, np.generic) else self.item
+        return {
+            "item_id": item,
+            "position": self.position,
+            "score": self.score,
+            "propensity": self.propensity,
+            "explore": self.explore,
+            "reason": self.reason,
+        }
+
+
+@dataclass
+class Slate:
+    """The shown items in position order, each with its marginal propensity at that position."""
+
+    indices: np.ndarray
+    entries: list[SlateEntry]
+    policy: str
+    exploration_rate: float
+    # Standard error of the propensities: 0 where they are exact, the Monte-Carlo error otherwise.
+    propensity_error: float = 0.0
+    extras: dict[str, object] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    @property
+    def propensities(self) -> np.ndarray:
+        return np.array([e.propensity for e in self.entries])
+
+    @property
+    def explore_flags(self) -> np.ndarray:
+        return np.array([e.explore for e in self.entries], dtype=bool)

@@ -1,0 +1,162 @@
+"""Sufficient statistics the policies learn from, updated in O(1) (arms) or O(d²) (linear).
+
+Both support exponential discounting for non-stationary worlds: with `discount` γ < 1 every
+older observation's weight shrinks by γ per later update, so the statistics track a moving
+target (an effective memory of about 1 / (1 - γ) updates). Arms decay lazily: each keeps the
+step of its last update and is brought up to date when read.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+
+class ArmStats:
+    """Discounted reward sums and pull counts per (segment, item)."""
+
+    def __init__(self, discount: float = 1.0) -> None:
+        if not 0 < discount <= 1:
+            raise ValueError("discount: must lie in (0, 1]")
+        self.discount = discount
+        self.step = 0
+        self._index: dict[tuple[str, str], int] = {}
+        self._by_segment: dict[str, dict[str, int]] = {}
+        self._reward = np.zeros(64)
+        self._count = np.zeros(64)
+        self._stamp = np.zeros(64, dtype=np.int64)
+
+    def __len__(self) -> int:
+        return len(self._index)
+
+    def _slot(self, key: tuple[str, str]) -> int:
+        slot = self._index.get(key)
+        if slot is None:
+            slot = len(self._index)
+            self._index[key] = slot
+            self._by_segment.setdefault(key[0], {})[key[1]] = slot
+            if slot >= len(self._reward):
+                grow = len(self._reward)
+                self._reward = np.concatenate([self._reward, np.zeros(grow)])
+                self._count = np.concatenate([self._count, np.zeros(grow)])
+                self._stamp = np.concatenate([self._stamp, np.zeros(grow, dtype=np.int64)])
+        return slot
+
+    def update(self, segment: str, item: object, reward: float) -> None:
+        self.step += 1
+        slot = self._slot((segment, str(item)))
+        decay = self.discount ** (self.step - self._stamp[slot]) if self.discount < 1 else 1.0
+        self._reward[slot] = self._reward[slot] * decay + reward
+        self._count[slot] = self._count[slot] * decay + 1.0
+        self._stamp[slot] = self.step
+
+    def lookup(self, segment: str, items: Sequence[object]) -> tuple[np.ndarray, np.ndarray]:
+        """(reward sums, counts) for the items, decayed to now; zeros for unseen items."""
+        known = self._by_segment.get(segment)
+        if not known:
+            return np.zeros(len(items)), np.zeros(len(items))
+        get = known.get
+        keys = np.asarray(items).astype(str).tolist()
+        slots = np.array([get(key, -1) for key in keys], dtype=np.int64)
+        seen = slots >= 0
+        rewards = np.zeros(len(items))
+        counts = np.zeros(len(items))
+        if seen.any():
+            idx = slots[seen]
+            decay = self.discount ** (self.step - self._stamp[idx]) if self.discount < 1 else 1.0
+            rewards[seen] = self._reward[idx] * decay
+            counts[seen] = self._count[idx] * decay
+        return rewards, counts
+
+    def state_dict(self) -> dict[str, object]:
+        n = len(self._index)
+        keys = sorted(self._index, key=self._index.__getitem__)
+        return {
+            "discount": self.discount,
+            "step": self.step,
+            "keys": [[segment, item] for segment, item in keys],
+            "reward": self._reward[:n].tolist(),
+            "count": self._count[:n].tolist(),
+            "stamp": self._stamp[:n].tolist(),
+        }
+
+    @classmethod
+    def from_state(cls, state: dict[str, object]) -> ArmStats:
+        stats = cls(float(state["discount"]))  # type: ignore[arg-type]
+        stats.step = int(state["step"])  # type: ignore[arg-type]
+        keys = state["keys"]
+        for segment, item in keys:  # type: ignore[attr-defined]
+            stats._slot((segment, item))
+        n = len(stats._index)
+        stats._reward[:n] = state["reward"]
+        stats._count[:n] = state["count"]
+        stats._stamp[:n] = state["stamp"]
+        return stats
+
+
+class LinearStats:
+    """Ridge regression kept as (A⁻¹, b) and updated by Sherman–Morrison: O(d²) per update."""
+
+    def __init__(self, dim: int, ridge: float = 1.0, discount: float = 1.0) -> None:
+        if dim <= 0:
+            raise ValueError("dim: must be positive")
+        if ridge <= 0:
+            raise ValueError("ridge: must be positive")
+        if not 0 < discount <= 1:
+            raise ValueError("discount: must lie in (0, 1]")
+        self.dim = dim
+        self.ridge = ridge
+        self.discount = discount
+        self.a_inv = np.eye(dim) / ridge
+        self.b = np.zeros(dim)
+        self.updates = 0
+        self._ridge_left = ridge
+
+    def update(self, x: np.ndarray, reward: float) -> None:
+        x = np.asarray(x, dtype=float)
+        if x.shape != (self.dim,):
+            raise ValueError(f"features: expected {self.dim} values, got shape {x.shape}")
+        if self.discount < 1:
+            # A ← γA + xxᵀ: scaling A⁻¹ by 1/γ is exact for the decay.
+            self.a_inv /= self.discount
+            self.b *= self.discount
+            self._ridge_left *= self.discount
+        a_inv_x = self.a_inv @ x
+        self.a_inv -= np.outer(a_inv_x, a_inv_x) / (1.0 + x @ a_inv_x)
+        self.b += reward * x
+        self.updates += 1
+        if self.discount < 1 and self.updates % 256 == 0:
+            # The decay also shrinks the ridge; put it back now and then (O(d³) / 256 updates)
+            # so predictions for directions with no recent data stay bounded.
+            a = np.linalg.inv(self.a_inv) + (self.ridge - self._ridge_left) * np.eye(self.dim)
+            self.a_inv = np.linalg.inv(a)
+            self._ridge_left = self.ridge
+
+    @property
+    def theta(self) -> np.ndarray:
+        return self.a_inv @ self.b
+
+    def width(self, features: np.ndarray) -> np.ndarray:
+        """sqrt(xᵀ A⁻¹ x) for each row: the confidence width of a prediction."""
+        return np.sqrt(np.einsum("nd,de,ne->n", features, self.a_inv, features).clip(min=0))
+
+    def state_dict(self) -> dict[str, object]:
+        return {
+            "dim": self.dim,
+            "ridge": self.ridge,
+            "discount": self.discount,
+            "a_inv": self.a_inv.tolist(),
+            "b": self.b.tolist(),
+            "updates": self.updates,
+            "ridge_left": self._ridge_left,
+        }
+
+    @classmethod
+    def from_state(cls, state: dict[str, object]) -> LinearStats:
+        stats = cls(int(state["dim"]), float(state["ridge"]), float(state["discount"]))  # type: ignore[arg-type]
+        stats.a_inv = np.asarray(state["a_inv"], dtype=float)
+        stats.b = np.asarray(state["b"], dtype=float)
+        stats.updates = int(state["updates"])  # type: ignore[arg-type]
+        stats._ridge_left = float(state.get("ridge_left", stats.ridge))  # type: ignore[arg-type]
+        return stats
