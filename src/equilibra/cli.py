@@ -497,6 +497,41 @@ def evaluate_command(
     _print_json(report)
 
 
+# --- exploration: off-policy evaluation and simulation ------------------------------------------
+
+
+@app.command("ope")
+def ope_command(
+    logs: Annotated[Path, typer.Option(help="impression log (OBD all.csv or Equilibra CSV)")],
+    policy: Annotated[str, typer.Option(help="policy spec, `uniform` or `logged`")],
+    fmt: Annotated[str, typer.Option("--format", help="obd or equilibra")] = "obd",
+    n_boot: Annotated[int, typer.Option(help="bootstrap resamples for the intervals")] = 1000,
+    seed: Annotated[int, typer.Option()] = 0,
+    json_out: Annotated[Path | None, typer.Option("--json", help="write results here")] = None,
+) -> None:
+    """What POLICY would have earned per shown slot on logged impressions (IPS, SNIPS, DM, DR)."""
+    from equilibra.evaluate.bandit_logs import READERS, evaluate_on_log
+
+    if fmt not in READERS:
+        raise EquilibraError(f"format: expected one of {', '.join(READERS)}, got {fmt!r}")
+    if not logs.exists():
+        raise EquilibraError(f"--logs {logs}: no such file")
+    if n_boot < 10:
+        raise EquilibraError("--n-boot: at least 10 resamples")
+    log = READERS[fmt](logs)
+    report = evaluate_on_log(log, policy, n_boot=n_boot, seed=seed).as_dict()
+    table = Table(title=f"{report['policy']} on {logs.name} ({report['rounds']:,} rounds)")
+    for column in ("estimator", "value", "95 % interval"):
+        table.add_column(column, justify="right" if column != "estimator" else "left")
+    for name, estimate in report["estimates"].items():  # type: ignore[union-attr]
+        low, high = estimate["ci"]
+        table.add_row(name, f"{estimate['value']:.5f}", f"[{low:.5f}, {high:.5f}]")
+    console.print(table)
+    if json_out:
+        json_out.write_text(json.dumps(report, indent=2))
+    _print_json(report)
+
+
 # --- demo --------------------------------------------------------------------------------------
 
 
