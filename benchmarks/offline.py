@@ -33,6 +33,7 @@ import scipy.sparse as sp
 from threadpoolctl import threadpool_limits
 
 from equilibra.auto import search
+from equilibra.data.datasets import REAL_DATASETS, load_real
 from equilibra.data.interactions import Interactions
 from equilibra.evaluate.offline import score_lists as list_metrics
 from equilibra.evaluate.split import (
@@ -43,19 +44,9 @@ from equilibra.evaluate.split import (
     test_truth,
 )
 from equilibra.models.registry import create_model
-from equilibra.train import TrainingData, build_interactions, default_weights, load_training_data
+from equilibra.train import TrainingData, build_interactions, default_weights
 
-DATASETS = {
-    "ml-100k": ("ml-100k/u.data", "movielens", "ml-100k/u.item", None),
-    "ml-latest-small": (
-        "ml-latest-small/ratings.csv",
-        "movielens",
-        "ml-latest-small/movies.csv",
-        None,
-    ),
-    # The 35 stray rows before the nine Beijing-time days are dropped (dataset README).
-    "taobao": ("taobao-userbehavior-sample/UserBehavior.csv.gz", "taobao", None, 1511539200.0),
-}
+DATASETS = REAL_DATASETS
 
 
 @dataclass
@@ -197,10 +188,7 @@ def tune_peer(kind: str, inner: Task, outer: Task) -> dict[str, Any]:
 
 
 def run(data_dir: Path, dataset: str, budget: float) -> dict[str, Any]:
-    path, fmt, items_path, since = DATASETS[dataset]
-    data = load_training_data(data_dir / path, fmt, data_dir / items_path if items_path else None)
-    if since is not None:
-        data.events = data.events[data.events["timestamp"] >= since]
+    data = load_real(data_dir, dataset)
     rating = data.is_rating_data
     weights = default_weights(data)
     outer, train_events = make_task(data.events, data.items, rating, weights)

@@ -79,16 +79,26 @@ class Outcome:
     segment: str
     prior: float
     features: np.ndarray | None
+    exposure: float = 1.0
 
 
 class FeedbackLedger:
     """Open impressions waiting for feedback, closed in time order. O(1) per event."""
 
-    def __init__(self, config: RewardConfig | None = None, window_s: float = DEFAULT_WINDOW_S):
+    def __init__(
+        self,
+        config: RewardConfig | None = None,
+        window_s: float = DEFAULT_WINDOW_S,
+        exposure: Sequence[float] | None = None,
+    ):
+        """`exposure[j]`: probability that position j is looked at (default: every position)."""
         if window_s < 0:
             raise ValueError("window_s: must be non-negative")
         self.config = config or RewardConfig()
         self.window_s = window_s
+        self.exposure = None if exposure is None else np.asarray(exposure, dtype=float)
+        if self.exposure is not None and (np.any(self.exposure <= 0) or np.any(self.exposure > 1)):
+            raise ValueError("exposure: probabilities must lie in (0, 1]")
         self._open: OrderedDict[str, PendingImpression] = OrderedDict()
         self._by_user: dict[str, list[str]] = {}
         self.unattributed = 0
@@ -172,9 +182,15 @@ class FeedbackLedger:
                         pending.segment,
                         float(pending.priors[position]),
                         None if pending.features is None else pending.features[position],
+                        self._exposure(position),
                     )
                 )
         return outcomes
+
+    def _exposure(self, position: int) -> float:
+        if self.exposure is None:
+            return 1.0
+        return float(self.exposure[min(position, len(self.exposure) - 1)])
 
     def settle(self, policy: Policy, now: float) -> list[Outcome]:
         """Close what is due and teach the policy each outcome."""
@@ -186,5 +202,6 @@ class FeedbackLedger:
                 segment=outcome.segment,
                 prior=outcome.prior,
                 features=outcome.features,
+                exposure=outcome.exposure,
             )
         return outcomes

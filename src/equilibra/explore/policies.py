@@ -134,11 +134,18 @@ class Policy(ABC):
         segment: str = "",
         prior: float | None = None,
         features: np.ndarray | None = None,
+        exposure: float = 1.0,
     ) -> None:
-        """One shown item's outcome; `reward` is scaled to [0, 1] (see `feedback.RewardConfig`)."""
+        """One shown item's outcome; `reward` is scaled to [0, 1] (see `feedback.RewardConfig`).
+
+        `exposure` is the probability the user looked at the item's position (position bias):
+        the item is charged that fraction of an impression, so low slots are not mistaken for
+        bad items."""
         if not 0.0 <= reward <= 1.0:
             raise ValueError("reward: policies learn rewards scaled to [0, 1]")
-        self.arms.update(self._segment(segment), item, reward)
+        if not 0.0 < exposure <= 1.0:
+            raise ValueError("exposure: must lie in (0, 1]")
+        self.arms.update(self._segment(segment), item, reward, exposure)
 
     # --- persistence --------------------------------------------------------------------------
 
@@ -377,13 +384,17 @@ class LinearMixin(Policy):
         segment: str = "",
         prior: float | None = None,
         features: np.ndarray | None = None,
+        exposure: float = 1.0,
     ) -> None:
         if features is None:
             raise ValueError("features: linear policies learn from the shown item's features")
-        super().learn_one(item, reward, segment=segment, prior=prior, features=features)
+        super().learn_one(
+            item, reward, segment=segment, prior=prior, features=features, exposure=exposure
+        )
         features = np.asarray(features, dtype=float)
         base = self.base_rate if prior is None else prior
-        self._stats(len(features)).update(features, reward - base)
+        # reward ≈ exposure·(prior + θᵀx): regress reward/exposure with weight exposure.
+        self._stats(len(features)).update(features, reward / exposure - base, weight=exposure)
 
     def state_dict(self) -> dict[str, object]:
         state = super().state_dict()

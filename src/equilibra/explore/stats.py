@@ -43,12 +43,13 @@ class ArmStats:
                 self._stamp = np.concatenate([self._stamp, np.zeros(grow, dtype=np.int64)])
         return slot
 
-    def update(self, segment: str, item: object, reward: float) -> None:
+    def update(self, segment: str, item: object, reward: float, exposure: float = 1.0) -> None:
+        """`exposure`: the chance the item was looked at (position bias); 1 counts a full pull."""
         self.step += 1
         slot = self._slot((segment, str(item)))
         decay = self.discount ** (self.step - self._stamp[slot]) if self.discount < 1 else 1.0
         self._reward[slot] = self._reward[slot] * decay + reward
-        self._count[slot] = self._count[slot] * decay + 1.0
+        self._count[slot] = self._count[slot] * decay + exposure
         self._stamp[slot] = self.step
 
     def lookup(self, segment: str, items: Sequence[object]) -> tuple[np.ndarray, np.ndarray]:
@@ -113,7 +114,8 @@ class LinearStats:
         self.updates = 0
         self._ridge_left = ridge
 
-    def update(self, x: np.ndarray, reward: float) -> None:
+    def update(self, x: np.ndarray, reward: float, weight: float = 1.0) -> None:
+        """Add one observation with importance `weight`: A += w·xxᵀ, b += w·r·x."""
         x = np.asarray(x, dtype=float)
         if x.shape != (self.dim,):
             raise ValueError(f"features: expected {self.dim} values, got shape {x.shape}")
@@ -123,8 +125,8 @@ class LinearStats:
             self.b *= self.discount
             self._ridge_left *= self.discount
         a_inv_x = self.a_inv @ x
-        self.a_inv -= np.outer(a_inv_x, a_inv_x) / (1.0 + x @ a_inv_x)
-        self.b += reward * x
+        self.a_inv -= weight * np.outer(a_inv_x, a_inv_x) / (1.0 + weight * (x @ a_inv_x))
+        self.b += weight * reward * x
         self.updates += 1
         if self.discount < 1 and self.updates % 256 == 0:
             # The decay also shrinks the ridge; put it back now and then (O(d³) / 256 updates)
