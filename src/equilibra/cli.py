@@ -532,6 +532,76 @@ def ope_command(
     _print_json(report)
 
 
+@app.command("simulate")
+def simulate_command(
+    scenario: Annotated[str, typer.Option(help="stationary, drift, new_items, …")] = "stationary",
+    policy: Annotated[
+        list[str] | None, typer.Option(help="policy spec (repeat to compare on one world)")
+    ] = None,
+    dataset: Annotated[
+        str, typer.Option(help="ml-100k, ml-latest-small, taobao, or synthetic")
+    ] = "synthetic",
+    data_dir: Annotated[Path, typer.Option(help="where the real datasets lie")] = Path(
+        "../shared/datasets"
+    ),
+    requests: Annotated[int, typer.Option(help="requests to simulate")] = 50_000,
+    slate_size: Annotated[int, typer.Option(help="items per slate")] = 10,
+    seed: Annotated[int, typer.Option()] = 0,
+    plots: Annotated[Path | None, typer.Option(help="write PNG plots into this folder")] = None,
+    log: Annotated[
+        Path | None, typer.Option(help="write the impression log (CSV) of the first policy")
+    ] = None,
+    json_out: Annotated[Path | None, typer.Option("--json", help="write results here")] = None,
+) -> None:
+    """Run policies through a scenario of users grounded on real data; reward, regret, plots."""
+    from equilibra.data.datasets import load_real
+    from equilibra.data.synthetic import generate_shop
+    from equilibra.evaluate.bandit_logs import write_impressions
+    from equilibra.evaluate.simulate import SimConfig, Simulator, World
+    from equilibra.explore import parse_policy
+
+    policies = [parse_policy(spec) for spec in (policy or ["egreedy:0.1"])]
+    config = SimConfig(
+        scenario=scenario,
+        requests=requests,
+        slate_size=slate_size,
+        seed=seed,
+        log_impressions=log is not None,
+    )
+    if dataset == "synthetic":
+        events = generate_shop("demo", seed=seed).events
+    else:
+        events = load_real(data_dir, dataset).events
+    world = World.build(events, config)
+    simulator = Simulator(world, config)
+    results = []
+    for i, chosen in enumerate(policies):
+        result = simulator.run(chosen, log_propensities=log is not None and i == 0)
+        if log is not None and i == 0:
+            write_impressions(result.impressions, log)
+        results.append(result)
+    table = Table(title=f"{scenario} on {dataset}: {requests:,} requests, seed {seed}")
+    columns = ("reward_per_request", "regret_share", "explore_share", "coverage", "seconds")
+    table.add_column("policy")
+    for column in columns:
+        table.add_column(column, justify="right")
+    for result in results:
+        table.add_row(result.policy, *(f"{result.summary[c] or 0:.4f}" for c in columns))
+    console.print(table)
+    report: dict[str, Any] = {
+        "scenario": scenario,
+        "dataset": dataset,
+        "runs": [r.as_dict() for r in results],
+    }
+    if plots is not None:
+        from equilibra.evaluate.sim_report import plot_runs
+
+        report["plots"] = [str(p) for p in plot_runs(results, plots, f"{scenario} · {dataset}")]
+    if json_out:
+        json_out.write_text(json.dumps(report, indent=2, default=float))
+    _print_json({**report, "runs": [{**r, "curve": "…"} for r in report["runs"]]})
+
+
 # --- demo --------------------------------------------------------------------------------------
 
 

@@ -41,9 +41,39 @@ class BanditLog:
     candidate_key: np.ndarray
     slate_size: int
     contextual: bool  # whether candidates carry per-round features
+    # Probability the logged position was looked at (position bias), for exposure-weighted
+    # learning; ones where the log does not say.
+    exposure: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.reward)
+
+
+@dataclass(frozen=True)
+class LoggedContext:
+    """What an Equilibra impression logged about its request: candidates, priors, exposure."""
+
+    candidates: Candidates
+    exposure: tuple[float, ...]
+
+    @classmethod
+    def from_json(cls, text: str) -> LoggedContext:
+        context = json.loads(text)
+        prior = context.get("prior")
+        candidates = Candidates(
+            np.asarray(context["candidates"], dtype=str),
+            np.asarray(context["scores"], dtype=float),
+            prior=None if prior is None else np.asarray(prior, dtype=float),
+            segment=str(context.get("segment", "")),
+        )
+        return cls(candidates, tuple(float(e) for e in context.get("exposure", ())))
+
+    def position_of(self, item: str) -> int:
+        hits = np.flatnonzero(self.candidates.items == item)
+        return int(hits[0]) if len(hits) else -1
+
+    def exposure_at(self, position: int) -> float:
+        return self.exposure[position] if position < len(self.exposure) else 1.0
 
 
 # --- readers -------------------------------------------------------------------------------------
@@ -131,26 +161,22 @@ def read_equilibra(path: Path) -> BanditLog:
             f"--logs {path}: not an Equilibra impression log (missing {', '.join(sorted(missing))})"
         )
     frame = frame.sort_values([C.timestamp, C.impression_id, C.position], kind="stable")
-    contexts: dict[str, tuple[np.ndarray, np.ndarray, str]] = {}
+    contexts: dict[str, LoggedContext] = {}
     for impression, text in frame.dropna(subset=[C.context])[
         [C.impression_id, C.context]
     ].itertuples(index=False):
         try:
-            context = json.loads(text)
-            contexts[impression] = (
-                np.asarray(context["candidates"], dtype=str),
-                np.asarray(context["scores"], dtype=float),
-                str(context.get("segment", "")),
-            )
+            contexts[impression] = LoggedContext.from_json(text)
         except (ValueError, KeyError, TypeError):
             continue
     if not contexts:
         raise EquilibraError(f"--logs {path}: no impression carries its candidates in `context`")
     frame = frame[frame[C.impression_id].isin(contexts)]
+    position = frame[C.position].to_numpy(dtype=np.int64)
     impressions = frame[C.impression_id].to_numpy()
     action = np.array(
         [
-            int(np.flatnonzero(contexts[imp][0] == item)[0]) if item in contexts[imp][0] else -1
+            contexts[imp].position_of(item)
             for imp, item in zip(impressions, frame[C.item].to_numpy(), strict=True)
         ]
     )
@@ -158,20 +184,22 @@ def read_equilibra(path: Path) -> BanditLog:
         raise EquilibraError(f"--logs {path}: a shown item is missing from its candidates")
 
     def candidates(row: int) -> Candidates:
-        ids, scores, segment = contexts[impressions[row]]
-        return Candidates(ids, scores, segment=segment)
+        return contexts[impressions[row]].candidates
 
     return BanditLog(
         reward=frame[C.reward].fillna(0.0).to_numpy(dtype=float),
-        position=frame[C.position].to_numpy(dtype=np.int64),
+        position=position,
         action=action,
         pscore=frame[C.propensity].to_numpy(dtype=float),
-        segment=np.array([contexts[i][2] for i in impressions], dtype=object),
+        segment=np.array([contexts[i].candidates.segment for i in impressions], dtype=object),
         item=frame[C.item].to_numpy(),
         candidates=candidates,
         candidate_key=impressions,
         slate_size=int(frame[C.position].max()) + 1,
         contextual=False,
+        exposure=np.array(
+            [contexts[i].exposure_at(p) for i, p in zip(impressions, position, strict=True)]
+        ),
     )
 
 
@@ -264,6 +292,7 @@ def evaluation_probabilities(
                 segment=str(log.segment[row]),
                 prior=prior,
                 features=features,
+                exposure=1.0 if log.exposure is None else float(log.exposure[row]),
             )
     return target, expected
 
@@ -290,7 +319,7 @@ def estimates_from_weights(
 
 
 def evaluate_on_log(
-    log: BanditLog, spec: str, n_boot: int = 1000, seed: int = 0, batch: int = 1000
+    log: BanditLog, spec: str, n_boot: int = 1000, seed: int = 0, batch: int | None = None
 ) -> PolicyEvaluation:
     """`equilibra ope`: what policy `spec` would have earned per shown slot on this log."""
     logged = float(log.reward.mean())
@@ -302,6 +331,8 @@ def evaluate_on_log(
     if "base_rate" not in spec:
         # The prior belief for a policy that has seen nothing: the log's own reward rate.
         policy.base_rate = float(min(max(logged, 1e-4), 0.5))
+    # Learn as a served policy would: about every 50 slates (the simulator's feedback delay).
+    batch = batch or 50 * log.slate_size
     target, expected = evaluation_probabilities(log, policy, batch=batch, seed=seed)
     weight = target / log.pscore
     q = reward_model(log)

@@ -158,8 +158,10 @@ class World:
         from sklearn.cluster import KMeans
 
         segments = KMeans(config.segments, n_init=3, random_state=config.seed).fit_predict(
-            belief_users
+            belief_users[known_users]
         )
+        segment_of = np.full(len(users), -1)
+        segment_of[known_users] = segments
         world = cls(
             truth_users,
             truth_items,
@@ -171,7 +173,7 @@ class World:
             known_users,
             new_items,
             popularity,
-            segments,
+            segment_of,
             items,
             users,
         )
@@ -179,7 +181,7 @@ class World:
         sample = rng.choice(
             np.flatnonzero(known_users), size=min(200, known_users.sum()), replace=False
         )
-        belief = belief_users[sample] @ belief_items.T
+        belief = (belief_users[sample] @ belief_items.T).astype(np.float64)
         belief[:, new_items] = -np.inf
         chosen = np.argpartition(-belief, config.candidates - 1, axis=1)[:, : config.candidates]
         truth = np.einsum("uf,ucf->uc", truth_users[sample], truth_items[chosen])
@@ -202,7 +204,7 @@ def _probability(scores: np.ndarray, scale: tuple[float, float], config: SimConf
 class SimResult:
     policy: str
     config: dict[str, Any]
-    summary: dict[str, float]
+    summary: dict[str, float | None]
     curve: pd.DataFrame
     seconds: float
     impressions: list[dict[str, object]] = field(default_factory=list)
@@ -246,9 +248,12 @@ class Simulator:
         (what users unknown to the ranker get)."""
         w, c = self.world, self.config
         n_known = c.candidates - (c.new_item_slots if c.scenario == "new_items" else 0)
-        scores = w.belief_users @ w.belief_items.T
-        scores[:, w.new_items] = -np.inf
-        top = np.argpartition(-scores, n_known - 1, axis=1)[:, :n_known]
+        top = np.empty((len(w.user_ids), n_known), dtype=np.int64)
+        items = w.belief_items.astype(np.float32)
+        for start in range(0, len(w.user_ids), 256):  # blocks: bounded memory on big catalogues
+            scores = w.belief_users[start : start + 256].astype(np.float32) @ items.T
+            scores[:, w.new_items] = -np.inf
+            top[start : start + 256] = np.argpartition(-scores, n_known - 1, axis=1)[:, :n_known]
         popular_scores = w.popularity.copy()
         popular_scores[w.new_items] = -np.inf
         popular = np.argsort(-popular_scores, kind="stable")[:n_known]
@@ -261,9 +266,8 @@ class Simulator:
         top, popular = self._candidate_lists()
         truth_users = w.truth_users.copy()
         truth_bias = np.zeros(len(w.item_ids))
-        belief_popular_prior = _probability(
-            np.log1p(w.popularity), _scale(np.log1p(w.popularity[popular])), c
-        )
+        popular_scores = np.log1p(w.popularity[popular])
+        belief_popular_prior = _probability(popular_scores, _scale(popular_scores), c)
         release = np.linspace(0, c.requests * 0.9, num=len(w.new_items)).astype(int)
         released_at = np.full(len(w.item_ids), -1)
         first_click = np.full(len(w.item_ids), -1)
@@ -429,6 +433,8 @@ class Simulator:
                 {
                     "candidates": [str(i) for i in candidates.items.tolist()],
                     "scores": [round(float(s), 6) for s in candidates.scores],
+                    "prior": [float(p) for p in candidates.prior],  # type: ignore[union-attr]
+                    "exposure": self.examine.tolist(),
                     "segment": candidates.segment,
                 }
             )
@@ -452,14 +458,15 @@ class Simulator:
         released_at: np.ndarray,
         first_click: np.ndarray,
         first_purchase: np.ndarray,
-    ) -> dict[str, float]:
+    ) -> dict[str, float | None]:
         c = self.config
         new = self.world.new_items
         released = new[released_at[new] >= 0]
 
-        def median_delay(first: np.ndarray) -> float:
+        def median_delay(first: np.ndarray) -> float | None:
+            # None (JSON null) where no new item was released or none converted.
             hit = released[first[released] >= 0]
-            return float(np.median(first[hit] - released_at[hit])) if len(hit) else float("nan")
+            return float(np.median(first[hit] - released_at[hit])) if len(hit) else None
 
         return {
             "requests": float(c.requests),
