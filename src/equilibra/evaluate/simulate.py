@@ -324,6 +324,7 @@ class Simulator:
                 segment=str(w.segment_of[user]) if w.known_users[user] else "new",
                 popularity=w.popularity[base],
                 age=np.where(released_at[base] >= 0, t - released_at[base], 10 * c.requests),
+                user_features=np.append(w.belief_users[user], 1.0),
             )
 
             # --- the policy acts; the user responds ---

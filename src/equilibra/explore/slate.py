@@ -44,6 +44,7 @@ class Candidates:
     segment: str = ""
     popularity: np.ndarray | None = None
     age: np.ndarray | None = None
+    user_features: np.ndarray | None = None  # the request's user/context vector
 
     def __post_init__(self) -> None:
         self.items = np.asarray(self.items)
@@ -63,6 +64,8 @@ class Candidates:
             self.popularity = _as_1d("popularity", self.popularity, n)
         if self.age is not None:
             self.age = _as_1d("age", self.age, n)
+        if self.user_features is not None:
+            self.user_features = np.asarray(self.user_features, dtype=float).ravel()
 
     def __len__(self) -> int:
         return len(self.items)

@@ -1,0 +1,377 @@
+"""Exploration benchmark: off-policy estimates on the Open Bandit Dataset, slate-selection cost,
+and every policy (and the peers) through every simulator scenario, side by side.
+
+    python benchmarks/exploration.py --data-dir ../shared/datasets --part obd --part timing \
+        --part simulate --dataset ml-100k --requests 5000 --seeds 2 --jobs 2 \
+        --out docs/exploration
+
+Writes `results.json`, `exploration.md` (tables) and per-scenario PNG curves into `--out`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from equilibra.evaluate.bandit_logs import (
+    estimates_from_weights,
+    evaluate_on_log,
+    read_obd,
+    reward_model,
+)
+from equilibra.evaluate.ope import bootstrap
+from equilibra.evaluate.simulate import SCENARIOS, SimConfig, Simulator, World
+from equilibra.explore import Candidates, parse_policy
+
+EPSILONS = (0.01, 0.02, 0.05, 0.1, 0.2, 0.3)
+OURS = (
+    "greedy",
+    *(f"egreedy:{e:g}" for e in EPSILONS),
+    "gorse:0.1,0.1",
+    "ucb:1",
+    "thompson",
+    "softmax:0.2",
+    "linucb:0.1",
+    "lints:0.05",
+)
+PEERS = ("vw-epsilon:0.1", "vw-squarecb", "mab-ts")
+OBD_POLICIES = (
+    "uniform",
+    "greedy",
+    "egreedy:0.1",
+    "egreedy:0.3",
+    "ucb:1",
+    "thompson",
+    "softmax:0.2",
+    "linucb:0.5",
+    "gorse:0.1,0.1",
+)
+# Open Bandit Pipeline's published example (BTS evaluated from random logs, campaign all).
+OBP_REFERENCE = {"dm": 0.157, "dr": 0.292, "ips": 0.311}
+
+
+# --- Open Bandit Dataset ---
+
+
+def bts_action_dist(bts: pd.DataFrame, n_items: int) -> np.ndarray:
+    """The BTS policy's marginal per (item, position), averaged over the logged week: the
+    frequency of each item at each position in the BTS log (its propensities change with the
+    production posterior, so their time average is the static policy OBP's example evaluates)."""
+    counts = np.zeros((n_items, 3))
+    np.add.at(counts, (bts["item_id"].to_numpy(), bts["position"].to_numpy() - 1), 1.0)
+    return counts / counts.sum(axis=0, keepdims=True)
+
+
+def run_obd(data_dir: Path, runs: int, n_boot: int) -> dict[str, Any]:
+    random_path = data_dir / "obd/random/all/all.csv"
+    bts = pd.read_csv(data_dir / "obd/bts/all/all.csv", index_col=0)
+    log = read_obd(random_path)
+    truth = bootstrap(bts["click"].to_numpy(dtype=float), n_boot=n_boot)
+    n_items = int(max(log.action.max(), bts["item_id"].max())) + 1
+    dist = bts_action_dist(bts, n_items)
+    target = dist[log.action, log.position]
+    weight = target / log.pscore
+    q = reward_model(log)
+    q_logged = np.array(
+        [q(int(p), np.array([a]))[0] for p, a in zip(log.position, log.action, strict=False)]
+    )
+    expected = np.array([dist[:, p] @ q(p, np.arange(n_items)) for p in range(3)])[log.position]
+    full = estimates_from_weights(log.reward, weight, expected, q_logged, n_boot=n_boot)
+    # OBP's protocol: relative error |V̂ − V| / V over bootstrap resamples of the random log.
+    rng = np.random.default_rng(0)
+    errors: dict[str, list[float]] = {name: [] for name in ("ips", "snips", "dm", "dr")}
+    for _ in range(runs):
+        idx = rng.integers(0, len(log), len(log))
+        values = {
+            "ips": float((weight[idx] * log.reward[idx]).mean()),
+            "snips": float((weight[idx] * log.reward[idx]).sum() / weight[idx].sum()),
+            "dm": float(expected[idx].mean()),
+            "dr": float((expected[idx] + weight[idx] * (log.reward[idx] - q_logged[idx])).mean()),
+        }
+        for name, value in values.items():
+            errors[name].append(abs(value - truth.value) / truth.value)
+    policies = {}
+    for spec in OBD_POLICIES:
+        started = time.perf_counter()
+        evaluation = evaluate_on_log(log, spec, n_boot=n_boot)
+        policies[spec] = {
+            **{k: v.as_dict() for k, v in evaluation.estimates.items()},
+            "seconds": time.perf_counter() - started,
+        }
+        print(f"obd {spec}: {policies[spec]['snips']}", file=sys.stderr)
+    return {
+        "rounds": len(log),
+        "bts_on_policy_ctr": truth.as_dict(),
+        "random_logged_ctr": float(log.reward.mean()),
+        "bts_from_random": {k: v.as_dict() for k, v in full.items()},
+        "relative_error": {
+            name: {"mean": float(np.mean(v)), "median": float(np.median(v))}
+            for name, v in errors.items()
+        },
+        "obp_reference": OBP_REFERENCE,
+        "runs": runs,
+        "policies": policies,
+    }
+
+
+# --- cost of choosing a slate ---
+
+
+def run_timing(repeats: int = 200) -> dict[str, Any]:
+    rng = np.random.default_rng(0)
+    n, k = 500, 20
+    c = Candidates(
+        items=np.array([f"item{i}" for i in range(n)]),
+        scores=rng.normal(size=n),
+        features=rng.normal(size=(n, 16)),
+        popularity=rng.random(n),
+        age=rng.random(n),
+    )
+    out = {}
+    specs = (*OURS, "uniform", "thompson:samples=256", "softmax:0.2,samples=256")
+    for spec in specs:
+        policy = parse_policy(spec)
+        for _i in range(5000):  # a state with history: 5,000 outcomes over the candidates
+            j = int(rng.integers(n))
+            policy.learn_one(
+                c.items[j], float(rng.random() < 0.05), prior=0.05, features=c.features[j]
+            )
+        times = []
+        for _ in range(repeats if policy.name not in {"softmax", "thompson", "lints"} else 30):
+            started = time.perf_counter()
+            slate = policy.select(c, k, rng)
+            times.append(time.perf_counter() - started)
+        out[spec] = {
+            "median_ms": 1000 * float(np.median(times)),
+            "p90_ms": 1000 * float(np.quantile(times, 0.9)),
+            "propensity_error": slate.propensity_error,
+        }
+        print(f"timing {spec}: {out[spec]}", file=sys.stderr)
+    return out
+
+
+# --- simulator ---
+
+
+def _make(spec: str) -> Any:
+    if spec.startswith(("vw-", "mab-")):
+        from peers import make_peer
+
+        return make_peer(spec)
+    return parse_policy(spec)
+
+
+def simulate_task(task: tuple[str, str, int, int, tuple[str, ...], str]) -> list[dict[str, Any]]:
+    data_dir, dataset, seed, requests, specs, scenario = task
+    from equilibra.data.datasets import load_real
+
+    events = load_real(Path(data_dir), dataset).events
+    config = SimConfig(scenario=scenario, requests=requests, seed=seed)
+    world = World.build(events, config)
+    simulator = Simulator(world, config)
+    rows = []
+    for spec in specs:
+        result = simulator.run(_make(spec), log_propensities=False)
+        rows.append(
+            {
+                "dataset": dataset,
+                "scenario": scenario,
+                "seed": seed,
+                "policy": spec,
+                **result.summary,
+                "curve": result.curve.to_dict(orient="list"),
+            }
+        )
+        print(
+            f"{dataset} {scenario} seed {seed} {spec}: {result.summary['reward_per_request']:.4f} "
+            f"({result.seconds:.1f}s)",
+            file=sys.stderr,
+        )
+    return rows
+
+
+def run_simulation(
+    data_dir: Path, datasets: list[str], requests: int, seeds: int, jobs: int, peers: bool
+) -> list[dict[str, Any]]:
+    specs = OURS + (PEERS if peers else ())
+    tasks = [
+        (str(data_dir), dataset, seed, requests, specs, scenario)
+        for dataset in datasets
+        for scenario in SCENARIOS
+        for seed in range(seeds)
+    ]
+    rows: list[dict[str, Any]] = []
+    with ProcessPoolExecutor(max_workers=jobs) as pool:
+        for part in pool.map(simulate_task, tasks):
+            rows.extend(part)
+    return rows
+
+
+# --- report ---
+
+
+def _fmt(value: Any, digits: int = 4) -> str:
+    if value is None or (isinstance(value, float) and not np.isfinite(value)):
+        return "–"
+    return f"{value:.{digits}f}" if isinstance(value, float) else str(value)
+
+
+def markdown(results: dict[str, Any], command: str) -> str:
+    lines = ["# Exploration benchmark", "", f"Command: `{command}`", ""]
+    if "obd" in results:
+        obd = results["obd"]
+        truth = obd["bts_on_policy_ctr"]
+        lines += [
+            "## Open Bandit Dataset (campaign `all`, 10,000-round samples)",
+            "",
+            f"On-policy CTR of ZOZOTOWN's Bernoulli TS (the `bts` log): **{truth['value']:.5f}** "
+            f"(95 % CI {truth['ci'][0]:.5f}–{truth['ci'][1]:.5f}); random log CTR "
+            f"{obd['random_logged_ctr']:.5f}.",
+            "",
+            "Evaluating that BTS policy from the random log "
+            f"(relative error over {obd['runs']} bootstrap resamples; OBP's published example "
+            "in the last column):",
+            "",
+            "| estimator | estimate | 95 % CI | mean rel. error | median rel. error | OBP |",
+            "|---|---:|---|---:|---:|---:|",
+        ]
+        for name, est in obd["bts_from_random"].items():
+            err = obd["relative_error"].get(name, {})
+            lines.append(
+                f"| {name} | {est['value']:.5f} | {est['ci'][0]:.5f}–{est['ci'][1]:.5f} | "
+                f"{_fmt(err.get('mean'), 3)} | {_fmt(err.get('median'), 3)} | "
+                f"{_fmt(obd['obp_reference'].get(name), 3)} |"
+            )
+        lines += [
+            "",
+            "Each Equilibra policy, learning as it replays the random log (estimated CTR):",
+            "",
+            "| policy | IPS | SNIPS | DM | DR | seconds |",
+            "|---|---|---|---|---|---:|",
+        ]
+        for spec, est in obd["policies"].items():
+            cells = [
+                f"{est[n]['value']:.5f} [{est[n]['ci'][0]:.5f}, {est[n]['ci'][1]:.5f}]"
+                for n in ("ips", "snips", "dm", "dr")
+            ]
+            lines.append(f"| {spec} | " + " | ".join(cells) + f" | {est['seconds']:.1f} |")
+        lines.append("")
+    if "timing" in results:
+        lines += [
+            "## Choosing a slate of 20 from 500 candidates (propensities included)",
+            "",
+            "| policy | median ms | p90 ms | propensity std. error |",
+            "|---|---:|---:|---:|",
+        ]
+        for spec, t in results["timing"].items():
+            lines.append(
+                f"| {spec} | {t['median_ms']:.3f} | {t['p90_ms']:.3f} | "
+                f"{_fmt(t['propensity_error'], 4)} |"
+            )
+        lines.append("")
+    if "simulate" in results:
+        frame = pd.DataFrame(results["simulate"]).drop(columns=["curve"])
+        metrics = [
+            "reward_per_request",
+            "regret_share",
+            "explore_share",
+            "coverage",
+            "new_items_clicked",
+            "new_item_requests_to_first_click",
+            "seconds",
+        ]
+        frame[metrics] = frame[metrics].apply(pd.to_numeric, errors="coerce")
+        lines += [
+            "## Simulator",
+            "",
+            "Mean over seeds; reward is the raw value (click 1, cart 2, purchase 5) per request; "
+            "regret share is the expected reward lost to the oracle over the same candidates.",
+        ]
+        for (dataset, scenario), part in frame.groupby(["dataset", "scenario"], sort=False):
+            table = part.groupby("policy", sort=False)[metrics].mean()
+            best = table["reward_per_request"].max()
+            lines += [
+                "",
+                f"### {dataset} · {scenario} ({int(part['requests'].iloc[0]):,} requests, "
+                f"{part['seed'].nunique()} seeds)",
+                "",
+                "| policy | reward/request | regret share | explore share | coverage | "
+                "new items clicked | requests to a new item's first click | seconds |",
+                "|---|---:|---:|---:|---:|---:|---:|---:|",
+            ]
+            for policy, row in table.iterrows():
+                mark = "**" if row["reward_per_request"] == best else ""
+                lines.append(
+                    f"| {policy} | {mark}{row['reward_per_request']:.4f}{mark} | "
+                    f"{row['regret_share']:.3f} | {row['explore_share']:.3f} | "
+                    f"{row['coverage']:.3f} | {_fmt(row['new_items_clicked'], 3)} | "
+                    f"{_fmt(row['new_item_requests_to_first_click'], 0)} | "
+                    f"{row['seconds']:.1f} |"
+                )
+    return "\n".join(lines) + "\n"
+
+
+def plot_simulation(rows: list[dict[str, Any]], out: Path) -> None:
+    from equilibra.evaluate.sim_report import plot_runs
+    from equilibra.evaluate.simulate import SimResult
+
+    frame = pd.DataFrame(rows)
+    for (dataset, scenario), part in frame[frame["seed"] == 0].groupby(["dataset", "scenario"]):
+        results = [
+            SimResult(r["policy"], {}, {}, pd.DataFrame(r["curve"]), 0.0)
+            for _, r in part.iterrows()
+            if r["policy"] in {"greedy", "egreedy:0.05", "egreedy:0.2", "thompson", "ucb:1",
+                               "gorse:0.1,0.1", "linucb:0.1", "vw-squarecb", "mab-ts"}
+        ]  # fmt: skip
+        plot_runs(results, out / f"{dataset}-{scenario}", f"{scenario} · {dataset}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data-dir", type=Path, default=Path("../shared/datasets"))
+    parser.add_argument("--part", action="append", choices=["obd", "timing", "simulate"])
+    parser.add_argument("--dataset", action="append")
+    parser.add_argument("--requests", type=int, default=5000)
+    parser.add_argument("--seeds", type=int, default=2)
+    parser.add_argument("--jobs", type=int, default=2)
+    parser.add_argument("--runs", type=int, default=100, help="OBD bootstrap runs")
+    parser.add_argument("--n-boot", type=int, default=500)
+    parser.add_argument("--no-peers", action="store_true")
+    parser.add_argument("--out", type=Path, default=Path("docs/exploration"))
+    args = parser.parse_args()
+    parts = args.part or ["obd", "timing", "simulate"]
+    args.out.mkdir(parents=True, exist_ok=True)
+    results: dict[str, Any] = {}
+    if "obd" in parts:
+        results["obd"] = run_obd(args.data_dir, args.runs, args.n_boot)
+    if "timing" in parts:
+        results["timing"] = run_timing()
+    if "simulate" in parts:
+        rows = run_simulation(
+            args.data_dir,
+            args.dataset or ["ml-100k"],
+            args.requests,
+            args.seeds,
+            args.jobs,
+            not args.no_peers,
+        )
+        results["simulate"] = rows
+        plot_simulation(rows, args.out)
+    command = "python benchmarks/exploration.py " + " ".join(sys.argv[1:])
+    (args.out / "results.json").write_text(json.dumps(results, default=float))
+    (args.out / "exploration.md").write_text(markdown(results, command))
+    print(markdown(results, command))
+
+
+if __name__ == "__main__":
+    main()
