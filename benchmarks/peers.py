@@ -74,6 +74,7 @@ class VowpalSlate:
         prior: float | None = None,
         features: np.ndarray | None = None,
         exposure: float = 1.0,
+        placement: str = "",
     ) -> None:
         probability = max(self._pmf.get(str(item), 1.0), 1e-6)
         action = self._action(item, prior or 0.05, features)
@@ -163,6 +164,7 @@ class MabwiserSlate:
         prior: float | None = None,
         features: np.ndarray | None = None,
         exposure: float = 1.0,
+        placement: str = "",
     ) -> None:
         key = str(item)
         self._pending.append((key, float(reward > 0), self._context.get(key)))

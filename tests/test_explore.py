@@ -250,3 +250,13 @@ def test_linear_policies_need_features() -> None:
     c = Candidates(items=np.arange(5), scores=np.arange(5.0))
     with pytest.raises(ValueError, match="features"):
         parse_policy("linucb").select(c, 2, np.random.default_rng(0))
+
+
+def test_statistics_are_kept_per_placement() -> None:
+    c = candidates(4, seed=11)
+    policy = parse_policy("greedy")
+    for _ in range(50):
+        policy.learn_one("i3", 1.0, placement="cart")
+    home = Candidates(c.items, c.scores, placement="home")
+    cart = Candidates(c.items, c.scores, placement="cart")
+    assert policy.mean(cart)[3] > 0.5 > policy.mean(home)[3]

@@ -126,3 +126,21 @@ def test_simulate_and_ope_commands(tmp_path: object) -> None:
             else (run_cli("simulate", *bad))
         )
         assert done.returncode == 2 and len(done.stderr.strip().splitlines()) == 1, done.stderr
+
+
+@pytest.mark.realdata
+def test_ope_on_the_open_bandit_dataset(tmp_path: object) -> None:
+    from tests.conftest import dataset
+
+    logs = dataset("obd", "random", "all", "all.csv")
+    out = tmp_path / "ope.json"  # type: ignore[operator]
+    done = run_cli("ope", "--logs", logs, "--policy", "uniform", "--n-boot", "50", "--json", out)
+    assert done.returncode == 0, done.stderr
+    report = json.loads(out.read_text())
+    assert report["rounds"] == 10_000
+    # The random log's policy is uniform over 80 items: evaluating uniform is on-policy.
+    assert report["estimates"]["ips"]["value"] == pytest.approx(0.0038)
+    low, high = report["estimates"]["snips"]["ci"]
+    assert low < 0.0038 < high
+    done = run_cli("ope", "--logs", logs, "--format", "equilibra", "--policy", "greedy")
+    assert done.returncode == 2 and "not an Equilibra impression log" in done.stderr

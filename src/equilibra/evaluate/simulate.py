@@ -52,6 +52,8 @@ class SlatePolicy(Protocol):
         segment: str = "",
         prior: float | None = None,
         features: np.ndarray | None = None,
+        exposure: float = 1.0,
+        placement: str = "",
     ) -> None: ...
 
 

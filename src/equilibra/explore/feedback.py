@@ -61,6 +61,7 @@ class PendingImpression:
     items: list[str]
     priors: np.ndarray
     features: np.ndarray | None
+    placement: str = ""
     earned: np.ndarray = field(init=False)
 
     def __post_init__(self) -> None:
@@ -80,6 +81,7 @@ class Outcome:
     prior: float
     features: np.ndarray | None
     exposure: float = 1.0
+    placement: str = ""
 
 
 class FeedbackLedger:
@@ -115,6 +117,7 @@ class FeedbackLedger:
         priors: np.ndarray,
         features: np.ndarray | None = None,
         segment: str = "",
+        placement: str = "",
     ) -> None:
         if impression_id in self._open:
             raise ValueError(f"impression_id: {impression_id!r} is already open")
@@ -126,6 +129,7 @@ class FeedbackLedger:
             [str(i) for i in items],
             np.asarray(priors, dtype=float),
             None if features is None else np.asarray(features, dtype=float),
+            placement,
         )
         self._open[impression_id] = pending
         self._by_user.setdefault(pending.user_id, []).append(impression_id)
@@ -183,6 +187,7 @@ class FeedbackLedger:
                         float(pending.priors[position]),
                         None if pending.features is None else pending.features[position],
                         self._exposure(position),
+                        pending.placement,
                     )
                 )
         return outcomes
@@ -203,5 +208,6 @@ class FeedbackLedger:
                 prior=outcome.prior,
                 features=outcome.features,
                 exposure=outcome.exposure,
+                placement=outcome.placement,
             )
         return outcomes

@@ -67,9 +67,14 @@ class Policy(ABC):
     def _segment(self, segment: str) -> str:
         return segment if self.by_segment else ""
 
+    def _key(self, segment: str, placement: str) -> str:
+        """Statistics are kept per placement and (with `by_segment`) per user segment."""
+        segment = self._segment(segment)
+        return f"{placement}/{segment}" if placement else segment
+
     def posterior(self, c: Candidates) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Beta (alpha, beta) per candidate, and its (discounted) number of observations."""
-        rewards, counts = self.arms.lookup(self._segment(c.segment), c.items)
+        rewards, counts = self.arms.lookup(self._key(c.segment, c.placement), c.items)
         prior = c.prior_or(self.base_rate)
         alpha = self.prior_strength * prior + rewards
         beta = self.prior_strength * (1.0 - prior) + np.maximum(counts - rewards, 0.0)
@@ -135,6 +140,7 @@ class Policy(ABC):
         prior: float | None = None,
         features: np.ndarray | None = None,
         exposure: float = 1.0,
+        placement: str = "",
     ) -> None:
         """One shown item's outcome; `reward` is scaled to [0, 1] (see `feedback.RewardConfig`).
 
@@ -145,7 +151,7 @@ class Policy(ABC):
             raise ValueError("reward: policies learn rewards scaled to [0, 1]")
         if not 0.0 < exposure <= 1.0:
             raise ValueError("exposure: must lie in (0, 1]")
-        self.arms.update(self._segment(segment), item, reward, exposure)
+        self.arms.update(self._key(segment, placement), item, reward, exposure)
 
     # --- persistence --------------------------------------------------------------------------
 
@@ -385,11 +391,18 @@ class LinearMixin(Policy):
         prior: float | None = None,
         features: np.ndarray | None = None,
         exposure: float = 1.0,
+        placement: str = "",
     ) -> None:
         if features is None:
             raise ValueError("features: linear policies learn from the shown item's features")
         super().learn_one(
-            item, reward, segment=segment, prior=prior, features=features, exposure=exposure
+            item,
+            reward,
+            segment=segment,
+            prior=prior,
+            features=features,
+            exposure=exposure,
+            placement=placement,
         )
         features = np.asarray(features, dtype=float)
         base = self.base_rate if prior is None else prior

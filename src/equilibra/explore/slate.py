@@ -45,6 +45,7 @@ class Candidates:
     popularity: np.ndarray | None = None
     age: np.ndarray | None = None
     user_features: np.ndarray | None = None  # the request's user/context vector
+    placement: str = ""  # where the slate is shown (home, product page, cart …)
 
     def __post_init__(self) -> None:
         self.items = np.asarray(self.items)
