@@ -201,13 +201,18 @@ def simulate_task(task: tuple[str, str, int, int, tuple[str, ...], str]) -> list
 
 
 def run_simulation(
-    data_dir: Path, datasets: list[str], requests: int, seeds: int, jobs: int, peers: bool
+    data_dir: Path,
+    datasets: list[str],
+    requests: int,
+    seeds: int,
+    jobs: int,
+    specs: tuple[str, ...],
+    scenarios: tuple[str, ...] = SCENARIOS,
 ) -> list[dict[str, Any]]:
-    specs = OURS + (PEERS if peers else ())
     tasks = [
         (str(data_dir), dataset, seed, requests, specs, scenario)
         for dataset in datasets
-        for scenario in SCENARIOS
+        for scenario in scenarios
         for seed in range(seeds)
     ]
     rows: list[dict[str, Any]] = []
@@ -347,6 +352,8 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=100, help="OBD bootstrap runs")
     parser.add_argument("--n-boot", type=int, default=500)
     parser.add_argument("--no-peers", action="store_true")
+    parser.add_argument("--policy", action="append", help="only these specs (peers included)")
+    parser.add_argument("--scenario", action="append", choices=SCENARIOS)
     parser.add_argument("--out", type=Path, default=Path("docs/exploration"))
     args = parser.parse_args()
     parts = args.part or ["obd", "timing", "simulate"]
@@ -357,13 +364,15 @@ def main() -> None:
     if "timing" in parts:
         results["timing"] = run_timing()
     if "simulate" in parts:
+        specs = tuple(args.policy) if args.policy else OURS + (() if args.no_peers else PEERS)
         rows = run_simulation(
             args.data_dir,
             args.dataset or ["ml-100k"],
             args.requests,
             args.seeds,
             args.jobs,
-            not args.no_peers,
+            specs,
+            tuple(args.scenario or SCENARIOS),
         )
         results["simulate"] = rows
         plot_simulation(rows, args.out)

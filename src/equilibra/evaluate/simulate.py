@@ -263,7 +263,11 @@ class Simulator:
 
     def run(self, policy: SlatePolicy, log_propensities: bool | None = None) -> SimResult:
         w, c = self.world, self.config
+        # Two streams: the world's (arrivals, responses, changes) consumes the same numbers
+        # whatever the policy does, so policies compared on one seed face the same users and
+        # the same coin flips (common random numbers); the policy draws from its own.
         rng = np.random.default_rng(c.seed + 1000)
+        policy_rng = np.random.default_rng(c.seed + 2000)
         started = time.perf_counter()
         top, popular = self._candidate_lists()
         truth_users = w.truth_users.copy()
@@ -330,7 +334,7 @@ class Simulator:
             )
 
             # --- the policy acts; the user responds ---
-            slate = policy.select(candidates, c.slate_size, rng, propensities=log)
+            slate = policy.select(candidates, c.slate_size, policy_rng, propensities=log)
             shown = base[slate.indices]
             k = len(shown)
             logits = truth_users[user] @ w.truth_items[shown].T
