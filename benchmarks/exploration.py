@@ -173,7 +173,7 @@ def _make(spec: str) -> Any:
 
 def simulate_task(task: tuple[str, str, int, int, tuple[str, ...], str]) -> list[dict[str, Any]]:
     data_dir, dataset, seed, requests, specs, scenario = task
-    from equilibra.data.datasets import load_real
+    from equilibra.datasets import load_real
 
     events = load_real(Path(data_dir), dataset).events
     config = SimConfig(scenario=scenario, requests=requests, seed=seed)
@@ -231,8 +231,10 @@ def _fmt(value: Any, digits: int = 4) -> str:
     return f"{value:.{digits}f}" if isinstance(value, float) else str(value)
 
 
-def markdown(results: dict[str, Any], command: str) -> str:
-    lines = ["# Exploration benchmark", "", f"Command: `{command}`", ""]
+def markdown(results: dict[str, Any]) -> str:
+    lines = ["# Exploration benchmark", "", "Made by:", ""]
+    lines += [f"- {part}: `{cmd}`" for part, cmd in results.get("commands", {}).items()]
+    lines.append("")
     if "obd" in results:
         obd = results["obd"]
         truth = obd["bts_on_policy_ctr"]
@@ -358,7 +360,13 @@ def main() -> None:
     args = parser.parse_args()
     parts = args.part or ["obd", "timing", "simulate"]
     args.out.mkdir(parents=True, exist_ok=True)
-    results: dict[str, Any] = {}
+    # Parts run separately land in one report: earlier parts are kept unless re-run.
+    saved = args.out / "results.json"
+    results: dict[str, Any] = json.loads(saved.read_text()) if saved.exists() else {}
+    command = "python benchmarks/exploration.py " + " ".join(sys.argv[1:])
+    commands = results.setdefault("commands", {})
+    for part in parts:
+        commands[part] = command
     if "obd" in parts:
         results["obd"] = run_obd(args.data_dir, args.runs, args.n_boot)
     if "timing" in parts:
@@ -376,10 +384,10 @@ def main() -> None:
         )
         results["simulate"] = rows
         plot_simulation(rows, args.out)
-    command = "python benchmarks/exploration.py " + " ".join(sys.argv[1:])
-    (args.out / "results.json").write_text(json.dumps(results, default=float))
-    (args.out / "exploration.md").write_text(markdown(results, command))
-    print(markdown(results, command))
+    saved.write_text(json.dumps(results, default=float))
+    report = markdown(results)
+    (args.out / "exploration.md").write_text(report)
+    print(report)
 
 
 if __name__ == "__main__":

@@ -33,8 +33,8 @@ import scipy.sparse as sp
 from threadpoolctl import threadpool_limits
 
 from equilibra.auto import search
-from equilibra.data.datasets import REAL_DATASETS, load_real
 from equilibra.data.interactions import Interactions
+from equilibra.datasets import REAL_DATASETS, load_real
 from equilibra.evaluate.offline import score_lists as list_metrics
 from equilibra.evaluate.split import (
     TestTruth,

@@ -554,8 +554,8 @@ def simulate_command(
     json_out: Annotated[Path | None, typer.Option("--json", help="write results here")] = None,
 ) -> None:
     """Run policies through a scenario of users grounded on real data; reward, regret, plots."""
-    from equilibra.data.datasets import load_real
     from equilibra.data.synthetic import generate_shop
+    from equilibra.datasets import load_real
     from equilibra.evaluate.bandit_logs import write_impressions
     from equilibra.evaluate.simulate import SimConfig, Simulator, World
     from equilibra.explore import parse_policy
