@@ -7,11 +7,11 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import run_cli
 
 from equilibra.evaluate.bandit_logs import evaluate_on_log, read_equilibra, write_impressions
 from equilibra.evaluate.simulate import SCENARIOS, SimConfig, Simulator, World
 from equilibra.explore import parse_policy
-from tests.conftest import run_cli
 
 
 def config(scenario: str = "stationary", **overrides: object) -> SimConfig:
@@ -130,7 +130,7 @@ def test_simulate_and_ope_commands(tmp_path: object) -> None:
 
 @pytest.mark.realdata
 def test_ope_on_the_open_bandit_dataset(tmp_path: object) -> None:
-    from tests.conftest import dataset
+    from conftest import dataset
 
     logs = dataset("obd", "random", "all", "all.csv")
     out = tmp_path / "ope.json"  # type: ignore[operator]
