@@ -287,7 +287,7 @@ def markdown(results: dict[str, Any]) -> str:
             )
         lines.append("")
     if "simulate" in results:
-        frame = pd.DataFrame(results["simulate"]).drop(columns=["curve"])
+        frame = pd.DataFrame(results["simulate"]).drop(columns=["curve"], errors="ignore")
         metrics = [
             "reward_per_request",
             "regret_share",
@@ -301,11 +301,15 @@ def markdown(results: dict[str, Any]) -> str:
         lines += [
             "## Simulator",
             "",
-            "Mean over seeds; reward is the raw value (click 1, cart 2, purchase 5) per request; "
-            "regret share is the expected reward lost to the oracle over the same candidates.",
+            "Mean ± standard deviation over seeds; reward is the raw value (click 1, cart 2, "
+            "purchase 5) per request; regret share is the expected reward lost to the oracle "
+            "over the same candidates.",
         ]
         for (dataset, scenario), part in frame.groupby(["dataset", "scenario"], sort=False):
             table = part.groupby("policy", sort=False)[metrics].mean()
+            spread = part.groupby("policy", sort=False)[
+                ["reward_per_request", "regret_share"]
+            ].std()
             best = table["reward_per_request"].max()
             lines += [
                 "",
@@ -318,9 +322,12 @@ def markdown(results: dict[str, Any]) -> str:
             ]
             for policy, row in table.iterrows():
                 mark = "**" if row["reward_per_request"] == best else ""
+                sd = spread.loc[policy]
                 lines.append(
-                    f"| {policy} | {mark}{row['reward_per_request']:.4f}{mark} | "
-                    f"{row['regret_share']:.3f} | {row['explore_share']:.3f} | "
+                    f"| {policy} | {mark}{row['reward_per_request']:.4f}{mark} "
+                    f"± {sd['reward_per_request']:.3f} | "
+                    f"{row['regret_share']:.3f} ± {sd['regret_share']:.3f} | "
+                    f"{row['explore_share']:.3f} | "
                     f"{row['coverage']:.3f} | {_fmt(row['new_items_clicked'], 3)} | "
                     f"{_fmt(row['new_item_requests_to_first_click'], 0)} | "
                     f"{row['seconds']:.1f} |"
@@ -382,8 +389,9 @@ def main() -> None:
             specs,
             tuple(args.scenario or SCENARIOS),
         )
-        results["simulate"] = rows
         plot_simulation(rows, args.out)
+        # The curves are in the plots; the saved results keep the summaries only.
+        results["simulate"] = [{k: v for k, v in row.items() if k != "curve"} for row in rows]
     saved.write_text(json.dumps(results, default=float))
     report = markdown(results)
     (args.out / "exploration.md").write_text(report)
