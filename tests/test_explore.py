@@ -13,8 +13,22 @@ from equilibra.explore.marginals import stream_marginals
 from equilibra.explore.spec import load_policy, save_policy
 from equilibra.explore.stats import ArmStats, LinearStats
 
-EXACT = ["greedy", "egreedy:0.2", "ucb:1", "gorse:0.2,0.1,pool_size=6", "uniform", "linucb:1"]
-MONTE_CARLO = ["softmax:0.3,samples=4000", "thompson:samples=4000", "lints:0.3,samples=4000"]
+EXACT = [
+    "greedy",
+    "egreedy:0.2",
+    "egreedy:0.2,belief=lift",
+    "ucb:1",
+    "ucb:1,belief=lift",
+    "gorse:0.2,0.1,pool_size=6",
+    "uniform",
+    "linucb:1",
+]
+MONTE_CARLO = [
+    "softmax:0.3,samples=4000",
+    "thompson:samples=4000",
+    "thompson:samples=4000,belief=lift",
+    "lints:0.3,samples=4000",
+]
 
 
 def candidates(n: int, seed: int = 0, dim: int = 4) -> Candidates:
@@ -132,27 +146,36 @@ def test_slate_entries_carry_the_marginal_of_their_position(spec: str) -> None:
         )
 
 
-def test_greedy_follows_the_prior_until_feedback_says_otherwise() -> None:
+@pytest.mark.parametrize("belief", ["lift", "beta"])
+def test_greedy_follows_the_prior_until_feedback_says_otherwise(belief: str) -> None:
     c = candidates(20, seed=6)
-    policy = parse_policy("greedy")
+    policy = parse_policy(f"greedy:belief={belief}")
     first = policy.select(c, 3, np.random.default_rng(0))
     np.testing.assert_array_equal(first.indices, np.argsort(-c.scores)[:3])
     assert np.all(first.propensities == 1.0) and not first.explore_flags.any()
     worst = int(np.argmin(c.scores))
+    priors = c.prior_or(policy.base_rate)
     for _ in range(200):
-        policy.learn_one(c.items[worst], 1.0)
-    assert policy.select(c, 3, np.random.default_rng(0)).indices[0] == worst
+        policy.learn_one(c.items[worst], 1.0, prior=float(priors[worst]))
+        for best in first.indices:  # the top three disappoint
+            policy.learn_one(c.items[best], 0.0, prior=float(priors[best]))
+    after = policy.select(c, 3, np.random.default_rng(0)).indices.tolist()
+    # Beta: 200 clicks put the item first. Lift: its lift is measured against the segment's
+    # shared lift (raised by the same clicks), so it joins the top three.
+    assert after[0] == worst if belief == "beta" else worst in after
 
 
 def test_thompson_learns_per_segment() -> None:
     c = candidates(5, seed=8)
-    policy = parse_policy("thompson")
+    policy = parse_policy("thompson:belief=lift")
     for _ in range(100):
         policy.learn_one("i0", 1.0, segment="new")
         policy.learn_one("i0", 0.0, segment="known")
     new = Candidates(c.items, c.scores, segment="new")
     known = Candidates(c.items, c.scores, segment="known")
-    assert policy.mean(new)[0] > 0.8 > 0.01 > policy.mean(known)[0]
+    prior = float(new.prior_or(policy.base_rate)[0])
+    # 100 clicks where the prior expected a few: the lift is large in one segment only.
+    assert policy.mean(new)[0] > 5 * prior > prior / 2 > policy.mean(known)[0]
 
 
 def test_ucb_flags_an_uncertain_item_as_exploration() -> None:
@@ -220,14 +243,15 @@ def test_ledger_attributes_delayed_feedback_within_the_window() -> None:
     assert not ledger.observe("u1", "zzz", "click", 130.0)  # never shown
     assert not ledger.observe("u2", "d", "click", 500.0)  # after the window
     assert ledger.close(150.0) == []  # nothing is due yet: the policy does not move
-    policy = parse_policy("thompson")
+    policy = parse_policy("thompson:belief=lift")
     outcomes = ledger.settle(policy, 165.0)
     assert [(o.item, o.raw_reward) for o in outcomes] == [("a", 0.0), ("b", 8.0), ("c", 0.0)]
     assert outcomes[1].reward == pytest.approx(0.8) and outcomes[1].segment == "s"
     assert len(ledger) == 1 and ledger.unattributed == 2
     assert [o.item for o in ledger.settle(policy, 1000.0)] == ["a", "d"]
     rewards, counts = policy.arms.lookup("s", ["b"])
-    assert rewards[0] == pytest.approx(0.8) and counts[0] == 1
+    # The lift belief charges each impression the clicks its prior (0.1) expected.
+    assert rewards[0] == pytest.approx(0.8) and counts[0] == pytest.approx(0.1)
 
 
 @pytest.mark.parametrize(

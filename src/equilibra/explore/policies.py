@@ -1,10 +1,10 @@
 """Exploration policies over a slate: each returns K items with their marginal propensities.
 
-Every policy keeps a Beta posterior per (segment, item) on the probability that showing the
-item earns a reward, with the request's calibrated ranker score as the prior mean (worth
-`prior_strength` pseudo-impressions): with no feedback a policy exploits the ranker, and feedback
-moves it away only as far as the evidence does. The linear policies add a ridge model of the
-ranker's error over per-candidate features.
+Every policy keeps a posterior per (placement, segment, item) on the probability that showing
+the item earns a reward, centred on the request's calibrated ranker score (`Policy.mean`; the
+`lift` and `beta` beliefs are described there): with no feedback a policy exploits the ranker,
+and feedback moves it away only as far as the evidence does. The linear policies add a ridge
+model of the ranker's error over per-candidate features.
 
 Two families by how the slate is drawn (see `marginals.py`):
 - slot streams, exact propensities: `Greedy`, `EpsilonGreedy`, `UCB`, `LinUCB`, `GorseRatios`,
@@ -31,6 +31,8 @@ from equilibra.explore.marginals import (
 from equilibra.explore.slate import Candidates, Slate, SlateEntry
 from equilibra.explore.stats import ArmStats, LinearStats
 
+BELIEFS = ("lift", "beta")
+ALL_ITEMS = "\x00all"  # the arm that pools a segment's evidence over every item
 EXPLORE_SHARE_MEMORY = 0.01  # weight of the newest slate in the running exploration share
 
 
@@ -46,16 +48,22 @@ class Policy(ABC):
     def __init__(
         self,
         *,
+        belief: str = "beta",
         prior_strength: float = 20.0,
+        lift_strength: float = 2.0,
         base_rate: float = 0.05,
         discount: float = 1.0,
         by_segment: bool = True,
     ) -> None:
-        if prior_strength <= 0:
-            raise ValueError("prior_strength: must be positive")
+        if belief not in BELIEFS:
+            raise ValueError(f"belief: expected one of {', '.join(BELIEFS)}")
+        if prior_strength <= 0 or lift_strength <= 0:
+            raise ValueError("prior_strength, lift_strength: must be positive")
         if not 0 < base_rate < 1:
             raise ValueError("base_rate: must lie in (0, 1)")
+        self.belief = belief
         self.prior_strength = prior_strength
+        self.lift_strength = lift_strength
         self.base_rate = base_rate
         self.by_segment = by_segment
         self.arms = ArmStats(discount)
@@ -63,6 +71,14 @@ class Policy(ABC):
         self._explore_share = 0.0
 
     # --- beliefs ------------------------------------------------------------------------------
+    #
+    # `lift`: the click rate of item i for user u is prior_ui × lift_i, with a Gamma
+    # posterior on each item's lift (shape s + clicks, rate s + clicks the prior expected): the
+    # ranker's personal ordering survives, and feedback corrects each item's level — a new item
+    # the ranker underrates, a trend, an item gone stale; each item's lift is measured against
+    # the segment's shared lift. `beta` (default): the classic Bernoulli bandit, a
+    # Beta posterior per item whose prior mean is the request's prior (worth `prior_strength`
+    # impressions); with enough impressions it forgets the personal prior.
 
     def _segment(self, segment: str) -> str:
         return segment if self.by_segment else ""
@@ -72,17 +88,57 @@ class Policy(ABC):
         segment = self._segment(segment)
         return f"{placement}/{segment}" if placement else segment
 
-    def posterior(self, c: Candidates) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Beta (alpha, beta) per candidate, and its (discounted) number of observations."""
+    def _evidence(self, c: Candidates) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(prior, discounted rewards, discounted exposure) per candidate."""
         rewards, counts = self.arms.lookup(self._key(c.segment, c.placement), c.items)
-        prior = c.prior_or(self.base_rate)
+        return c.prior_or(self.base_rate), rewards, counts
+
+    def _shared_lift(self, c: Candidates) -> float:
+        """The segment's lift over all items: where the ranker's priors are miscalibrated as a
+        whole (the items it ranks first are those it overrates most), an item's own lift is
+        measured against this, not against 1 — else every shown item looks worse than the
+        unshown ones and the policy churns toward what the ranker rated lower."""
+        rewards, counts = self.arms.lookup(self._key(c.segment, c.placement), [ALL_ITEMS])
+        return float((1.0 + rewards[0]) / (1.0 + counts[0]))
+
+    def _beta(self, prior: np.ndarray, rewards: np.ndarray, counts: np.ndarray) -> tuple:
         alpha = self.prior_strength * prior + rewards
         beta = self.prior_strength * (1.0 - prior) + np.maximum(counts - rewards, 0.0)
-        return alpha, beta, counts
+        return alpha, beta
 
     def mean(self, c: Candidates) -> np.ndarray:
-        alpha, beta, _ = self.posterior(c)
-        return alpha / (alpha + beta)
+        prior, rewards, counts = self._evidence(c)
+        if self.belief == "beta":
+            alpha, beta = self._beta(prior, rewards, counts)
+            return alpha / (alpha + beta)
+        s = self.lift_strength
+        lift = (s * self._shared_lift(c) + rewards) / (s + counts)
+        return np.minimum(prior * lift, 1.0 - 1e-9)
+
+    def spread(self, c: Candidates) -> np.ndarray:
+        """Posterior standard deviation of each candidate's reward rate."""
+        prior, rewards, counts = self._evidence(c)
+        if self.belief == "beta":
+            alpha, beta = self._beta(prior, rewards, counts)
+            n = alpha + beta
+            mean = alpha / n
+            return np.sqrt(mean * (1 - mean) / n)  # the binomial standard error at n
+        s = self.lift_strength
+        return prior * np.sqrt(s * self._shared_lift(c) + rewards) / (s + counts)
+
+    def sample(self, c: Candidates, rng: np.random.Generator, n: int) -> np.ndarray:
+        """(n, len(c)) draws of the candidates' reward rates from the posterior."""
+        prior, rewards, counts = self._evidence(c)
+        if self.belief == "beta":
+            alpha, beta = self._beta(prior, rewards, counts)
+            return rng.beta(alpha, beta, size=(n, len(c)))
+        s = self.lift_strength
+        shape = s * self._shared_lift(c) + rewards
+        lift = rng.standard_gamma(shape, size=(n, len(c))) / (s + counts)
+        return np.minimum(prior * lift, 1.0)
+
+    def observations(self, c: Candidates) -> np.ndarray:
+        return self._evidence(c)[2]
 
     # --- acting -------------------------------------------------------------------------------
 
@@ -151,7 +207,13 @@ class Policy(ABC):
             raise ValueError("reward: policies learn rewards scaled to [0, 1]")
         if not 0.0 < exposure <= 1.0:
             raise ValueError("exposure: must lie in (0, 1]")
-        self.arms.update(self._key(segment, placement), item, reward, exposure)
+        if self.belief == "lift":
+            # Charge the clicks the prior expected, so the lift is observed / expected.
+            exposure *= self.base_rate if prior is None else prior
+        key = self._key(segment, placement)
+        self.arms.update(key, item, reward, exposure)
+        if self.belief == "lift":
+            self.arms.update(key, ALL_ITEMS, reward, exposure, tick=False)
 
     # --- persistence --------------------------------------------------------------------------
 
@@ -275,11 +337,11 @@ class EpsilonGreedy(SlotStreamPolicy):
 
 
 class UCB(SlotStreamPolicy):
-    """Optimism under uncertainty: rank by mean + c·sqrt(2 ln t · mean(1-mean) / n).
+    """Optimism under uncertainty: rank by mean + c·sqrt(2 ln t)·(posterior std. deviation).
 
-    UCB1's bonus scaled by the Bernoulli variance of the estimate (rewards here are rare, and the
-    unscaled bonus would dwarf a 1 % click rate); n counts the prior's pseudo-impressions. An item
-    shown for its bonus rather than its mean is flagged as exploration.
+    UCB1's bonus with the posterior's spread in place of 1/sqrt(n) (rewards here are rare, and
+    the unscaled bonus would dwarf a 1 % click rate). An item shown for its bonus rather than its
+    mean is flagged as exploration.
     """
 
     name = "ucb"
@@ -292,15 +354,14 @@ class UCB(SlotStreamPolicy):
         self.spec = f"ucb:{c:g}"
 
     def _plan(self, c: Candidates, k: int) -> tuple[np.ndarray, list[Pool], np.ndarray, list[str]]:
-        alpha, beta, counts = self.posterior(c)
-        n = alpha + beta
-        mean = alpha / n
-        bonus = self.c * np.sqrt(2 * np.log(self.arms.step + 2) * mean * (1 - mean) / n)
+        mean = self.mean(c)
+        counts = self.observations(c)
+        bonus = self.c * np.sqrt(2 * np.log(self.arms.step + 2)) * self.spread(c)
         order = _top(mean + bonus, k)
         greedy = set(_top(mean, k).tolist())
         flags = np.array([i not in greedy for i in order], dtype=bool)
         reasons = [
-            f"explore: uncertain (shown {counts[i]:.0f}×)" if flag else "exploit: best estimate"
+            f"explore: uncertain (evidence {counts[i]:.2g})" if flag else "exploit: best estimate"
             for i, flag in zip(order, flags, strict=True)
         ]
         return order, [], flags, reasons
@@ -504,13 +565,13 @@ class Softmax(RandomScorePolicy):
 
 
 class Thompson(RandomScorePolicy):
-    """Bernoulli Thompson sampling per item and segment: rank by one draw from each posterior."""
+    """Thompson sampling per item and segment: rank by one draw from each posterior
+    (`belief=beta` is the classic Beta–Bernoulli bandit)."""
 
     name = "thompson"
 
     def _draw(self, c: Candidates, rng: np.random.Generator, n: int) -> np.ndarray:
-        alpha, beta, _ = self.posterior(c)
-        return rng.beta(alpha, beta, size=(n, len(c)))
+        return self.sample(c, rng, n)
 
 
 class LinearThompson(LinearMixin, RandomScorePolicy):

@@ -45,9 +45,12 @@ POSITIONAL: dict[str, tuple[str, ...]] = {
 }
 INTEGER_OPTIONS = {"samples", "pool_size"}
 BOOLEAN_OPTIONS = {"by_segment"}
+STRING_OPTIONS = {"belief"}
 
 
 def _value(key: str, text: str) -> object:
+    if key in STRING_OPTIONS:
+        return text
     if key in BOOLEAN_OPTIONS:
         if text.lower() not in {"true", "false", "1", "0"}:
             raise EquilibraError(f"policy {key}: expected true or false, got {text!r}")

@@ -43,9 +43,12 @@ class ArmStats:
                 self._stamp = np.concatenate([self._stamp, np.zeros(grow, dtype=np.int64)])
         return slot
 
-    def update(self, segment: str, item: object, reward: float, exposure: float = 1.0) -> None:
-        """`exposure`: the chance the item was looked at (position bias); 1 counts a full pull."""
-        self.step += 1
+    def update(
+        self, segment: str, item: object, reward: float, exposure: float = 1.0, tick: bool = True
+    ) -> None:
+        """`exposure`: the chance the item was looked at (position bias); 1 counts a full pull.
+        `tick=False` records a second view of the same observation without advancing time."""
+        self.step += int(tick)
         slot = self._slot((segment, str(item)))
         decay = self.discount ** (self.step - self._stamp[slot]) if self.discount < 1 else 1.0
         self._reward[slot] = self._reward[slot] * decay + reward
