@@ -231,6 +231,10 @@ def _fmt(value: Any, digits: int = 4) -> str:
     return f"{value:.{digits}f}" if isinstance(value, float) else str(value)
 
 
+def _spread(value: float) -> str:
+    return f" ± {value:.3f}" if np.isfinite(value) else ""
+
+
 def markdown(results: dict[str, Any]) -> str:
     lines = ["# Exploration benchmark", "", "Made by:", ""]
     lines += [f"- {part}: `{cmd}`" for part, cmd in results.get("commands", {}).items()]
@@ -324,9 +328,9 @@ def markdown(results: dict[str, Any]) -> str:
                 mark = "**" if row["reward_per_request"] == best else ""
                 sd = spread.loc[policy]
                 lines.append(
-                    f"| {policy} | {mark}{row['reward_per_request']:.4f}{mark} "
-                    f"± {sd['reward_per_request']:.3f} | "
-                    f"{row['regret_share']:.3f} ± {sd['regret_share']:.3f} | "
+                    f"| {policy} | {mark}{row['reward_per_request']:.4f}{mark}"
+                    f"{_spread(sd['reward_per_request'])} | "
+                    f"{row['regret_share']:.3f}{_spread(sd['regret_share'])} | "
                     f"{row['explore_share']:.3f} | "
                     f"{row['coverage']:.3f} | {_fmt(row['new_items_clicked'], 3)} | "
                     f"{_fmt(row['new_item_requests_to_first_click'], 0)} | "
