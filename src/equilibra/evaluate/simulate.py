@@ -21,6 +21,7 @@ catalogue coverage and the time a new item takes to its first click and first co
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
@@ -432,8 +433,6 @@ class Simulator:
         policy: SlatePolicy,
         candidates: Candidates,
     ) -> dict[str, object]:
-        import json
-
         context = None
         if entry.position == 0:
             context = json.dumps(
