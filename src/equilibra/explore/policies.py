@@ -36,6 +36,16 @@ ALL_ITEMS = "\x00all"  # the arm that pools a segment's evidence over every item
 EXPLORE_SHARE_MEMORY = 0.01  # weight of the newest slate in the running exploration share
 
 
+@dataclass(frozen=True)
+class Evidence:
+    """Per candidate: the ranker's prior and the (discounted) rewards and exposure observed."""
+
+    prior: np.ndarray
+    rewards: np.ndarray
+    counts: np.ndarray
+    shared_lift: float = 1.0  # the segment's lift over all items (`lift` belief only)
+
+
 def _top(values: np.ndarray, k: int) -> np.ndarray:
     return top_k_rows(values[None, :], k)[0]
 
@@ -88,57 +98,58 @@ class Policy(ABC):
         segment = self._segment(segment)
         return f"{placement}/{segment}" if placement else segment
 
-    def _evidence(self, c: Candidates) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(prior, discounted rewards, discounted exposure) per candidate."""
-        rewards, counts = self.arms.lookup(self._key(c.segment, c.placement), c.items)
-        return c.prior_or(self.base_rate), rewards, counts
+    def _evidence(self, c: Candidates) -> Evidence:
+        """Everything the belief needs about the candidates, read from the statistics once."""
+        key = self._key(c.segment, c.placement)
+        rewards, counts = self.arms.lookup(key, c.items)
+        shared = 1.0
+        if self.belief == "lift":
+            # The segment's lift over all items: where the ranker's priors are miscalibrated as a
+            # whole (the items it ranks first are those it overrates most), an item's own lift is
+            # measured against this, not against 1 — else every shown item looks worse than the
+            # unshown ones and the policy churns toward what the ranker rated lower.
+            all_rewards, all_counts = self.arms.lookup(key, [ALL_ITEMS])
+            shared = float((1.0 + all_rewards[0]) / (1.0 + all_counts[0]))
+        return Evidence(c.prior_or(self.base_rate), rewards, counts, shared)
 
-    def _shared_lift(self, c: Candidates) -> float:
-        """The segment's lift over all items: where the ranker's priors are miscalibrated as a
-        whole (the items it ranks first are those it overrates most), an item's own lift is
-        measured against this, not against 1 — else every shown item looks worse than the
-        unshown ones and the policy churns toward what the ranker rated lower."""
-        rewards, counts = self.arms.lookup(self._key(c.segment, c.placement), [ALL_ITEMS])
-        return float((1.0 + rewards[0]) / (1.0 + counts[0]))
-
-    def _beta(self, prior: np.ndarray, rewards: np.ndarray, counts: np.ndarray) -> tuple:
-        alpha = self.prior_strength * prior + rewards
-        beta = self.prior_strength * (1.0 - prior) + np.maximum(counts - rewards, 0.0)
+    def _beta(self, e: Evidence) -> tuple[np.ndarray, np.ndarray]:
+        alpha = self.prior_strength * e.prior + e.rewards
+        beta = self.prior_strength * (1.0 - e.prior) + np.maximum(e.counts - e.rewards, 0.0)
         return alpha, beta
 
-    def mean(self, c: Candidates) -> np.ndarray:
-        prior, rewards, counts = self._evidence(c)
-        if self.belief == "beta":
-            alpha, beta = self._beta(prior, rewards, counts)
-            return alpha / (alpha + beta)
+    def _lift_shape(self, e: Evidence) -> tuple[np.ndarray, np.ndarray]:
+        """Gamma (shape, rate) of each item's lift."""
         s = self.lift_strength
-        lift = (s * self._shared_lift(c) + rewards) / (s + counts)
-        return np.minimum(prior * lift, 1.0 - 1e-9)
+        return s * e.shared_lift + e.rewards, s + e.counts
 
-    def spread(self, c: Candidates) -> np.ndarray:
-        """Posterior standard deviation of each candidate's reward rate."""
-        prior, rewards, counts = self._evidence(c)
+    def _mean(self, e: Evidence) -> np.ndarray:
         if self.belief == "beta":
-            alpha, beta = self._beta(prior, rewards, counts)
+            alpha, beta = self._beta(e)
+            return alpha / (alpha + beta)
+        shape, rate = self._lift_shape(e)
+        return np.minimum(e.prior * shape / rate, 1.0 - 1e-9)
+
+    def _spread(self, e: Evidence) -> np.ndarray:
+        """Posterior standard deviation of each candidate's reward rate."""
+        if self.belief == "beta":
+            alpha, beta = self._beta(e)
             n = alpha + beta
             mean = alpha / n
             return np.sqrt(mean * (1 - mean) / n)  # the binomial standard error at n
-        s = self.lift_strength
-        return prior * np.sqrt(s * self._shared_lift(c) + rewards) / (s + counts)
+        shape, rate = self._lift_shape(e)
+        return e.prior * np.sqrt(shape) / rate
+
+    def mean(self, c: Candidates) -> np.ndarray:
+        return self._mean(self._evidence(c))
 
     def sample(self, c: Candidates, rng: np.random.Generator, n: int) -> np.ndarray:
         """(n, len(c)) draws of the candidates' reward rates from the posterior."""
-        prior, rewards, counts = self._evidence(c)
+        e = self._evidence(c)
         if self.belief == "beta":
-            alpha, beta = self._beta(prior, rewards, counts)
+            alpha, beta = self._beta(e)
             return rng.beta(alpha, beta, size=(n, len(c)))
-        s = self.lift_strength
-        shape = s * self._shared_lift(c) + rewards
-        lift = rng.standard_gamma(shape, size=(n, len(c))) / (s + counts)
-        return np.minimum(prior * lift, 1.0)
-
-    def observations(self, c: Candidates) -> np.ndarray:
-        return self._evidence(c)[2]
+        shape, rate = self._lift_shape(e)
+        return np.minimum(e.prior * rng.standard_gamma(shape, size=(n, len(c))) / rate, 1.0)
 
     # --- acting -------------------------------------------------------------------------------
 
@@ -207,6 +218,7 @@ class Policy(ABC):
             raise ValueError("reward: policies learn rewards scaled to [0, 1]")
         if not 0.0 < exposure <= 1.0:
             raise ValueError("exposure: must lie in (0, 1]")
+        self._learn_features(reward, prior, features, exposure)
         if self.belief == "lift":
             # Charge the clicks the prior expected, so the lift is observed / expected.
             exposure *= self.base_rate if prior is None else prior
@@ -214,6 +226,12 @@ class Policy(ABC):
         self.arms.update(key, item, reward, exposure)
         if self.belief == "lift":
             self.arms.update(key, ALL_ITEMS, reward, exposure, tick=False)
+
+    def _learn_features(
+        self, reward: float, prior: float | None, features: np.ndarray | None, exposure: float
+    ) -> None:
+        """Where a policy also learns from the shown item's features (the linear ones)."""
+        return None
 
     # --- persistence --------------------------------------------------------------------------
 
@@ -239,6 +257,20 @@ class Pool:
     reason: str
 
 
+@dataclass(frozen=True)
+class StreamPlan:
+    """One request's slot streams: the exploit ranking, the pools, and their marginals."""
+
+    order: np.ndarray
+    pools: list[Pool]
+    flags: np.ndarray  # explore flag per exploit rank
+    reasons: list[str]
+    probs: np.ndarray  # share of each stream, exploit first
+    sizes: list[int]  # size of each pool
+    exploit: np.ndarray  # P(m-th exploit item at position j)
+    pool: np.ndarray  # P(position j draws from pool s)
+
+
 class SlotStreamPolicy(Policy):
     """Each slot exploits (next item of a fixed ranking) or draws uniformly from a pool."""
 
@@ -246,31 +278,31 @@ class SlotStreamPolicy(Policy):
     def _plan(self, c: Candidates, k: int) -> tuple[np.ndarray, list[Pool], np.ndarray, list[str]]:
         """(exploit ranking of k items, pools, explore flag and reason per exploit rank)."""
 
-    def _stream_probabilities(
-        self, c: Candidates, k: int
-    ) -> tuple[np.ndarray, list[Pool], np.ndarray, list[str], np.ndarray, np.ndarray]:
+    def _streams(self, c: Candidates, k: int) -> StreamPlan:
         order, pools, flags, reasons = self._plan(c, k)
         pools = [p for p in pools if len(p.indices) > 0 and p.share > 0]
         probs = np.array([1.0 - sum(p.share for p in pools), *[p.share for p in pools]])
-        exploit, pool = stream_marginals(k, probs, [len(p.indices) for p in pools])
-        return order, pools, flags, reasons, exploit, pool
+        sizes = [len(p.indices) for p in pools]
+        exploit, pool = stream_marginals(k, probs, sizes)
+        return StreamPlan(order, pools, flags, reasons, probs, sizes, exploit, pool)
 
     def marginals(self, c: Candidates, k: int, rng: np.random.Generator | None = None) -> Marginals:
         k = min(k, len(c))
-        order, pools, _, _, exploit, pool = self._stream_probabilities(c, k)
+        plan = self._streams(c, k)
         matrix = np.zeros((len(c), k))
-        matrix[order] = exploit[: len(order)]
-        for s, p in enumerate(pools):
-            matrix[p.indices] += pool[s] / len(p.indices)
+        matrix[plan.order] = plan.exploit[: len(plan.order)]
+        for s, p in enumerate(plan.pools):
+            matrix[p.indices] += plan.pool[s] / len(p.indices)
         return Marginals(matrix)
 
     def select(
         self, c: Candidates, k: int, rng: np.random.Generator, propensities: bool = True
     ) -> Slate:
         k = min(k, len(c))
-        order, pools, flags, reasons, exploit, pool = self._stream_probabilities(c, k)
-        probs = np.array([1.0 - sum(p.share for p in pools), *[p.share for p in pools]])
-        streams = draw_streams(k, probs, [len(p.indices) for p in pools], rng)
+        plan = self._streams(c, k)
+        order, pools, flags, reasons = plan.order, plan.pools, plan.flags, plan.reasons
+        exploit, pool = plan.exploit, plan.pool
+        streams = draw_streams(k, plan.probs, plan.sizes, rng)
         draws = [
             rng.choice(p.indices, size=int((streams == s + 1).sum()), replace=False)
             for s, p in enumerate(pools)
@@ -354,14 +386,14 @@ class UCB(SlotStreamPolicy):
         self.spec = f"ucb:{c:g}"
 
     def _plan(self, c: Candidates, k: int) -> tuple[np.ndarray, list[Pool], np.ndarray, list[str]]:
-        mean = self.mean(c)
-        counts = self.observations(c)
-        bonus = self.c * np.sqrt(2 * np.log(self.arms.step + 2)) * self.spread(c)
+        e = self._evidence(c)
+        mean = self._mean(e)
+        bonus = self.c * np.sqrt(2 * np.log(self.arms.step + 2)) * self._spread(e)
         order = _top(mean + bonus, k)
         greedy = set(_top(mean, k).tolist())
         flags = np.array([i not in greedy for i in order], dtype=bool)
         reasons = [
-            f"explore: uncertain (evidence {counts[i]:.2g})" if flag else "exploit: best estimate"
+            f"explore: uncertain (evidence {e.counts[i]:.2g})" if flag else "exploit: best estimate"
             for i, flag in zip(order, flags, strict=True)
         ]
         return order, [], flags, reasons
@@ -443,28 +475,11 @@ class LinearMixin(Policy):
         linear = self._stats(c.features.shape[1])
         return c.prior_or(self.base_rate) + c.features @ linear.theta, c.features, linear
 
-    def learn_one(
-        self,
-        item: object,
-        reward: float,
-        *,
-        segment: str = "",
-        prior: float | None = None,
-        features: np.ndarray | None = None,
-        exposure: float = 1.0,
-        placement: str = "",
+    def _learn_features(
+        self, reward: float, prior: float | None, features: np.ndarray | None, exposure: float
     ) -> None:
         if features is None:
             raise ValueError("features: linear policies learn from the shown item's features")
-        super().learn_one(
-            item,
-            reward,
-            segment=segment,
-            prior=prior,
-            features=features,
-            exposure=exposure,
-            placement=placement,
-        )
         features = np.asarray(features, dtype=float)
         base = self.base_rate if prior is None else prior
         # reward ≈ exposure·(prior + θᵀx): regress reward/exposure with weight exposure.
