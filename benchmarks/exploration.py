@@ -26,6 +26,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from equilibra.evaluate.bandit_logs import (
     estimates_from_weights,
     evaluate_on_log,
+    logged_predictions,
+    point_estimates,
     read_obd,
     reward_model,
 )
@@ -82,9 +84,7 @@ def run_obd(data_dir: Path, runs: int, n_boot: int) -> dict[str, Any]:
     target = dist[log.action, log.position]
     weight = target / log.pscore
     q = reward_model(log)
-    q_logged = np.array(
-        [q(int(p), np.array([a]))[0] for p, a in zip(log.position, log.action, strict=False)]
-    )
+    q_logged = logged_predictions(log, q)
     expected = np.array([dist[:, p] @ q(p, np.arange(n_items)) for p in range(3)])[log.position]
     full = estimates_from_weights(log.reward, weight, expected, q_logged, n_boot=n_boot)
     # OBP's protocol: relative error |V̂ − V| / V over bootstrap resamples of the random log.
@@ -92,12 +92,7 @@ def run_obd(data_dir: Path, runs: int, n_boot: int) -> dict[str, Any]:
     errors: dict[str, list[float]] = {name: [] for name in ("ips", "snips", "dm", "dr")}
     for _ in range(runs):
         idx = rng.integers(0, len(log), len(log))
-        values = {
-            "ips": float((weight[idx] * log.reward[idx]).mean()),
-            "snips": float((weight[idx] * log.reward[idx]).sum() / weight[idx].sum()),
-            "dm": float(expected[idx].mean()),
-            "dr": float((expected[idx] + weight[idx] * (log.reward[idx] - q_logged[idx])).mean()),
-        }
+        values = point_estimates(log.reward[idx], weight[idx], expected[idx], q_logged[idx])
         for name, value in values.items():
             errors[name].append(abs(value - truth.value) / truth.value)
     policies = {}

@@ -11,6 +11,8 @@ None of them reports the marginal propensity of a slate position, so their slate
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from equilibra.explore.slate import Candidates, Slate, SlateEntry
@@ -24,7 +26,30 @@ def _slate(c: Candidates, indices: np.ndarray, spec: str, explore: np.ndarray) -
     return Slate(indices, entries, spec, float(explore.mean()), float("nan"))
 
 
-class VowpalSlate:
+class Peer:
+    """The simulator's learning call, reduced to what the peer libraries can use (they know
+    nothing of position exposure or placements)."""
+
+    def learn_one(
+        self,
+        item: object,
+        reward: float,
+        *,
+        segment: str = "",
+        prior: float | None = None,
+        features: np.ndarray | None = None,
+        exposure: float = 1.0,
+        placement: str = "",
+    ) -> None:
+        self._learn(item, reward, segment, prior, features)
+
+    def _learn(
+        self, item: object, reward: float, segment: str, prior: float | None, features: Any
+    ) -> None:
+        raise NotImplementedError
+
+
+class VowpalSlate(Peer):
     def __init__(self, exploration: str = "epsilon:0.1") -> None:
         from vowpalwabbit import Workspace
 
@@ -65,16 +90,8 @@ class VowpalSlate:
         self._segment = c.segment
         return _slate(c, indices, self.spec, explore)
 
-    def learn_one(
-        self,
-        item: object,
-        reward: float,
-        *,
-        segment: str = "",
-        prior: float | None = None,
-        features: np.ndarray | None = None,
-        exposure: float = 1.0,
-        placement: str = "",
+    def _learn(
+        self, item: object, reward: float, segment: str, prior: float | None, features: Any
     ) -> None:
         probability = max(self._pmf.get(str(item), 1.0), 1e-6)
         action = self._action(item, prior or 0.05, features)
@@ -87,7 +104,7 @@ class VowpalSlate:
         return f"shared |s seg{segment} {values}"
 
 
-class MabwiserSlate:
+class MabwiserSlate(Peer):
     def __init__(self, kind: str = "ts", alpha: float = 1.0, seed: int = 1) -> None:
         from mabwiser.mab import MAB, LearningPolicy
 
@@ -155,16 +172,8 @@ class MabwiserSlate:
     def _user_context(c: Candidates) -> np.ndarray:
         return np.ones(1) if c.user_features is None else c.user_features
 
-    def learn_one(
-        self,
-        item: object,
-        reward: float,
-        *,
-        segment: str = "",
-        prior: float | None = None,
-        features: np.ndarray | None = None,
-        exposure: float = 1.0,
-        placement: str = "",
+    def _learn(
+        self, item: object, reward: float, segment: str, prior: float | None, features: Any
     ) -> None:
         key = str(item)
         self._pending.append((key, float(reward > 0), self._context.get(key)))

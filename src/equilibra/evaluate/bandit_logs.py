@@ -248,17 +248,23 @@ def reward_model(
     return predict
 
 
+def logged_predictions(log: BanditLog, q: Callable[[int, np.ndarray], np.ndarray]) -> np.ndarray:
+    """q̂ of each round's logged item at its logged position."""
+    return np.array(
+        [q(int(p), np.array([i]))[0] for p, i in zip(log.position, log.item, strict=True)]
+    )
+
+
 def evaluation_probabilities(
     log: BanditLog,
     policy: Policy,
     batch: int = 1000,
     seed: int = 0,
-    with_dm: bool = True,
+    q: Callable[[int, np.ndarray], np.ndarray] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Per round: the policy's marginal of the logged item at the logged position, and (for
-    DM/DR) its expected reward Σₐ π(a | position)·q̂(a, position)."""
+    """Per round: the policy's marginal of the logged item at the logged position, and (with a
+    reward model `q`, for DM/DR) its expected reward Σₐ π(a | position)·q̂(a, position)."""
     rng = np.random.default_rng(seed)
-    q = reward_model(log) if with_dm else None
     target = np.empty(len(log))
     expected = np.zeros(len(log))
     k = log.slate_size
@@ -270,31 +276,58 @@ def evaluation_probabilities(
 
     for start in range(0, len(log), batch):
         stop = min(start + batch, len(log))
-        cache: dict[object, tuple[Candidates, np.ndarray]] = {}
+        # key -> (candidates, marginals, priors): computed once per batch, read by every round.
+        cache: dict[object, tuple[Candidates, np.ndarray, np.ndarray]] = {}
         for row in range(start, stop):
             key = key_of(row)
             if key not in cache:
                 c = log.candidates(row)
-                cache[key] = (c, policy.marginals(c, k, rng).matrix)
-            c, matrix = cache[key]
+                matrix = policy.marginals(c, k, rng).matrix
+                cache[key] = (c, matrix, c.prior_or(policy.base_rate))
+            c, matrix, _ = cache[key]
             position = int(log.position[row])
             target[row] = matrix[log.action[row], position]
             if q is not None:
                 expected[row] = matrix[:, position] @ q(position, c.items)
         for row in range(start, stop):
-            c = cache[key_of(row)][0]
+            c, _, priors = cache[key_of(row)]
             a = int(log.action[row])
-            features = None if c.features is None else c.features[a]
-            prior = float(c.prior_or(policy.base_rate)[a])
             policy.learn_one(
                 c.items[a],
                 float(min(max(log.reward[row], 0.0), 1.0)),
                 segment=str(log.segment[row]),
-                prior=prior,
-                features=features,
+                prior=float(priors[a]),
+                features=None if c.features is None else c.features[a],
                 exposure=1.0 if log.exposure is None else float(log.exposure[row]),
             )
     return target, expected
+
+
+def _estimator_rounds(
+    reward: np.ndarray,
+    weight: np.ndarray,
+    expected: np.ndarray | None,
+    q_logged: np.ndarray | None,
+) -> dict[str, np.ndarray]:
+    """Per-round contributions whose means are IPS, DM and DR."""
+    rounds = {"ips": weight * reward}
+    if expected is not None and q_logged is not None:
+        rounds["dm"] = expected
+        rounds["dr"] = expected + weight * (reward - q_logged)
+    return rounds
+
+
+def point_estimates(
+    reward: np.ndarray,
+    weight: np.ndarray,
+    expected: np.ndarray | None = None,
+    q_logged: np.ndarray | None = None,
+) -> dict[str, float]:
+    """IPS, SNIPS and (with a reward model) DM and DR, without intervals."""
+    rounds = _estimator_rounds(reward, weight, expected, q_logged)
+    values = {name: float(r.mean()) for name, r in rounds.items()}
+    values["snips"] = snips(reward, weight)
+    return values
 
 
 def estimates_from_weights(
@@ -306,15 +339,13 @@ def estimates_from_weights(
     seed: int = 0,
 ) -> dict[str, Estimate]:
     """IPS, SNIPS and (with a reward model) DM and DR from per-round importance weights."""
-    out = {
-        "ips": bootstrap(weight * reward, n_boot=n_boot, seed=seed),
-        "snips": bootstrap(
-            reward, lambda idx: snips(reward[idx], weight[idx]), n_boot=n_boot, seed=seed
-        ),
-    }
-    if expected is not None and q_logged is not None:
-        out["dm"] = bootstrap(expected, n_boot=n_boot, seed=seed)
-        out["dr"] = bootstrap(expected + weight * (reward - q_logged), n_boot=n_boot, seed=seed)
+    rounds = _estimator_rounds(reward, weight, expected, q_logged)
+    out = {"ips": bootstrap(rounds.pop("ips"), n_boot=n_boot, seed=seed)}
+    out["snips"] = bootstrap(
+        reward, lambda idx: snips(reward[idx], weight[idx]), n_boot=n_boot, seed=seed
+    )
+    for name, contributions in rounds.items():
+        out[name] = bootstrap(contributions, n_boot=n_boot, seed=seed)
     return out
 
 
@@ -333,11 +364,9 @@ def evaluate_on_log(
         policy.base_rate = float(min(max(logged, 1e-4), 0.5))
     # Learn as a served policy would: about every 50 slates (the simulator's feedback delay).
     batch = batch or 50 * log.slate_size
-    target, expected = evaluation_probabilities(log, policy, batch=batch, seed=seed)
-    weight = target / log.pscore
     q = reward_model(log)
-    q_logged = np.array(
-        [q(int(p), np.array([i]))[0] for p, i in zip(log.position, log.item, strict=True)]
-    )
+    target, expected = evaluation_probabilities(log, policy, batch=batch, seed=seed, q=q)
+    weight = target / log.pscore
+    q_logged = logged_predictions(log, q)
     estimates = estimates_from_weights(log.reward, weight, expected, q_logged, n_boot, seed)
     return PolicyEvaluation(len(log), estimates, logged, policy.spec)

@@ -24,7 +24,7 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -33,29 +33,9 @@ import scipy.sparse as sp
 from equilibra.data.columns import Columns as C
 from equilibra.errors import EquilibraError
 from equilibra.explore.feedback import FeedbackLedger, RewardConfig
-from equilibra.explore.slate import Candidates, Slate
+from equilibra.explore.slate import Candidates, SlatePolicy
 
 SCENARIOS = ("stationary", "drift", "new_items", "popularity_spike", "new_users")
-
-
-class SlatePolicy(Protocol):
-    spec: str
-
-    def select(
-        self, c: Candidates, k: int, rng: np.random.Generator, propensities: bool = True
-    ) -> Slate: ...
-
-    def learn_one(
-        self,
-        item: object,
-        reward: float,
-        *,
-        segment: str = "",
-        prior: float | None = None,
-        features: np.ndarray | None = None,
-        exposure: float = 1.0,
-        placement: str = "",
-    ) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -338,9 +318,10 @@ class Simulator:
             slate = policy.select(candidates, c.slate_size, policy_rng, propensities=log)
             shown = base[slate.indices]
             k = len(shown)
-            logits = truth_users[user] @ w.truth_items[shown].T
-            p_click = _probability(logits, w.truth_scale, c)
-            p_click = 1.0 / (1.0 + (1.0 / p_click - 1.0) * np.exp(-truth_bias[shown]))
+            # The truth over every candidate: the shown items' click rates and the oracle's.
+            all_truth = _probability(truth_users[user] @ w.truth_items[base].T, w.truth_scale, c)
+            all_truth = 1.0 / (1.0 + (1.0 / all_truth - 1.0) * np.exp(-truth_bias[base]))
+            p_click = all_truth[slate.indices]
             clicks = rng.random(k) < self.examine[:k] * p_click
             carts = clicks & (rng.random(k) < c.cart_rate)
             purchases = carts & (rng.random(k) < c.purchase_rate)
@@ -359,12 +340,10 @@ class Simulator:
                 for j in np.flatnonzero(hits):
                     ledger.observe(str(user), shown[j], kind, float(t), impression_id=impression)
                     earned[j] += self.rewards.value(kind)
-            ledger.settle(policy, float(t) - 0.5)  # type: ignore[arg-type]
+            ledger.settle(policy, float(t) - 0.5)
 
             # --- bookkeeping ---
             expected = float((self.examine[:k] * p_click).sum() * self.click_value)
-            all_truth = _probability(truth_users[user] @ w.truth_items[base].T, w.truth_scale, c)
-            all_truth = 1.0 / (1.0 + (1.0 / all_truth - 1.0) * np.exp(-truth_bias[base]))
             best = np.sort(all_truth)[::-1][:k]
             oracle = float((self.examine[:k] * best).sum() * self.click_value)
             totals["reward"] += float(earned.sum())

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from equilibra.explore.policies import Policy
+from equilibra.explore.slate import SlatePolicy
 
 DEFAULT_WINDOW_S = 30 * 60.0
 
@@ -197,7 +197,7 @@ class FeedbackLedger:
             return 1.0
         return float(self.exposure[min(position, len(self.exposure) - 1)])
 
-    def settle(self, policy: Policy, now: float) -> list[Outcome]:
+    def settle(self, policy: SlatePolicy, now: float) -> list[Outcome]:
         """Close what is due and teach the policy each outcome."""
         outcomes = self.close(now)
         for outcome in outcomes:

@@ -8,6 +8,7 @@ and the popularity / age columns the reference (Gorse-style) policy injects from
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import numpy as np
 
@@ -118,3 +119,26 @@ class Slate:
     @property
     def explore_flags(self) -> np.ndarray:
         return np.array([e.explore for e in self.entries], dtype=bool)
+
+
+class SlatePolicy(Protocol):
+    """What the simulator and the service need of a policy: Equilibra's `Policy`, or a peer
+    library behind an adapter (benchmarks/peers.py)."""
+
+    spec: str
+
+    def select(
+        self, c: Candidates, k: int, rng: np.random.Generator, propensities: bool = True
+    ) -> Slate: ...
+
+    def learn_one(
+        self,
+        item: object,
+        reward: float,
+        *,
+        segment: str = "",
+        prior: float | None = None,
+        features: np.ndarray | None = None,
+        exposure: float = 1.0,
+        placement: str = "",
+    ) -> None: ...
