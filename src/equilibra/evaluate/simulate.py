@@ -225,6 +225,8 @@ class Simulator:
             self.rewards.add_to_cart + config.purchase_rate * self.rewards.purchase
         )
         self.examine = 1.0 / (1.0 + np.arange(config.slate_size)) ** config.position_decay
+        # The ranker's candidate lists do not depend on the policy: built once per world.
+        self.top, self.popular = self._candidate_lists()
 
     def _candidate_lists(self) -> tuple[np.ndarray, np.ndarray]:
         """Per user, the ranker's top candidates among items it knows; and the popular list
@@ -250,7 +252,7 @@ class Simulator:
         rng = np.random.default_rng(c.seed + 1000)
         policy_rng = np.random.default_rng(c.seed + 2000)
         started = time.perf_counter()
-        top, popular = self._candidate_lists()
+        top, popular = self.top, self.popular
         truth_users = w.truth_users.copy()
         truth_bias = np.zeros(len(w.item_ids))
         popular_scores = np.log1p(w.popularity[popular])

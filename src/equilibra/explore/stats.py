@@ -21,21 +21,21 @@ class ArmStats:
             raise ValueError("discount: must lie in (0, 1]")
         self.discount = discount
         self.step = 0
-        self._index: dict[tuple[str, str], int] = {}
-        self._by_segment: dict[str, dict[str, int]] = {}
+        self._slots: dict[str, dict[str, int]] = {}  # segment -> item -> slot
+        self._size = 0
         self._reward = np.zeros(64)
         self._count = np.zeros(64)
         self._stamp = np.zeros(64, dtype=np.int64)
 
     def __len__(self) -> int:
-        return len(self._index)
+        return self._size
 
     def _slot(self, key: tuple[str, str]) -> int:
-        slot = self._index.get(key)
+        items = self._slots.setdefault(key[0], {})
+        slot = items.get(key[1])
         if slot is None:
-            slot = len(self._index)
-            self._index[key] = slot
-            self._by_segment.setdefault(key[0], {})[key[1]] = slot
+            slot = items[key[1]] = self._size
+            self._size += 1
             if slot >= len(self._reward):
                 grow = len(self._reward)
                 self._reward = np.concatenate([self._reward, np.zeros(grow)])
@@ -57,7 +57,7 @@ class ArmStats:
 
     def lookup(self, segment: str, items: Sequence[object]) -> tuple[np.ndarray, np.ndarray]:
         """(reward sums, counts) for the items, decayed to now; zeros for unseen items."""
-        known = self._by_segment.get(segment)
+        known = self._slots.get(segment)
         if not known:
             return np.zeros(len(items)), np.zeros(len(items))
         get = known.get
@@ -74,8 +74,11 @@ class ArmStats:
         return rewards, counts
 
     def state_dict(self) -> dict[str, object]:
-        n = len(self._index)
-        keys = sorted(self._index, key=self._index.__getitem__)
+        n = self._size
+        slots = {
+            slot: (seg, item) for seg, items in self._slots.items() for item, slot in items.items()
+        }
+        keys = [slots[i] for i in range(n)]
         return {
             "discount": self.discount,
             "step": self.step,
@@ -92,7 +95,7 @@ class ArmStats:
         keys = state["keys"]
         for segment, item in keys:  # type: ignore[attr-defined]
             stats._slot((segment, item))
-        n = len(stats._index)
+        n = stats._size
         stats._reward[:n] = state["reward"]
         stats._count[:n] = state["count"]
         stats._stamp[:n] = state["stamp"]
