@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from equilibra.errors import EquilibraError
 from equilibra.explore import Candidates, FeedbackLedger, RewardConfig, parse_policy
-from equilibra.explore.marginals import stream_marginals
+from equilibra.explore.marginals import monte_carlo_marginals, stream_marginals, top_k_rows
 from equilibra.explore.spec import load_policy, save_policy
 from equilibra.explore.stats import ArmStats, LinearStats
 
@@ -27,8 +27,11 @@ MONTE_CARLO = [
     "softmax:0.3,samples=4000",
     "thompson:samples=4000",
     "thompson:samples=4000,belief=lift",
+    "thompson:draw=exact,samples=4000",
     "lints:0.3,samples=4000",
 ]
+# What a service runs: conditional Monte Carlo at its default 64 draws.
+DEFAULT_SAMPLES = ["softmax:0.3", "thompson", "thompson:belief=lift"]
 
 
 def candidates(n: int, seed: int = 0, dim: int = 4) -> Candidates:
@@ -130,7 +133,7 @@ def test_monte_carlo_propensities_match_draw_frequencies(spec: str) -> None:
     assert np.all(np.abs(observed - marginals.matrix) <= tolerance)
 
 
-@pytest.mark.parametrize("spec", EXACT + MONTE_CARLO)
+@pytest.mark.parametrize("spec", EXACT + MONTE_CARLO + DEFAULT_SAMPLES)
 def test_slate_entries_carry_the_marginal_of_their_position(spec: str) -> None:
     c = candidates(40, seed=5)
     policy = trained(spec, c)
@@ -284,3 +287,43 @@ def test_statistics_are_kept_per_placement() -> None:
     home = Candidates(c.items, c.scores, placement="home")
     cart = Candidates(c.items, c.scores, placement="cart")
     assert policy.mean(cart)[3] > 0.5 > policy.mean(home)[3]
+
+
+def test_conditional_monte_carlo_matches_counting_and_the_served_diagonal() -> None:
+    from scipy.special import ndtr
+
+    from equilibra.explore.marginals import conditional_marginals, conditional_propensities
+
+    rng = np.random.default_rng(11)
+    n, k = 7, 3
+    location, scale = rng.normal(size=n), rng.uniform(0.3, 1.5, size=n)
+
+    def draw(m: int) -> np.ndarray:
+        return location + scale * rng.standard_normal((m, n))
+
+    def cdf(items: np.ndarray, x: np.ndarray) -> np.ndarray:
+        extra = (slice(None),) + (None,) * (x.ndim - 1)
+        return ndtr((x - location[items][extra]) / scale[items][extra])
+
+    counted = monte_carlo_marginals(draw, n, k, 200_000)
+    draws = draw(2_000)
+    estimate = conditional_marginals(draws, cdf, k)
+    tolerance = 4.5 * np.hypot(estimate.error, np.sqrt(0.25 / 200_000))
+    assert np.all(np.abs(estimate.matrix - counted.matrix) <= tolerance)
+    # Rao–Blackwellisation: less spread than counting with the same draws.
+    assert estimate.error < np.sqrt((counted.matrix * (1 - counted.matrix)).max() / 2_000)
+    assert (estimate.matrix > 0).all()
+    # The served path (one position per item) is the same number, from the same draws.
+    rows, positions = np.array([4, 0, 6]), np.array([0, 1, 2])
+    diagonal, _ = conditional_propensities(draws, cdf, rows, positions)
+    np.testing.assert_allclose(diagonal, estimate.matrix[rows, positions], atol=1e-12)
+
+
+def test_linear_thompson_counts_only_candidates_that_can_reach_the_slate() -> None:
+    c = candidates(60, seed=8)
+    policy = trained("lints:0.05", c)
+    keep = policy._contenders(c, 5)
+    assert keep is not None and 5 <= len(keep) < len(c)
+    # Nobody outside the contenders ever reaches the slate in many draws.
+    top = top_k_rows(policy._draw(c, np.random.default_rng(3), 20_000), 5)
+    assert set(np.unique(top).tolist()) <= set(keep.tolist())

@@ -179,6 +179,8 @@ def test_learned_ranker_fits_explains_and_round_trips(tmp_path):
     ).fit(x, shop.items)
     assert set(model.feature_importance_) == set(model.feature_names())
     assert model.training_["positives"] > 0
+    # A shop log has few conversions per cut: the classifier learns from nested cuts.
+    assert model.training_["split"] == "global" and model.training_["cuts"] >= 2
     users = np.arange(50)
     recs, scores = model.recommend(users, 10, exclude=x.converted())
     assert (recs >= 0).all() and (np.diff(scores, axis=1) <= 0).all()
@@ -202,3 +204,33 @@ def test_cold_users_get_trending_narrowed_by_category_and_segment(tiny_shop, tmp
     by_region = artifact.recommend(["newcomer"], 10, attributes={"newcomer": {"region": "north"}})
     assert len(by_region) == 10
     assert "region" in artifact.cold.segments
+
+
+def test_ranker_counts_item_events_in_a_window_before_each_visit():
+    from equilibra.models.ranker import _events_between, _visit_context
+
+    rng = np.random.default_rng(0)
+    n_users, n_items, n_events = 30, 12, 400
+    frame = pd.DataFrame(
+        {
+            "user_id": [f"u{u}" for u in rng.integers(n_users, size=n_events)],
+            "item_id": [f"i{i}" for i in rng.integers(n_items, size=n_events)],
+            "event_type": "view",
+            "timestamp": 1.6e9 + rng.integers(0, 90 * 86_400, size=n_events).astype(float),
+        }
+    )
+    from equilibra.train import build_interactions
+
+    x = build_interactions(frame, None)
+    context = _visit_context(x)
+    users = rng.integers(x.shape[0], size=200)
+    items = rng.integers(x.shape[1], size=200)
+    end = context["visit_time"][users]
+    start = end - rng.uniform(0, 60 * 86_400, size=200)
+    got = _events_between(context, items, start, end)
+    for i, lo, hi, count in zip(items, start, end, got, strict=True):
+        mine = (x.event_item == i) & (x.event_time > lo) & (x.event_time <= hi)
+        assert count == mine.sum()
+    # A visit is the user's latest event.
+    for u in range(x.shape[0]):
+        assert context["visit_time"][u] == x.event_time[x.event_user == u].max()

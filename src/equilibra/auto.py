@@ -58,6 +58,7 @@ def candidates(data: TrainingData, n_items: int) -> list[Candidate]:
             Candidate("itemknn", {"similarity": "cosine", "k": 100}),
             Candidate("itemknn", {"similarity": "bm25", "k": 200}),
             Candidate("userknn", {"similarity": "cosine", "k": 50}),
+            Candidate("covisit", RATING_SEQUENCE),
             Candidate("als", {"factors": 64, "regularization": 0.05, "iterations": 15}),
             Candidate("ease", {"regularization": 100.0, "max_items": ease_items}),
             Candidate("ease", {"regularization": 500.0, "max_items": ease_items}),
@@ -95,9 +96,12 @@ SHOP_GENERATORS = [
     {"algorithm": "itemknn", "params": {"k": 100}},
     {"algorithm": "popularity", "params": {"half_life_days": 7.0}},
 ]
+# Rating sessions are sparse in time (one sitting, then weeks away): the order of a user's
+# ratings still says what they rate next, so transitions are counted across any gap.
+RATING_SEQUENCE = {"window": 10, "recent": 10, "max_gap_hours": 10_000.0}
 RATING_GENERATORS = [
     {"algorithm": "ease", "params": {"regularization": 250.0, "max_items": 10_000}},
-    {"algorithm": "itemknn", "params": {"similarity": "bm25", "k": 200}},
+    {"algorithm": "covisit", "params": RATING_SEQUENCE},
     {"algorithm": "userknn", "params": {"k": 50}},
     {"algorithm": "als", "params": {}},
     {"algorithm": "popularity", "params": {}},

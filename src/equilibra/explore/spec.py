@@ -45,7 +45,7 @@ POSITIONAL: dict[str, tuple[str, ...]] = {
 }
 INTEGER_OPTIONS = {"samples", "pool_size"}
 BOOLEAN_OPTIONS = {"by_segment"}
-STRING_OPTIONS = {"belief"}
+STRING_OPTIONS = {"belief", "draw"}
 
 
 def _value(key: str, text: str) -> object:

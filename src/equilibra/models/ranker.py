@@ -2,11 +2,14 @@
 
 Fitting, on a snapshot:
 
-1. split its event log by time (per user for rating data, one global cut for shop logs);
+1. split its event log by time (per user for rating data; for shop logs a global cut, repeated
+   on the earlier part for three nested cuts, since one cut holds few conversions);
 2. fit every generator on the earlier part; for users with a positive in the later part, take
    the union of each generator's top-N as candidates and describe each (user, item) pair: every
-   generator's normalised score and reciprocal rank, item popularity and freshness, the user's own
-   history with the item (weight, recency, whether they carted it), the user's activity;
+   generator's normalised score and reciprocal rank, item popularity and freshness, how popular
+   the item was in the month and the year before the user's last visit and how old it was then
+   (what was in the shop when they came), the user's own history with the item (weight, recency,
+   whether they carted it), the user's activity;
 3. train a classifier (gradient-boosted trees by default, or logistic regression) to tell the
    later positives from the other candidates, and measure how much each feature matters
    (permutation importance on held-out users);
@@ -42,6 +45,52 @@ DAY = 86_400.0
 CART_BITS = type_mask(CONVERSION_TYPES)
 
 
+def _visit_context(interactions: Interactions) -> dict[str, Any]:
+    """What the ranker needs to ask "how popular was this item when the user last came?".
+
+    A user's visit time is their latest event. Item events are keyed by (item, time) in one sorted
+    float array, item × span + offset, so a window count is two binary searches per pair.
+    """
+    n_users, n_items = interactions.shape
+    visit = np.full(n_users, interactions.reference_time, dtype=np.float64)
+    first = np.full(n_items, interactions.reference_time, dtype=np.float64)
+    times = interactions.event_time.astype(np.float64)
+    base = float(times.min()) if len(times) else 0.0
+    span = float(times.max() - base + 1.0) if len(times) else 1.0
+    if len(times):
+        latest = np.full(n_users, -np.inf)
+        np.maximum.at(latest, interactions.event_user, times)
+        visit = np.where(np.isfinite(latest), latest, visit)
+        earliest = np.full(n_items, np.inf)
+        np.minimum.at(earliest, interactions.event_item, times)
+        first = np.where(np.isfinite(earliest), earliest, first)
+    keys = np.sort(interactions.event_item.astype(np.float64) * span + (times - base))
+    return {
+        "visit_time": visit,
+        "item_first_event": first,
+        "event_keys": keys,
+        "event_time_base": np.array([base, span]),
+    }
+
+
+def _events_between(
+    context: dict[str, Any], items: np.ndarray, start: np.ndarray, end: np.ndarray
+) -> np.ndarray:
+    """Events of each item in (start, end], for many (item, window) pairs at once."""
+    keys = context["event_keys"]
+    base, span = context["event_time_base"]
+    block = items.astype(np.float64) * span
+    # Clipping keeps each query inside its item's block of keys [item × span, item × span + span).
+    hi = np.searchsorted(keys, block + np.clip(end - base, -0.5, span - 0.5), side="right")
+    lo = np.searchsorted(keys, block + np.clip(start - base, -0.5, span - 0.5), side="right")
+    return (hi - lo).astype(np.float64)
+
+
+def _signed_log_days(seconds: np.ndarray) -> np.ndarray:
+    days = seconds / DAY
+    return np.sign(days) * np.log1p(np.abs(days))
+
+
 class LearnedRanker(Recommender):
     name = "ranker"
 
@@ -51,6 +100,7 @@ class LearnedRanker(Recommender):
         candidates: int = 50,
         classifier: str = "gbdt",
         max_train_users: int = 5_000,
+        cuts: int | None = None,
         seed: int = 42,
     ):
         self.generators = generators or [
@@ -63,6 +113,7 @@ class LearnedRanker(Recommender):
         self.candidates = candidates
         self.classifier = classifier
         self.max_train_users = max_train_users
+        self.cuts = cuts
         self.seed = seed
 
     # --- features -------------------------------------------------------------------------------
@@ -74,6 +125,9 @@ class LearnedRanker(Recommender):
             *names,
             "item_popularity",
             "item_days_since_last_event",
+            "item_events_month_before_visit",
+            "item_events_year_before_visit",
+            "item_age_at_visit",
             "user_item_weight",
             "user_item_recency",
             "user_item_converted",
@@ -94,6 +148,7 @@ class LearnedRanker(Recommender):
             "flags": interactions.type_flags,
             "reference": interactions.reference_time,
             "activity": np.log1p(np.diff(interactions.matrix.indptr)).astype(np.float64),
+            **_visit_context(interactions),
         }
 
     def _candidates(
@@ -127,9 +182,13 @@ class LearnedRanker(Recommender):
         last = lookup(context["last_seen"], user, item)
         recency = np.where(last > 0, np.exp(-(context["reference"] - last) / DAY), 0.0)
         flags = lookup(context["flags"], user, item).astype(np.int64)
+        visit = context["visit_time"][user]
         columns += [
             context["popularity"][item],
             context["item_age"][item],
+            np.log1p(_events_between(context, item, visit - 30 * DAY, visit)),
+            np.log1p(_events_between(context, item, visit - 365 * DAY, visit)),
+            _signed_log_days(visit - context["item_first_event"][item]),
             np.log1p(lookup(context["weights"], user, item)),
             recency,
             ((flags & CART_BITS) != 0).astype(np.float64),
@@ -157,7 +216,51 @@ class LearnedRanker(Recommender):
     ) -> None:
         events = interactions.events_frame()
         rating_data = bool((events["event_type"] == EventType.RATING.value).mean() > 0.5)
-        split = per_user_temporal_split(events) if rating_data else global_temporal_split(events)
+        # Shop logs have few conversions per cut, so the classifier learns from several nested
+        # cuts (each one test window earlier); rating data has plenty in one.
+        cuts = self.cuts if self.cuts is not None else (1 if rating_data else 3)
+        rng = np.random.default_rng(self.seed)
+        xs, ys, groups, n_train_users = [], [], [], 0
+        for level in range(cuts):
+            split = (
+                per_user_temporal_split(events) if rating_data else global_temporal_split(events)
+            )
+            rows = self._cut_rows(interactions, split, rating_data, items, users, rng)
+            if rows is None:
+                break
+            x, y, group = rows
+            xs.append(x)
+            ys.append(y)
+            groups.append(group + level * interactions.shape[0])
+            n_train_users += len(np.unique(group))
+            events = split.train
+        if not ys:
+            raise ValueError("ranker: too few validation users with a target to learn from")
+        x, y, group = np.vstack(xs), np.concatenate(ys), np.concatenate(groups)
+        if y.sum() == 0:
+            raise ValueError("ranker: no validation positive among the candidates")
+        self.n_items_ = interactions.shape[1]
+        self.classifier_ = self._train_classifier(x, y, group, rng)
+        self.training_ = {
+            "pairs": len(y),
+            "positives": int(y.sum()),
+            "users": n_train_users,
+            "cuts": len(ys),
+            "split": "per_user" if rating_data else "global",
+        }
+        self.models_ = self._fit_generators(interactions, items, users)
+        self._context_full = self._context(interactions)
+
+    def _cut_rows(
+        self,
+        interactions: Interactions,
+        split: Any,
+        rating_data: bool,
+        items: pd.DataFrame | None,
+        users: pd.DataFrame | None,
+        rng: np.random.Generator,
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+        """Labelled candidate rows from one cut: generators fitted before it, targets after."""
         exclude = "interacted" if rating_data else "converted"
         inner = Interactions.from_frame(
             split.train,
@@ -166,13 +269,12 @@ class LearnedRanker(Recommender):
             items=interactions.items.ids,
         )
         truth = test_truth(inner, split.test, exclude=exclude)
-        if len(truth.users) < 10:
-            raise ValueError("ranker: too few validation users with a target to learn from")
+        if len(truth.users) < 10 or inner.n_events == 0:
+            return None
         models = self._fit_generators(inner, items, users)
         for model in models:
             model.n_users_, model.n_items_ = inner.shape
         self.n_items_ = inner.shape[1]
-        rng = np.random.default_rng(self.seed)
         train_users = truth.users
         if len(train_users) > self.max_train_users:
             train_users = np.sort(rng.choice(train_users, self.max_train_users, replace=False))
@@ -189,18 +291,7 @@ class LearnedRanker(Recommender):
             xs.append(features[keep])
             ys.append(label)
             groups.append(user[keep])
-        x, y, group = np.vstack(xs), np.concatenate(ys), np.concatenate(groups)
-        if y.sum() == 0:
-            raise ValueError("ranker: no validation positive among the candidates")
-        self.classifier_ = self._train_classifier(x, y, group, rng)
-        self.training_ = {
-            "pairs": len(y),
-            "positives": int(y.sum()),
-            "users": len(train_users),
-            "split": "per_user" if rating_data else "global",
-        }
-        self.models_ = self._fit_generators(interactions, items, users)
-        self._context_full = self._context(interactions)
+        return np.vstack(xs), np.concatenate(ys), np.concatenate(groups)
 
     def _train_classifier(
         self, x: np.ndarray, y: np.ndarray, group: np.ndarray, rng: np.random.Generator
@@ -278,6 +369,10 @@ class LearnedRanker(Recommender):
             popularity=context["popularity"],
             item_age=context["item_age"],
             activity=context["activity"],
+            visit_time=context["visit_time"],
+            item_first_event=context["item_first_event"],
+            event_keys=context["event_keys"],
+            event_time_base=context["event_time_base"],
         )
         for key in ("weights", "last_seen", "flags"):
             sp.save_npz(folder / f"context-{key}.npz", sp.csr_matrix(context[key]))
