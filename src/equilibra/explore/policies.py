@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
+from functools import cached_property
 from typing import ClassVar
 
 import numpy as np
@@ -30,7 +31,6 @@ from equilibra.explore.marginals import (
     draw_streams,
     monte_carlo_marginals,
     stream_marginals,
-    top_k_rows,
 )
 from equilibra.explore.slate import Candidates, Slate, SlateEntry
 from equilibra.explore.stats import ArmStats, LinearStats
@@ -51,7 +51,11 @@ class Evidence:
 
 
 def _top(values: np.ndarray, k: int) -> np.ndarray:
-    return top_k_rows(values[None, :], k)[0]
+    """Indices of the k largest values, best first."""
+    if k >= len(values):
+        return np.argsort(-values, kind="stable")
+    part = np.argpartition(-values, k - 1)[:k]
+    return part[np.argsort(-values[part], kind="stable")]
 
 
 class Policy(ABC):
@@ -187,16 +191,19 @@ class Policy(ABC):
         error: float = 0.0,
     ) -> Slate:
         self._record(explore)
+        # Plain Python values: a slate is logged and serialised, and numpy scalars cost more.
         entries = [
-            SlateEntry(
-                item=c.items[i],
-                position=j,
-                score=float(c.scores[i]),
-                propensity=float(propensities[j]),
-                explore=bool(explore[j]),
-                reason=reasons[j],
+            SlateEntry(item, j, score, propensity, flag, reason)
+            for j, (item, score, propensity, flag, reason) in enumerate(
+                zip(
+                    c.items[indices].tolist(),
+                    np.asarray(c.scores)[indices].tolist(),
+                    np.asarray(propensities, dtype=np.float64).tolist(),
+                    np.asarray(explore, dtype=bool).tolist(),
+                    reasons,
+                    strict=True,
+                )
             )
-            for j, i in enumerate(indices)
         ]
         return Slate(indices, entries, self.spec, self.exploration_rate, error)
 
@@ -477,7 +484,14 @@ class LinearMixin(Policy):
         if c.features is None:
             raise ValueError("features: linear policies need per-candidate feature vectors")
         linear = self._stats(c.features.shape[1])
-        return c.prior_or(self.base_rate) + c.features @ linear.theta, c.features, linear
+        # One request asks several times (contenders, draws, reference); the answer only moves
+        # when the model learns, so it is kept for the same candidates and model version.
+        memo = getattr(self, "_mean_memo", None)
+        if memo is not None and memo[0] is c and memo[1] is linear and memo[2] == linear.updates:
+            return memo[3], c.features, linear
+        mean = c.prior_or(self.base_rate) + c.features @ linear.theta
+        self._mean_memo = (c, linear, linear.updates, mean)
+        return mean, c.features, linear
 
     def _learn_features(
         self, reward: float, prior: float | None, features: np.ndarray | None, exposure: float
@@ -535,13 +549,30 @@ class IndependentScores:
     noise: str  # "normal" or "gumbel"
 
     def draw(self, rng: np.random.Generator, n: int) -> np.ndarray:
+        """(n, len) scores in float32: ranks need no more, and the draws cost less than half."""
         shape = (n, len(self.location))
-        noise = rng.standard_normal(shape) if self.noise == "normal" else rng.gumbel(size=shape)
-        return self.location[None, :] + self.scale[None, :] * noise
+        if self.noise == "normal":
+            scores = rng.standard_normal(shape, dtype=np.float32)
+        else:  # Gumbel(0, 1) = -log(Exp(1))
+            scores = rng.standard_exponential(shape, dtype=np.float32)
+            np.maximum(scores, np.finfo(np.float32).tiny, out=scores)  # a 0 would rank first
+            np.log(scores, out=scores)
+            np.negative(scores, out=scores)
+        scores *= self._scale32
+        scores += self._location32
+        return scores
+
+    @cached_property
+    def _scale32(self) -> np.ndarray:
+        return self.scale.astype(np.float32)
+
+    @cached_property
+    def _location32(self) -> np.ndarray:
+        return self.location.astype(np.float32)
 
     def cdf(self, items: np.ndarray, x: np.ndarray) -> np.ndarray:
-        extra = (slice(None),) + (None,) * (x.ndim - 1)
-        z = (x - self.location[items][extra]) / self.scale[items][extra]
+        """P(score of items[t] <= x[..., t])."""
+        z = (x - self.location[items]) / self.scale[items]
         if self.noise == "normal":
             return ndtr(z)
         return np.exp(-np.exp(-z))
@@ -554,7 +585,7 @@ class RandomScorePolicy(Policy):
     distribution (`_independent`), else the share of draws that put the item there."""
 
     counting_samples = 1000  # s.e. ≤ 0.016 per propensity
-    conditional_samples = 64
+    conditional_samples = 32  # as precise as counting over 1,000 draws (benchmarks/exploration.py)
 
     def __init__(self, samples: int | None = None, **kwargs: object) -> None:
         super().__init__(**kwargs)  # type: ignore[arg-type]
@@ -635,21 +666,24 @@ class RandomScorePolicy(Policy):
         simulations that do not log them."""
         k = min(k, len(c))
         scores = self._independent(c)
-        drawn = scores.draw(rng, 1)[0] if scores is not None else self._draw(c, rng, 1)[0]
-        indices = _top(drawn, k)
         if propensities and scores is not None:
-            draws = scores.draw(rng, self.samples or self.conditional_samples)
-            shown, error = conditional_propensities(draws, scores.cdf, indices, np.arange(k))
-        elif propensities:
-            estimate = self._estimate(c, k, rng, scores, rows=indices)
-            shown = estimate.matrix[np.arange(k), np.arange(k)]
-            error = estimate.error
+            # One block of draws: the first is the slate, the others (independent of it) feed
+            # the estimate.
+            draws = scores.draw(rng, 1 + (self.samples or self.conditional_samples))
+            indices = _top(draws[0], k)
+            shown, error = conditional_propensities(draws[1:], scores.cdf, indices, np.arange(k))
         else:
+            drawn = scores.draw(rng, 1)[0] if scores is not None else self._draw(c, rng, 1)[0]
+            indices = _top(drawn, k)
             shown, error = np.full(k, np.nan), float("nan")
+            if propensities:  # counted over draws
+                estimate = self._estimate(c, k, rng, scores, rows=indices)
+                shown, error = estimate.matrix[np.arange(k), np.arange(k)], estimate.error
         # The exploit slate: the distribution's centres rank as the posterior means do.
         reference = scores.location if scores is not None else self._reference(c)
-        greedy = set(_top(reference, k).tolist())
-        explore = np.array([i not in greedy for i in indices], dtype=bool)
+        exploit = np.zeros(len(c), dtype=bool)
+        exploit[_top(reference, k)] = True
+        explore = ~exploit[indices]
         reasons = [self._reason(bool(f)) for f in explore]
         return self._slate(c, indices, shown, explore, reasons, error)
 
@@ -695,7 +729,14 @@ class Thompson(RandomScorePolicy):
         if self.draw == "exact":
             return None
         e = self._evidence(c)
-        return IndependentScores(self._mean(e), np.maximum(self._spread(e), 1e-12), "normal")
+        if self.belief == "beta":  # _mean and _spread, sharing one posterior
+            alpha, beta = self._beta(e)
+            n = alpha + beta
+            mean = alpha / n
+            spread = np.sqrt(mean * (1 - mean) / n)
+        else:
+            mean, spread = self._mean(e), self._spread(e)
+        return IndependentScores(mean, np.maximum(spread, 1e-12), "normal")
 
     def _draw(self, c: Candidates, rng: np.random.Generator, n: int) -> np.ndarray:
         scores = self._independent(c)
@@ -706,6 +747,8 @@ class LinearThompson(LinearMixin, RandomScorePolicy):
     """Linear Thompson sampling: θ̃ ~ N(θ̂, v²A⁻¹), rank by prior + θ̃ᵀx."""
 
     name = "lints"
+    # Counted over the contenders only (typically a few dozen): s.e. ≤ 0.025 per propensity.
+    counting_samples = 400
 
     def __init__(self, v: float = 0.1, **kwargs: object) -> None:
         super().__init__(**kwargs)  # type: ignore[arg-type]
@@ -732,6 +775,6 @@ class LinearThompson(LinearMixin, RandomScorePolicy):
         if len(c) <= k:
             return None
         mean, x, linear = self._linear_mean(c)
-        spread = self.v * np.sqrt(np.maximum(np.einsum("ij,jk,ik->i", x, linear.a_inv, x), 0))
+        spread = self.v * np.sqrt(np.maximum(((x @ linear.a_inv) * x).sum(axis=1), 0))
         threshold = np.partition(mean - 5 * spread, len(c) - k)[len(c) - k]
         return np.flatnonzero(mean + 5 * spread >= threshold)

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 import numpy as np
+from scipy.special import expit
 
 
 def _as_1d(name: str, values: object, n: int, dtype: type = float) -> np.ndarray:
@@ -28,10 +29,12 @@ def score_to_prior(scores: np.ndarray, base_rate: float) -> np.ndarray:
     The mean candidate gets `base_rate`; one standard deviation of score moves the log-odds by
     one. Monotone in the score, so greedy on the prior is greedy on the score.
     """
+    mean = float(scores.mean())
     spread = float(scores.std())
-    z = (scores - scores.mean()) / spread if spread > 0 else np.zeros_like(scores)
-    logit = np.log(base_rate / (1.0 - base_rate)) + z
-    return np.clip(1.0 / (1.0 + np.exp(-logit)), 1e-6, 1 - 1e-6)
+    z = (scores - mean) * (1.0 / spread) if spread > 0 else np.zeros(len(scores))
+    prior = expit(z + np.log(base_rate / (1.0 - base_rate)))
+    np.minimum(prior, 1 - 1e-6, out=prior)
+    return np.maximum(prior, 1e-6, out=prior)
 
 
 @dataclass

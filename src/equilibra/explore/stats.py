@@ -9,6 +9,7 @@ step of its last update and is brought up to date when read.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from itertools import repeat
 
 import numpy as np
 
@@ -61,8 +62,9 @@ class ArmStats:
         if not known:
             return np.zeros(len(items)), np.zeros(len(items))
         get = known.get
-        keys = np.asarray(items).astype(str).tolist()
-        slots = np.array([get(key, -1) for key in keys], dtype=np.int64)
+        array = np.asarray(items)
+        keys = (array if array.dtype.kind == "U" else array.astype(str)).tolist()
+        slots = np.fromiter(map(get, keys, repeat(-1)), dtype=np.int64, count=len(keys))
         seen = slots >= 0
         rewards = np.zeros(len(items))
         counts = np.zeros(len(items))

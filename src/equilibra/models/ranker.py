@@ -86,11 +86,6 @@ def _events_between(
     return (hi - lo).astype(np.float64)
 
 
-def _signed_log_days(seconds: np.ndarray) -> np.ndarray:
-    days = seconds / DAY
-    return np.sign(days) * np.log1p(np.abs(days))
-
-
 class LearnedRanker(Recommender):
     name = "ranker"
 
@@ -188,7 +183,8 @@ class LearnedRanker(Recommender):
             context["item_age"][item],
             np.log1p(_events_between(context, item, visit - 30 * DAY, visit)),
             np.log1p(_events_between(context, item, visit - 365 * DAY, visit)),
-            _signed_log_days(visit - context["item_first_event"][item]),
+            # Only the past of the visit: an item first seen later looks brand new, not "future".
+            np.log1p(np.maximum(visit - context["item_first_event"][item], 0.0) / DAY),
             np.log1p(lookup(context["weights"], user, item)),
             recency,
             ((flags & CART_BITS) != 0).astype(np.float64),
