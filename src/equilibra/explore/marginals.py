@@ -194,11 +194,14 @@ def conditional_propensities(
     n_samples = scores.shape[0]
     rows = np.asarray(rows, dtype=np.int64)
     r = np.asarray(positions, dtype=np.int64)
-    values, depth = _order_statistics(scores, int(r.max()) + 1)
-    place = _places(scores, values, rows, depth)  # (S, T)
-    # The others' r-th and (r-1)-th best: the draw's list with the item's own place skipped.
-    lower = np.take_along_axis(values, r + (r >= place), axis=1)
-    upper = np.take_along_axis(values, np.maximum(r - 1 + (r - 1 >= place), 0), axis=1)
+    values, _ = _order_statistics(scores, int(r.max()) + 1)  # (S, ≥ k + 1), best first
+    own = scores[:, rows]  # (S, T)
+    # The others' r-th best is the draw's r-th best unless the item itself is at or above it,
+    # in which case everyone from there moves up one: the (r + 1)-th.
+    at_r, after_r = values[:, r], values[:, r + 1]
+    lower = np.where(at_r > own, at_r, after_r)
+    before_r = values[:, np.maximum(r - 1, 0)]
+    upper = np.where(before_r > own, before_r, at_r)
     f = cdf(rows, np.stack([upper, lower]))
     per_draw = np.where(r > 0, f[0], 1.0) - f[1]
     np.clip(per_draw, 0.0, 1.0, out=per_draw)

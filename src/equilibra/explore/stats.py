@@ -66,13 +66,13 @@ class ArmStats:
         keys = (array if array.dtype.kind == "U" else array.astype(str)).tolist()
         slots = np.fromiter(map(get, keys, repeat(-1)), dtype=np.int64, count=len(keys))
         seen = slots >= 0
-        rewards = np.zeros(len(items))
-        counts = np.zeros(len(items))
-        if seen.any():
-            idx = slots[seen]
-            decay = self.discount ** (self.step - self._stamp[idx]) if self.discount < 1 else 1.0
-            rewards[seen] = self._reward[idx] * decay
-            counts[seen] = self._count[idx] * decay
+        # An unseen item's slot is -1: read (any) value, then masked to 0.
+        rewards = np.where(seen, self._reward[slots], 0.0)
+        counts = np.where(seen, self._count[slots], 0.0)
+        if self.discount < 1:
+            decay = self.discount ** (self.step - self._stamp[slots])
+            rewards *= decay
+            counts *= decay
         return rewards, counts
 
     def state_dict(self) -> dict[str, object]:
