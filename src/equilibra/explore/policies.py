@@ -585,7 +585,7 @@ class RandomScorePolicy(Policy):
     distribution (`_independent`), else the share of draws that put the item there."""
 
     counting_samples = 1000  # s.e. ≤ 0.016 per propensity
-    conditional_samples = 32  # as precise as counting over 1,000 draws (benchmarks/exploration.py)
+    conditional_samples = 32  # more precise than counting 1,000 draws (benchmarks/exploration.py)
 
     def __init__(self, samples: int | None = None, **kwargs: object) -> None:
         super().__init__(**kwargs)  # type: ignore[arg-type]
