@@ -137,15 +137,15 @@ class Policy(ABC):
         shape, rate = self._lift_shape(e)
         return np.minimum(e.prior * shape / rate, 1.0 - 1e-9)
 
-    def _spread(self, e: Evidence) -> np.ndarray:
-        """Posterior standard deviation of each candidate's reward rate."""
+    def _moments(self, e: Evidence) -> tuple[np.ndarray, np.ndarray]:
+        """Posterior mean and standard deviation of each candidate's reward rate."""
         if self.belief == "beta":
             alpha, beta = self._beta(e)
             n = alpha + beta
             mean = alpha / n
-            return np.sqrt(mean * (1 - mean) / n)  # the binomial standard error at n
+            return mean, np.sqrt(mean * (1 - mean) / n)  # the binomial standard error at n
         shape, rate = self._lift_shape(e)
-        return e.prior * np.sqrt(shape) / rate
+        return self._mean(e), e.prior * np.sqrt(shape) / rate
 
     def mean(self, c: Candidates) -> np.ndarray:
         return self._mean(self._evidence(c))
@@ -197,7 +197,7 @@ class Policy(ABC):
             for j, (item, score, propensity, flag, reason) in enumerate(
                 zip(
                     c.items[indices].tolist(),
-                    np.asarray(c.scores)[indices].tolist(),
+                    c.scores[indices].tolist(),
                     np.asarray(propensities, dtype=np.float64).tolist(),
                     np.asarray(explore, dtype=bool).tolist(),
                     reasons,
@@ -398,8 +398,8 @@ class UCB(SlotStreamPolicy):
 
     def _plan(self, c: Candidates, k: int) -> tuple[np.ndarray, list[Pool], np.ndarray, list[str]]:
         e = self._evidence(c)
-        mean = self._mean(e)
-        bonus = self.c * np.sqrt(2 * np.log(self.arms.step + 2)) * self._spread(e)
+        mean, spread = self._moments(e)
+        bonus = self.c * np.sqrt(2 * np.log(self.arms.step + 2)) * spread
         order = _top(mean + bonus, k)
         greedy = set(_top(mean, k).tolist())
         flags = np.array([i not in greedy for i in order], dtype=bool)
@@ -474,6 +474,8 @@ class LinearMixin(Policy):
         super().__init__(**kwargs)  # type: ignore[arg-type]
         self.ridge = ridge
         self.linear: LinearStats | None = None
+        # (candidates, model, its update count, mean) of the last request asked about
+        self._mean_memo: tuple[Candidates, LinearStats, int, np.ndarray] | None = None
 
     def _stats(self, dim: int) -> LinearStats:
         if self.linear is None:
@@ -486,7 +488,7 @@ class LinearMixin(Policy):
         linear = self._stats(c.features.shape[1])
         # One request asks several times (contenders, draws, reference); the answer only moves
         # when the model learns, so it is kept for the same candidates and model version.
-        memo = getattr(self, "_mean_memo", None)
+        memo = self._mean_memo
         if memo is not None and memo[0] is c and memo[1] is linear and memo[2] == linear.updates:
             return memo[3], c.features, linear
         mean = c.prior_or(self.base_rate) + c.features @ linear.theta
@@ -728,14 +730,7 @@ class Thompson(RandomScorePolicy):
     def _independent(self, c: Candidates) -> IndependentScores | None:
         if self.draw == "exact":
             return None
-        e = self._evidence(c)
-        if self.belief == "beta":  # _mean and _spread, sharing one posterior
-            alpha, beta = self._beta(e)
-            n = alpha + beta
-            mean = alpha / n
-            spread = np.sqrt(mean * (1 - mean) / n)
-        else:
-            mean, spread = self._mean(e), self._spread(e)
+        mean, spread = self._moments(self._evidence(c))
         return IndependentScores(mean, np.maximum(spread, 1e-12), "normal")
 
     def _draw(self, c: Candidates, rng: np.random.Generator, n: int) -> np.ndarray:

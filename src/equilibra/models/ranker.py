@@ -51,16 +51,16 @@ def _visit_context(interactions: Interactions) -> dict[str, Any]:
     A user's visit time is their latest event. Item events are keyed by (item, time) in one sorted
     float array, item × span + offset, so a window count is two binary searches per pair.
     """
-    n_users, n_items = interactions.shape
-    visit = np.full(n_users, interactions.reference_time, dtype=np.float64)
+    n_items = interactions.shape[1]
+    # A user's latest event is the row maximum of the latest time per (user, item).
+    seen = interactions.last_seen
+    latest = np.asarray(seen.max(axis=1).todense()).ravel().astype(np.float64)
+    visit = np.where(np.diff(seen.indptr) > 0, latest, interactions.reference_time)
     first = np.full(n_items, interactions.reference_time, dtype=np.float64)
     times = interactions.event_time.astype(np.float64)
     base = float(times.min()) if len(times) else 0.0
     span = float(times.max() - base + 1.0) if len(times) else 1.0
     if len(times):
-        latest = np.full(n_users, -np.inf)
-        np.maximum.at(latest, interactions.event_user, times)
-        visit = np.where(np.isfinite(latest), latest, visit)
         earliest = np.full(n_items, np.inf)
         np.minimum.at(earliest, interactions.event_item, times)
         first = np.where(np.isfinite(earliest), earliest, first)
@@ -235,7 +235,6 @@ class LearnedRanker(Recommender):
         x, y, group = np.vstack(xs), np.concatenate(ys), np.concatenate(groups)
         if y.sum() == 0:
             raise ValueError("ranker: no validation positive among the candidates")
-        self.n_items_ = interactions.shape[1]
         self.classifier_ = self._train_classifier(x, y, group, rng)
         self.training_ = {
             "pairs": len(y),
@@ -270,7 +269,6 @@ class LearnedRanker(Recommender):
         models = self._fit_generators(inner, items, users)
         for model in models:
             model.n_users_, model.n_items_ = inner.shape
-        self.n_items_ = inner.shape[1]
         train_users = truth.users
         if len(train_users) > self.max_train_users:
             train_users = np.sort(rng.choice(train_users, self.max_train_users, replace=False))
