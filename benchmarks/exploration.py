@@ -194,7 +194,7 @@ def _make(spec: str) -> Any:
 
 def simulate_task(task: tuple[str, str, int, int, tuple[str, ...], str]) -> list[dict[str, Any]]:
     data_dir, dataset, seed, requests, specs, scenario = task
-    from equilibra.datasets import load_real
+    from equilibra.data.datasets import load_real
 
     events = load_real(Path(data_dir), dataset).events
     config = SimConfig(scenario=scenario, requests=requests, seed=seed)

@@ -32,19 +32,13 @@ import pandas as pd
 import scipy.sparse as sp
 from threadpoolctl import threadpool_limits
 
-from equilibra.auto import search
+from equilibra.data.datasets import REAL_DATASETS, load_real
 from equilibra.data.interactions import Interactions
-from equilibra.datasets import REAL_DATASETS, load_real
+from equilibra.data.split import Protocol, TestTruth, exclusion_matrix, test_truth
+from equilibra.data.training import TrainingData, build_interactions, default_weights
 from equilibra.evaluate.offline import score_lists as list_metrics
-from equilibra.evaluate.split import (
-    TestTruth,
-    exclusion_matrix,
-    global_temporal_split,
-    per_user_temporal_split,
-    test_truth,
-)
-from equilibra.models.registry import create_model
-from equilibra.train import TrainingData, build_interactions, default_weights
+from equilibra.pipeline.auto import search
+from equilibra.pipeline.registry import create_model
 
 DATASETS = REAL_DATASETS
 
@@ -57,12 +51,12 @@ class Task:
 
 
 def make_task(
-    events: pd.DataFrame, items: pd.DataFrame | None, rating: bool, weights: Any
+    events: pd.DataFrame, items: pd.DataFrame | None, protocol: Protocol, weights: Any
 ) -> tuple[Task, pd.DataFrame]:
-    split = per_user_temporal_split(events) if rating else global_temporal_split(events)
-    exclude = "interacted" if rating else "converted"
+    split = protocol.split_events(events)
     train = build_interactions(split.train, items, weights)
-    return Task(train, test_truth(train, split.test, exclude=exclude), exclude), split.train
+    truth = test_truth(train, split.test, exclude=protocol.exclude)
+    return Task(train, truth, protocol.exclude), split.train
 
 
 def score_lists(recs: np.ndarray, task: Task) -> dict[str, float]:
@@ -189,10 +183,10 @@ def tune_peer(kind: str, inner: Task, outer: Task) -> dict[str, Any]:
 
 def run(data_dir: Path, dataset: str, budget: float) -> dict[str, Any]:
     data = load_real(data_dir, dataset)
-    rating = data.is_rating_data
+    protocol = data.protocol
     weights = default_weights(data)
-    outer, train_events = make_task(data.events, data.items, rating, weights)
-    inner, _ = make_task(train_events, data.items, rating, weights)
+    outer, train_events = make_task(data.events, data.items, protocol, weights)
+    inner, _ = make_task(train_events, data.items, protocol, weights)
     rows = []
     print(
         f"{dataset}: {outer.train} · test users {len(outer.truth.users)} · targets "
@@ -227,7 +221,7 @@ def run(data_dir: Path, dataset: str, budget: float) -> dict[str, Any]:
     peers = ["implicit-als", "implicit-bpr", "implicit-cosine", "implicit-bm25", "popularity"]
     if outer.train.shape[1] <= DENSE_EASE_MAX_ITEMS:
         peers.append("dense-ease")
-    if not rating:
+    if not protocol.rating_data:
         peers.append("recent-then-popular")
     for kind in peers:
         row = tune_peer(kind, inner, outer)
@@ -238,7 +232,7 @@ def run(data_dir: Path, dataset: str, budget: float) -> dict[str, Any]:
         "dataset": dataset,
         "train": repr(outer.train),
         "test_users": len(outer.truth.users),
-        "split": "per_user" if rating else "global",
+        "split": protocol.split,
         "exclude": outer.exclude,
         "rows": rows,
         "best_peer": best_peer["name"],

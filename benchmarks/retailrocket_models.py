@@ -20,8 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
-from equilibra.models.registry import create_model
-from equilibra.train import build_interactions, load_training_data
+from equilibra.data.training import build_interactions, load_training_data
+from equilibra.pipeline.registry import create_model
 
 
 def timed(fn):  # type: ignore[no-untyped-def]

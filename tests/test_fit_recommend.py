@@ -7,9 +7,10 @@ import pandas as pd
 import pytest
 from conftest import run_cli
 
-from equilibra.artifact import ModelArtifact
-from equilibra.auto import search
-from equilibra.train import TrainingData, fit_artifact
+from equilibra.data.training import TrainingData
+from equilibra.pipeline.artifact import ModelArtifact
+from equilibra.pipeline.auto import search
+from equilibra.pipeline.train import fit_artifact
 
 cli = run_cli
 
@@ -162,9 +163,9 @@ def test_evaluate_prints_metrics_and_writes_json(shop_files, tmp_path):
 
 def test_learned_ranker_fits_explains_and_round_trips(tmp_path):
     from equilibra.data.synthetic import generate_shop
+    from equilibra.data.training import build_interactions
     from equilibra.models.base import Recommender
-    from equilibra.models.ranker import LearnedRanker
-    from equilibra.train import build_interactions
+    from equilibra.rank.ranker import LearnedRanker
 
     shop = generate_shop("demo", seed=3)
     x = build_interactions(shop.events, shop.items)
@@ -207,7 +208,7 @@ def test_cold_users_get_trending_narrowed_by_category_and_segment(tiny_shop, tmp
 
 
 def test_ranker_counts_item_events_in_a_window_before_each_visit():
-    from equilibra.models.ranker import _events_between, _visit_context
+    from equilibra.rank.ranker import _events_between, _visit_context
 
     rng = np.random.default_rng(0)
     n_users, n_items, n_events = 30, 12, 400
@@ -219,7 +220,7 @@ def test_ranker_counts_item_events_in_a_window_before_each_visit():
             "timestamp": 1.6e9 + rng.integers(0, 90 * 86_400, size=n_events).astype(float),
         }
     )
-    from equilibra.train import build_interactions
+    from equilibra.data.training import build_interactions
 
     x = build_interactions(frame, None)
     context = _visit_context(x)

@@ -1,6 +1,6 @@
 import pandas as pd
 
-from equilibra.ingest import import_files, import_frames
+from equilibra.store.ingest import import_files, import_frames
 
 
 def test_import_accounts_for_every_row_and_writes_rejects(store, tmp_path):

@@ -80,7 +80,7 @@ def test_targets_must_be_seen_in_training():
     import pandas as pd
 
     from equilibra.data.interactions import Interactions
-    from equilibra.evaluate.split import test_truth
+    from equilibra.data.split import test_truth
 
     train = pd.DataFrame(
         {

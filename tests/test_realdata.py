@@ -3,8 +3,8 @@
 import pytest
 from conftest import dataset
 
-from equilibra.ingest import import_files
 from equilibra.store import open_store
+from equilibra.store.ingest import import_files
 
 pytestmark = pytest.mark.realdata
 

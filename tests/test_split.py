@@ -1,7 +1,7 @@
 import pandas as pd
 import pytest
 
-from equilibra.evaluate.split import global_temporal_split, leave_last_out, per_user_temporal_split
+from equilibra.data.split import global_temporal_split, leave_last_out, per_user_temporal_split
 
 DAY = 86_400.0
 

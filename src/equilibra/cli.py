@@ -102,8 +102,8 @@ def import_command(
     chunk_size: Annotated[int, typer.Option(min=1000)] = 250_000,
 ) -> None:
     """Import events, items and users; prints accepted / duplicate / rejected counts."""
-    from equilibra.ingest import import_files
     from equilibra.store import open_store
+    from equilibra.store.ingest import import_files
 
     if events is None and items is None and users is None:
         raise EquilibraError("events: give at least one of --events, --items, --users")
@@ -140,7 +140,7 @@ def load_events(
             frame = store.events_frame(since=since, until=until)
             items = store.items_frame()
         return frame, items, 0
-    from equilibra.train import load_training_data
+    from equilibra.data.training import load_training_data
 
     assert events is not None
     with _progress("reading") as update:
@@ -305,7 +305,7 @@ def _params(text: str | None) -> dict[str, Any]:
 
 
 def _algorithm(name: str) -> str:
-    from equilibra.models.registry import MODELS
+    from equilibra.pipeline.registry import MODELS
 
     if name != "auto" and name not in MODELS:
         raise EquilibraError(
@@ -326,7 +326,8 @@ def fit_command(
     budget: Annotated[float, typer.Option(help="seconds for --algorithm auto's search")] = 300.0,
 ) -> None:
     """Fit a model (or search for the best one with --algorithm auto) and save it to --out."""
-    from equilibra.train import fit_artifact, load_training_data
+    from equilibra.data.training import load_training_data
+    from equilibra.pipeline.train import fit_artifact
 
     _algorithm(algorithm)
     started = time.perf_counter()
@@ -334,7 +335,7 @@ def fit_command(
     info: dict[str, Any] = {"trained_on": str(events)}
     chosen, chosen_params = algorithm, _params(params)
     if algorithm == "auto":
-        from equilibra.auto import search
+        from equilibra.pipeline.auto import search
 
         with Progress(
             TextColumn("[bold]{task.description}"),
@@ -405,7 +406,7 @@ def recommend_command(
     ] = None,
 ) -> None:
     """Top-K recommendations for a list of users, as CSV."""
-    from equilibra.artifact import EXCLUDE_CHOICES, ModelArtifact
+    from equilibra.pipeline.artifact import EXCLUDE_CHOICES, ModelArtifact
 
     if exclude not in EXCLUDE_CHOICES:
         raise EquilibraError(f"exclude: expected one of {', '.join(EXCLUDE_CHOICES)}")
@@ -440,33 +441,26 @@ def evaluate_command(
     json_out: Annotated[Path | None, typer.Option("--json", help="write results here")] = None,
 ) -> None:
     """Temporal split (design.md protocol), fit on the past, score the future; table + JSON."""
-    from equilibra.evaluate.offline import evaluate_model
-    from equilibra.evaluate.split import (
-        global_temporal_split,
-        per_user_temporal_split,
-        test_truth,
-    )
-    from equilibra.models.registry import create_model
-    from equilibra.train import (
+    from equilibra.data.split import test_truth
+    from equilibra.data.training import (
         TrainingData,
         build_interactions,
         default_weights,
         load_training_data,
     )
+    from equilibra.evaluate.offline import evaluate_model
+    from equilibra.pipeline.registry import create_model
 
     _algorithm(algorithm)
     data = load_training_data(events, _check_format(fmt), items)
-    split_name, default_exclude = data.protocol()
-    exclude = exclude or default_exclude
-    split = (
-        per_user_temporal_split(data.events)
-        if split_name == "per_user"
-        else global_temporal_split(data.events)
-    )
+    protocol = data.protocol
+    split_name = protocol.split
+    exclude = exclude or protocol.exclude
+    split = protocol.split_events(data.events)
     train_data = TrainingData(events=split.train, items=data.items)
     chosen, chosen_params = algorithm, _params(params)
     if algorithm == "auto":
-        from equilibra.auto import search
+        from equilibra.pipeline.auto import search
 
         best = search(train_data, budget).best
         chosen, chosen_params = best.algorithm, best.params
@@ -554,8 +548,8 @@ def simulate_command(
     json_out: Annotated[Path | None, typer.Option("--json", help="write results here")] = None,
 ) -> None:
     """Run policies through a scenario of users grounded on real data; reward, regret, plots."""
+    from equilibra.data.datasets import load_real
     from equilibra.data.synthetic import generate_shop
-    from equilibra.datasets import load_real
     from equilibra.evaluate.bandit_logs import write_impressions
     from equilibra.evaluate.simulate import SimConfig, Simulator, World
     from equilibra.explore import parse_policy

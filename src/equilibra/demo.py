@@ -11,13 +11,14 @@ from rich.console import Console
 
 from equilibra.analysis import analyse
 from equilibra.analysis.report import headline, write_report
-from equilibra.auto import best_score, search
 from equilibra.data.cleaning import clean_events
 from equilibra.data.synthetic import generate_shop
 from equilibra.data.synthetic import preset as get_preset
-from equilibra.ingest import import_files
+from equilibra.data.training import TrainingData, default_weights, snapshot
+from equilibra.pipeline.auto import best_score, search
+from equilibra.pipeline.train import fit_artifact
 from equilibra.store import open_store
-from equilibra.train import TrainingData, default_weights, fit_artifact, snapshot
+from equilibra.store.ingest import import_files
 
 
 def run_demo(

@@ -10,8 +10,8 @@ import numpy as np
 import scipy.sparse as sp
 
 from equilibra.data.interactions import Interactions
+from equilibra.data.split import TestTruth, exclusion_matrix
 from equilibra.evaluate import metrics as m
-from equilibra.evaluate.split import TestTruth, exclusion_matrix
 
 
 @dataclass

@@ -28,6 +28,7 @@ import scipy.sparse as sp
 
 from equilibra.data.interactions import Interactions
 from equilibra.data.sparse import contains
+from equilibra.models.registry import model_class
 
 ARTIFACT_VERSION = 1
 # Dense score blocks are kept near this many floats (users per batch × items).
@@ -267,8 +268,6 @@ class Recommender(ABC):
 
     @classmethod
     def load(cls, folder: Path | str) -> Recommender:
-        from equilibra.models.registry import model_class
-
         folder = Path(folder)
         meta = json.loads((folder / "model.json").read_text())
         if meta.get("artifact_version") != ARTIFACT_VERSION:

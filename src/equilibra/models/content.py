@@ -13,6 +13,7 @@ import scipy.sparse as sp
 
 from equilibra.data.interactions import Interactions
 from equilibra.models.base import Recommender, normalise_rows, top_k
+from equilibra.models.registry import register
 
 
 def item_features(
@@ -76,9 +77,8 @@ def item_features(
     return normalise_rows(sp.hstack(blocks).tocsr()).astype(np.float32)
 
 
+@register("content")
 class ContentBased(Recommender):
-    name = "content"
-
     def __init__(
         self, max_features: int = 20_000, category_weight: float = 1.0, price_bands: int = 5
     ):

@@ -15,11 +15,11 @@ import scipy.sparse as sp
 
 from equilibra.data.interactions import Interactions
 from equilibra.models.base import BLOCK_FLOATS, Recommender, top_k
+from equilibra.models.registry import register
 
 
+@register("ease")
 class EASE(Recommender):
-    name = "ease"
-
     def __init__(self, regularization: float = 250.0, max_items: int = 12_000, binary: bool = True):
         self.regularization = regularization
         self.max_items = max_items

@@ -10,6 +10,7 @@ from threadpoolctl import threadpool_limits
 from equilibra.data.interactions import Interactions
 from equilibra.models.base import Recommender, normalise_rows, top_k
 from equilibra.models.neighbours import bm25_weight
+from equilibra.models.registry import register
 
 
 class _Factors(Recommender):
@@ -52,10 +53,9 @@ class _Factors(Recommender):
         return top_k(block, k)
 
 
+@register("als")
 class ALS(_Factors):
     """implicit's conjugate-gradient ALS. `weighting`: none, log (1 + alpha·log(1 + w)) or bm25."""
-
-    name = "als"
 
     def __init__(
         self,
@@ -102,10 +102,9 @@ class ALS(_Factors):
         self.item_factors_ = np.asarray(model.item_factors, dtype=np.float32)
 
 
+@register("bpr")
 class BPR(_Factors):
     """implicit's Bayesian Personalised Ranking (pairwise, sampled negatives)."""
-
-    name = "bpr"
 
     def __init__(
         self,

@@ -15,6 +15,7 @@ from equilibra.models.base import (
     popularity_fallback,
     top_k,
 )
+from equilibra.models.registry import register
 
 ITEM_SIMILARITIES = ("cosine", "jaccard", "asymmetric", "bm25", "tfidf")
 USER_SIMILARITIES = ("cosine", "pearson")
@@ -43,6 +44,7 @@ def tfidf_weight(matrix: sp.csr_matrix) -> sp.csr_matrix:
     return sp.csr_matrix((np.sqrt(m.data) * idf[m.col], (m.row, m.col)), shape=m.shape)
 
 
+@register("itemknn")
 class ItemKNN(Recommender):
     """Score = the user's row × a sparse item-item similarity kept to `k` neighbours per item.
 
@@ -51,7 +53,6 @@ class ItemKNN(Recommender):
     `binary` uses presence rather than event weights for the user profile.
     """
 
-    name = "itemknn"
     sparse_scores = True
 
     def __init__(
@@ -130,10 +131,9 @@ class ItemKNN(Recommender):
         return top_k(block, k)
 
 
+@register("userknn")
 class UserKNN(Recommender):
     """Score = similarity-weighted sum of the `k` most similar users' rows (cosine or Pearson)."""
-
-    name = "userknn"
 
     def __init__(self, similarity: str = "cosine", k: int = 50):
         self.similarity = similarity
@@ -167,6 +167,7 @@ class UserKNN(Recommender):
         return (sp.csr_matrix(sims) @ self.user_items_).toarray()
 
 
+@register("rp3beta")
 class RP3Beta(Recommender):
     """Random walks user → item → user → item, with popular destinations damped by pop^beta.
 
@@ -174,7 +175,6 @@ class RP3Beta(Recommender):
     column j divided by popularity(j)^beta and kept to `k` neighbours per item (Paudel et al.).
     """
 
-    name = "rp3beta"
     sparse_scores = True
 
     def __init__(self, alpha: float = 1.0, beta: float = 0.5, k: int = 200):

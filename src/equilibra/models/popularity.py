@@ -8,10 +8,12 @@ import scipy.sparse as sp
 
 from equilibra.data.interactions import Interactions
 from equilibra.models.base import Recommender, normalise_rows
+from equilibra.models.registry import register
 
 DAY = 86_400.0
 
 
+@register("popularity")
 class Popularity(Recommender):
     """Distinct users per item; `half_life_days` turns it into trending (recent counts more).
 
@@ -19,8 +21,6 @@ class Popularity(Recommender):
     global ranking and the ranking inside their categories), which is what shops show as
     "popular in what you like".
     """
-
-    name = "popularity"
 
     def __init__(
         self,

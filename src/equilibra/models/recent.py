@@ -11,10 +11,11 @@ import pandas as pd
 
 from equilibra.data.interactions import Interactions
 from equilibra.models.base import Recommender, SparseScores, popularity_fallback
+from equilibra.models.registry import register
 
 
+@register("recent")
 class RecentItems(Recommender):
-    name = "recent"
     sparse_scores = True
 
     def __init__(self, half_life_days: float = 1.0, popularity_weight: float = 1e-3):

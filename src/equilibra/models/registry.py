@@ -1,63 +1,42 @@
-"""Model names (as the CLI and configs spell them) -> classes."""
+"""Model names (as the CLI and configs spell them) -> classes, filled by `@register`.
+
+A model module registers its class when it is imported; `equilibra.models` imports the built-in
+generators and `equilibra.rank` the composite models (hybrid, ranker), so nothing here imports a
+model and `models/` has no import cycle.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from equilibra.models.base import Recommender
+if TYPE_CHECKING:
+    from equilibra.models.base import Recommender
 
+ModelType = TypeVar("ModelType", bound="type[Recommender]")
 
-def _classes() -> dict[str, type[Recommender]]:
-    from equilibra.models.content import ContentBased
-    from equilibra.models.ease import EASE
-    from equilibra.models.factorization import ALS, BPR
-    from equilibra.models.hybrid import Hybrid
-    from equilibra.models.neighbours import ItemKNN, RP3Beta, UserKNN
-    from equilibra.models.popularity import Popularity
-    from equilibra.models.ranker import LearnedRanker
-    from equilibra.models.recent import RecentItems
-    from equilibra.models.sequence import CoVisitation
-
-    return {
-        cls.name: cls
-        for cls in (
-            Popularity,
-            ItemKNN,
-            UserKNN,
-            ALS,
-            BPR,
-            EASE,
-            RecentItems,
-            ContentBased,
-            CoVisitation,
-            Hybrid,
-            LearnedRanker,
-            RP3Beta,
-        )
-    }
+# name -> class, in registration order (the order `--algorithm` lists them).
+MODELS: dict[str, type[Recommender]] = {}
 
 
-MODELS: tuple[str, ...] = (
-    "popularity",
-    "itemknn",
-    "userknn",
-    "als",
-    "bpr",
-    "ease",
-    "recent",
-    "content",
-    "covisit",
-    "hybrid",
-    "ranker",
-    "rp3beta",
-)
+def register(name: str) -> Callable[[ModelType], ModelType]:
+    """Class decorator: `@register("als")` makes the class available as `--algorithm als`."""
+
+    def decorate(cls: ModelType) -> ModelType:
+        known = MODELS.get(name)
+        if known is not None and known is not cls:
+            raise ValueError(f"algorithm: {name!r} is already registered by {known.__qualname__}")
+        cls.name = name
+        MODELS[name] = cls
+        return cls
+
+    return decorate
 
 
 def model_class(name: str) -> type[Recommender]:
-    classes = _classes()
-    if name not in classes:
-        raise ValueError(f"algorithm: unknown model {name!r}; expected one of {', '.join(classes)}")
-    return classes[name]
+    if name not in MODELS:
+        raise ValueError(f"algorithm: unknown model {name!r}; expected one of {', '.join(MODELS)}")
+    return MODELS[name]
 
 
 def create_model(name: str, **params: Any) -> Recommender:

@@ -20,10 +20,11 @@ from equilibra.models.base import (
     popularity_fallback,
     top_k,
 )
+from equilibra.models.registry import register
 
 
+@register("covisit")
 class CoVisitation(Recommender):
-    name = "covisit"
     sparse_scores = True
 
     def __init__(

@@ -1,4 +1,4 @@
-"""Temporal splits and the test truth built from them (the protocols of design.md).
+"""Temporal splits, the protocol that picks one, and the test truth (design.md's protocols).
 
 - Rating data (every user long-lived, e.g. MovieLens): per user, the last 20 % of their events by
   time are test (:func:`per_user_temporal_split`).
@@ -32,6 +32,39 @@ class Split:
     train: pd.DataFrame
     test: pd.DataFrame
     cut: float | None = None  # the global cut time, where there is one
+
+
+@dataclass(frozen=True)
+class Protocol:
+    """How design.md evaluates one kind of data: the split and what a user may not be shown."""
+
+    split: str  # "per_user" (rating data) or "global" (shop logs)
+    exclude: str  # "interacted" (rating data) or "converted" (shop logs)
+
+    @property
+    def rating_data(self) -> bool:
+        return self.split == "per_user"
+
+    def split_events(self, events: pd.DataFrame) -> Split:
+        if self.rating_data:
+            return per_user_temporal_split(events)
+        return global_temporal_split(events)
+
+
+RATING_PROTOCOL = Protocol("per_user", "interacted")
+SHOP_PROTOCOL = Protocol("global", "converted")
+
+
+def is_rating_data(events: pd.DataFrame) -> bool:
+    """Mostly explicit ratings (MovieLens-like) rather than a shop's behaviour log."""
+    if events.empty:
+        return False
+    return bool((events[C.event_type] == EventType.RATING.value).mean() > 0.5)
+
+
+def protocol_for(events: pd.DataFrame) -> Protocol:
+    """The one place that decides between the rating-data and the shop-log protocol."""
+    return RATING_PROTOCOL if is_rating_data(events) else SHOP_PROTOCOL
 
 
 def per_user_temporal_split(events: pd.DataFrame, test_share: float = 0.2) -> Split:

@@ -23,11 +23,11 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from equilibra.coldstart import ColdStart
 from equilibra.data.interactions import IdMap, Interactions, cells_with_types
 from equilibra.domain import CONVERSION_TYPES, EVENT_TYPES
 from equilibra.errors import EquilibraError
 from equilibra.models.base import Recommender, top_k
+from equilibra.rank.coldstart import ColdStart
 
 FORMAT_VERSION = 1
 EXCLUDE_CHOICES = ("interacted", "converted", "none")

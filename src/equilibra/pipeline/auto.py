@@ -17,11 +17,11 @@ from typing import Any
 
 import numpy as np
 
+from equilibra.data.split import test_truth
+from equilibra.data.training import TrainingData, build_interactions, default_weights
 from equilibra.evaluate.offline import evaluate_model
-from equilibra.evaluate.split import global_temporal_split, per_user_temporal_split, test_truth
-from equilibra.models.hybrid import Hybrid
-from equilibra.models.registry import create_model
-from equilibra.train import TrainingData, build_interactions, default_weights
+from equilibra.pipeline.registry import create_model
+from equilibra.rank import Hybrid
 
 Progress = Callable[[int, int, str], None]  # (done, total, label)
 
@@ -122,12 +122,9 @@ def search(
     data: TrainingData, budget_seconds: float = 300.0, progress: Progress | None = None
 ) -> SearchResult:
     started = time.perf_counter()
-    split_name, exclude = data.protocol()
-    split = (
-        per_user_temporal_split(data.events)
-        if split_name == "per_user"
-        else global_temporal_split(data.events)
-    )
+    protocol = data.protocol
+    split_name, exclude = protocol.split, protocol.exclude
+    split = protocol.split_events(data.events)
     weights = default_weights(data)
     inner = build_interactions(split.train, data.items, weights)
     truth = test_truth(inner, split.test, exclude=exclude)

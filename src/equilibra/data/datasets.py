@@ -6,8 +6,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from equilibra.data.columns import Columns as C
+from equilibra.data.training import TrainingData, load_training_data
 from equilibra.errors import EquilibraError
-from equilibra.train import TrainingData, load_training_data
 
 
 @dataclass(frozen=True)

@@ -21,6 +21,7 @@ from equilibra.models.base import (
     load_composite,
     save_composite,
 )
+from equilibra.models.registry import create_model, register
 
 
 def minmax_rows(scores: np.ndarray) -> np.ndarray:
@@ -32,10 +33,9 @@ def minmax_rows(scores: np.ndarray) -> np.ndarray:
     return np.nan_to_num(out, nan=0.0, posinf=0.0, neginf=0.0)
 
 
+@register("hybrid")
 class Hybrid(Recommender):
     """`components`: [{"algorithm": name, "params": {...}, "weight": w}, ...]."""
-
-    name = "hybrid"
 
     def __init__(self, components: list[dict[str, Any]] | None = None):
         self.components = components or [
@@ -47,7 +47,6 @@ class Hybrid(Recommender):
     def _fit(
         self, interactions: Interactions, items: pd.DataFrame | None, users: pd.DataFrame | None
     ) -> None:
-        from equilibra.models.registry import create_model
 
         self.models_ = [
             create_model(c["algorithm"], **c.get("params", {})).fit(interactions, items, users)

@@ -29,8 +29,8 @@ import scipy.sparse as sp
 
 from equilibra.data.interactions import Interactions, type_mask
 from equilibra.data.sparse import lookup
-from equilibra.domain import CONVERSION_TYPES, EventType
-from equilibra.evaluate.split import global_temporal_split, per_user_temporal_split, test_truth
+from equilibra.data.split import protocol_for, test_truth
+from equilibra.domain import CONVERSION_TYPES
 from equilibra.models.base import (
     BLOCK_FLOATS,
     Recommender,
@@ -39,7 +39,8 @@ from equilibra.models.base import (
     save_composite,
     top_k,
 )
-from equilibra.models.hybrid import minmax_rows
+from equilibra.models.registry import create_model, register
+from equilibra.rank.hybrid import minmax_rows
 
 DAY = 86_400.0
 CART_BITS = type_mask(CONVERSION_TYPES)
@@ -86,9 +87,8 @@ def _events_between(
     return (hi - lo).astype(np.float64)
 
 
+@register("ranker")
 class LearnedRanker(Recommender):
-    name = "ranker"
-
     def __init__(
         self,
         generators: list[dict[str, Any]] | None = None,
@@ -200,8 +200,6 @@ class LearnedRanker(Recommender):
     def _fit_generators(
         self, interactions: Interactions, items: pd.DataFrame | None, users: pd.DataFrame | None
     ) -> list[Recommender]:
-        from equilibra.models.registry import create_model
-
         return [
             create_model(g["algorithm"], **g.get("params", {})).fit(interactions, items, users)
             for g in self.generators
@@ -211,17 +209,15 @@ class LearnedRanker(Recommender):
         self, interactions: Interactions, items: pd.DataFrame | None, users: pd.DataFrame | None
     ) -> None:
         events = interactions.events_frame()
-        rating_data = bool((events["event_type"] == EventType.RATING.value).mean() > 0.5)
+        protocol = protocol_for(events)
         # Shop logs have few conversions per cut, so the classifier learns from several nested
         # cuts (each one test window earlier); rating data has plenty in one.
-        cuts = self.cuts if self.cuts is not None else (1 if rating_data else 3)
+        cuts = self.cuts if self.cuts is not None else (1 if protocol.rating_data else 3)
         rng = np.random.default_rng(self.seed)
         xs, ys, groups, n_train_users = [], [], [], 0
         for level in range(cuts):
-            split = (
-                per_user_temporal_split(events) if rating_data else global_temporal_split(events)
-            )
-            rows = self._cut_rows(interactions, split, rating_data, items, users, rng)
+            split = protocol.split_events(events)
+            rows = self._cut_rows(interactions, split, protocol.exclude, items, users, rng)
             if rows is None:
                 break
             x, y, group = rows
@@ -241,7 +237,7 @@ class LearnedRanker(Recommender):
             "positives": int(y.sum()),
             "users": n_train_users,
             "cuts": len(ys),
-            "split": "per_user" if rating_data else "global",
+            "split": protocol.split,
         }
         self.models_ = self._fit_generators(interactions, items, users)
         self._context_full = self._context(interactions)
@@ -250,13 +246,12 @@ class LearnedRanker(Recommender):
         self,
         interactions: Interactions,
         split: Any,
-        rating_data: bool,
+        exclude: str,
         items: pd.DataFrame | None,
         users: pd.DataFrame | None,
         rng: np.random.Generator,
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
         """Labelled candidate rows from one cut: generators fitted before it, targets after."""
-        exclude = "interacted" if rating_data else "converted"
         inner = Interactions.from_frame(
             split.train,
             interactions.weights,
