@@ -23,15 +23,8 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from equilibra.evaluate.bandit_logs import (
-    estimates_from_weights,
-    evaluate_on_log,
-    logged_predictions,
-    point_estimates,
-    read_obd,
-    reward_model,
-)
-from equilibra.evaluate.ope import bootstrap
+from equilibra.evaluate.bandit_logs import evaluate_on_log, fit_reward_model, read_obd
+from equilibra.evaluate.ope import bootstrap, estimate, point_estimates
 from equilibra.evaluate.simulate import SCENARIOS, SimConfig, Simulator, World
 from equilibra.explore import Candidates, parse_policy
 from equilibra.explore.marginals import top_k_rows
@@ -84,10 +77,13 @@ def run_obd(data_dir: Path, runs: int, n_boot: int) -> dict[str, Any]:
     dist = bts_action_dist(bts, n_items)
     target = dist[log.action, log.position]
     weight = target / log.pscore
-    q = reward_model(log)
-    q_logged = logged_predictions(log, q)
-    expected = np.array([dist[:, p] @ q(p, np.arange(n_items)) for p in range(3)])[log.position]
-    full = estimates_from_weights(log.reward, weight, expected, q_logged, n_boot=n_boot)
+    # OBP's example fits its reward model on the whole log it evaluates: so does this part.
+    q = fit_reward_model(log)
+    pairs = zip(log.position, log.item, strict=True)
+    q_logged = np.array([q.predict(int(p), [i])[0] for p, i in pairs])
+    by_position = [dist[:, p] @ q.predict(p, np.arange(n_items)) for p in range(3)]
+    expected = np.array(by_position)[log.position]
+    full = estimate(log.reward, log.pscore, target, expected, q_logged, n_boot=n_boot)
     # OBP's protocol: relative error |V̂ − V| / V over bootstrap resamples of the random log.
     rng = np.random.default_rng(0)
     errors: dict[str, list[float]] = {name: [] for name in ("ips", "snips", "dm", "dr")}

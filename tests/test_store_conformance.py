@@ -157,3 +157,87 @@ def test_bulk_load_keeps_dedupe_and_restores_indexes(store):
         store.append_events(events([["u1", "i1", "view", 1767000000]]))
         assert store.append_events(events([["u1", "i1", "view", 1767000000]])).duplicates == 1
     assert store.forget_user("u1").events == 1
+
+
+def impression_rows(impression_id, user, timestamp, items, reward=None):
+    return pd.DataFrame(
+        {
+            "impression_id": impression_id,
+            "timestamp": float(timestamp),
+            "user_id": user,
+            "placement": "home",
+            "segment": "known",
+            "policy": "thompson",
+            "model_version": "3",
+            "position": range(1, len(items) + 1),
+            "item_id": items,
+            "score": [0.9 - 0.1 * i for i in range(len(items))],
+            "prior": 0.05,
+            "propensity": 0.5,
+            "propensity_error": 0.01,
+            "explore": [False] + [True] * (len(items) - 1),
+            "reason": "exploit: best estimate",
+            "exposure": 1.0,
+            "reward": reward,
+            "candidates": ['{"items":["a","b","c"],"scores":[3,2,1]}'] + [None] * (len(items) - 1),
+            "context": None,
+        }
+    )
+
+
+def test_impression_log_round_trips_windows_and_takes_rewards_back(store):
+    store.append_impressions(impression_rows("x", "u1", 1767000000, ["a", "b"]))
+    store.append_impressions(impression_rows("y", "u2", 1767000100, ["c", "a"]))
+    store.append_impressions(impression_rows("z", "u1", 1767000200, ["b"], reward=1.0))
+    frame = store.impressions_frame()
+    assert frame["impression_id"].tolist() == ["x", "x", "y", "y", "z"]
+    first = frame.iloc[0]
+    assert (first["position"], first["placement"], first["segment"], first["model_version"]) == (
+        1,
+        "home",
+        "known",
+        "3",
+    )
+    assert first["prior"] == 0.05 and first["propensity_error"] == 0.01 and not first["explore"]
+    assert first["candidates"].startswith('{"items"') and pd.isna(frame.iloc[1]["candidates"])
+    window = store.impressions_frame(since=1767000050, until=1767000200)
+    assert window["impression_id"].unique().tolist() == ["y"]
+    assert store.impressions_frame(open_only=True)["impression_id"].unique().tolist() == ["x", "y"]
+    written = store.write_rewards(
+        pd.DataFrame(
+            {"impression_id": ["x", "x", "nope"], "position": [1, 2, 1], "reward": [3.0, 0.0, 1.0]}
+        )
+    )
+    assert written == 2
+    assert store.impressions_frame(open_only=True)["impression_id"].unique().tolist() == ["y"]
+    assert store.impressions_frame("u1")["reward"].tolist() == [3.0, 0.0, 1.0]
+    assert store.stats().impressions == 3
+
+
+def test_a_store_of_schema_one_gains_the_impression_log_columns(tmp_path):
+    import sqlite3
+
+    from equilibra.store import open_store
+
+    path = tmp_path / "old.db"
+    conn = sqlite3.connect(path)
+    conn.execute(
+        "CREATE TABLE impressions (impression_id TEXT NOT NULL, position INTEGER NOT NULL,"
+        " user_id TEXT NOT NULL, item_id TEXT NOT NULL, timestamp DOUBLE PRECISION NOT NULL,"
+        " propensity DOUBLE PRECISION NOT NULL, policy TEXT, explore BOOLEAN,"
+        " reward DOUBLE PRECISION, context TEXT, PRIMARY KEY (impression_id, position))"
+    )
+    conn.execute(
+        "INSERT INTO impressions VALUES"
+        " ('old', 1, 'u1', 'i1', 1767000000, 0.2, 'obd', NULL, 1, NULL)"
+    )
+    conn.commit()
+    conn.close()
+    with open_store(f"sqlite:///{path}") as store:
+        frame = store.impressions_frame()
+        assert frame["propensity"].tolist() == [0.2] and pd.isna(frame["prior"].iloc[0])
+        store.append_impressions(impression_rows("new", "u1", 1767000100, ["a"]))
+        assert len(store.impressions_frame()) == 2
+        names = {row[1] for row in store._query("PRAGMA index_list(events)")}
+        assert "events_impression" in names
+        assert store._query("SELECT value FROM meta WHERE key = 'schema_version'")[0][0] == "2"

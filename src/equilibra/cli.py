@@ -496,31 +496,55 @@ def evaluate_command(
 
 @app.command("ope")
 def ope_command(
-    logs: Annotated[Path, typer.Option(help="impression log (OBD all.csv or Equilibra CSV)")],
     policy: Annotated[str, typer.Option(help="policy spec, `uniform` or `logged`")],
+    logs: Annotated[
+        Path | None, typer.Option(help="impression log (OBD all.csv or Equilibra CSV)")
+    ] = None,
+    db: Annotated[
+        str | None, typer.Option(help="read the impression log from this store instead")
+    ] = None,
     fmt: Annotated[str, typer.Option("--format", help="obd or equilibra")] = "obd",
+    since: Annotated[str | None, typer.Option(help="impressions at or after (with --db)")] = None,
+    until: Annotated[str | None, typer.Option(help="impressions before (with --db)")] = None,
     n_boot: Annotated[int, typer.Option(help="bootstrap resamples for the intervals")] = 1000,
     seed: Annotated[int, typer.Option()] = 0,
     json_out: Annotated[Path | None, typer.Option("--json", help="write results here")] = None,
 ) -> None:
     """What POLICY would have earned per shown slot on logged impressions (IPS, SNIPS, DM, DR)."""
-    from equilibra.evaluate.bandit_logs import READERS, evaluate_on_log
+    from equilibra.evaluate.bandit_logs import READERS, evaluate_on_log, read_store
 
     if fmt not in READERS:
         raise EquilibraError(f"format: expected one of {', '.join(READERS)}, got {fmt!r}")
-    if not logs.exists():
-        raise EquilibraError(f"--logs {logs}: no such file")
+    if (logs is None) == (db is None):
+        raise EquilibraError("ope: give exactly one of --logs FILE or --db URL")
     if n_boot < 10:
         raise EquilibraError("--n-boot: at least 10 resamples")
-    log = READERS[fmt](logs)
+    if db is not None:
+        if fmt != "equilibra":
+            raise EquilibraError(
+                "--db: a store holds Equilibra's impression log (--format equilibra)"
+            )
+        log = read_store(db, _time_option(since, "since"), _time_option(until, "until"))
+        source = db
+    else:
+        assert logs is not None
+        if not logs.exists():
+            raise EquilibraError(f"--logs {logs}: no such file")
+        log = READERS[fmt](logs)
+        source = logs.name
     report = evaluate_on_log(log, policy, n_boot=n_boot, seed=seed).as_dict()
-    table = Table(title=f"{report['policy']} on {logs.name} ({report['rounds']:,} rounds)")
+    table = Table(title=f"{report['policy']} on {source} ({report['rounds']:,} rounds)")
     for column in ("estimator", "value", "95 % interval"):
         table.add_column(column, justify="right" if column != "estimator" else "left")
     for name, estimate in report["estimates"].items():  # type: ignore[union-attr]
         low, high = estimate["ci"]
         table.add_row(name, f"{estimate['value']:.5f}", f"[{low:.5f}, {high:.5f}]")
     console.print(table)
+    skipped = {k: v for k, v in report["skipped"].items() if v}  # type: ignore[union-attr]
+    if skipped:
+        console.print(
+            "left out: " + ", ".join(f"{v:,} {k.replace('_', ' ')}" for k, v in skipped.items())
+        )
     if json_out:
         json_out.write_text(json.dumps(report, indent=2))
     _print_json(report)

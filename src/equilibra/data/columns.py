@@ -24,12 +24,21 @@ class Columns:
     created_at = "created_at"
     attributes = "attributes"
 
-    # Impression table.
-    position = "position"
-    propensity = "propensity"
+    # Impression table (the impression log of design.md): one row per shown item.
+    placement = "placement"
+    segment = "segment"
     policy = "policy"
+    model_version = "model_version"
+    position = "position"  # 1 = the top slot
+    score = "score"
+    prior = "prior"
+    propensity = "propensity"
+    propensity_error = "propensity_error"
     explore = "explore"
-    reward = "reward"
+    reason = "reason"
+    exposure = "exposure"
+    reward = "reward"  # written back when the attribution window closes
+    candidates = "candidates"  # once per impression (position 1): JSON of every candidate
 
 
 EVENT_COLUMNS: tuple[str, ...] = (
@@ -55,13 +64,22 @@ ITEM_COLUMNS: tuple[str, ...] = (
 USER_COLUMNS: tuple[str, ...] = (Columns.user, Columns.attributes)
 IMPRESSION_COLUMNS: tuple[str, ...] = (
     Columns.impression_id,
-    Columns.position,
-    Columns.user,
-    Columns.item,
     Columns.timestamp,
-    Columns.propensity,
+    Columns.user,
+    Columns.placement,
+    Columns.segment,
     Columns.policy,
+    Columns.model_version,
+    Columns.position,
+    Columns.item,
+    Columns.score,
+    Columns.prior,
+    Columns.propensity,
+    Columns.propensity_error,
     Columns.explore,
+    Columns.reason,
+    Columns.exposure,
     Columns.reward,
+    Columns.candidates,
     Columns.context,
 )

@@ -375,10 +375,45 @@ def _attributes(frame: pd.DataFrame, known: set[str]) -> pd.Series:
     )
 
 
+def _numeric(
+    frame: pd.DataFrame, name: str, reasons: _Reasons, default: float = np.nan
+) -> pd.Series:
+    """An optional numeric column: empty cells are missing, anything else must be a number."""
+    if name not in frame:
+        return pd.Series(default, index=frame.index, dtype="float64")
+    raw = frame[name]
+    values = pd.to_numeric(raw, errors="coerce").astype("float64")
+    given = raw.notna() & (raw.astype("string").str.strip() != "")
+    reasons.flag(given & values.isna(), f"{name}: is not a number")
+    reasons.flag(given & values.notna() & ~np.isfinite(values.fillna(0)), f"{name}: is not finite")
+    return values.where(given, default)
+
+
+def _text(frame: pd.DataFrame, name: str) -> pd.Series:
+    if name not in frame:
+        return pd.Series(None, index=frame.index, dtype=object)
+    column = frame[name].astype(object)
+    return column.where(column.notna(), None).map(lambda v: v if v is None else str(v))
+
+
+def _candidates_column(frame: pd.DataFrame, reasons: _Reasons) -> pd.Series:
+    from equilibra.data.impressions import decode_candidates
+
+    column = _text(frame, C.candidates)
+    for index, text in column.dropna().items():
+        try:
+            decode_candidates(text)
+        except ValueError as exc:
+            reasons.flag(frame.index == index, f"candidates: {exc}")
+    return column
+
+
 def validate_impressions(
     frame: pd.DataFrame, rules: ValidationRules = DEFAULT_RULES, now: float | None = None
 ) -> Checked:
-    """Shown items with their logged propensity: (0, 1], position >= 1."""
+    """Rows of the impression log (design.md): one shown item each, its propensity in (0, 1],
+    its position >= 1; every optional number must be a number (a reward `"abc"` is a reject,
+    not a missing reward)."""
     reasons = _Reasons(frame.index)
     out = pd.DataFrame(index=frame.index)
     for name in (C.impression_id, C.user, C.item):
@@ -398,16 +433,37 @@ def validate_impressions(
         propensity.isna() | (propensity <= 0) | (propensity > 1), "propensity: must lie in (0, 1]"
     )
     out[C.propensity] = propensity
-    out[C.policy] = frame[C.policy].astype(object) if C.policy in frame else None
-    out[C.explore] = frame[C.explore].astype(object) if C.explore in frame else None
-    out[C.reward] = (
-        pd.to_numeric(frame[C.reward], errors="coerce").astype("float64")
-        if C.reward in frame
-        else np.nan
-    )
+    error = _numeric(frame, C.propensity_error, reasons, default=0.0)
+    reasons.flag(error < 0, "propensity_error: must be >= 0")
+    out[C.propensity_error] = error
+    prior = _numeric(frame, C.prior, reasons)
+    reasons.flag((prior <= 0) | (prior >= 1), "prior: must lie in (0, 1)")
+    out[C.prior] = prior
+    exposure = _numeric(frame, C.exposure, reasons)
+    reasons.flag((exposure <= 0) | (exposure > 1), "exposure: must lie in (0, 1]")
+    out[C.exposure] = exposure
+    out[C.score] = _numeric(frame, C.score, reasons)
+    reward = _numeric(frame, C.reward, reasons)
+    reasons.flag(reward < 0, "reward: must be >= 0")
+    out[C.reward] = reward
+    for name in (C.placement, C.segment, C.policy, C.model_version, C.reason):
+        out[name] = _text(frame, name)
+    out[C.explore] = None
+    if C.explore in frame:
+        raw = frame[C.explore]
+        given = raw.notna() & (raw.astype("string").str.strip() != "")
+        explore = raw.where(given, None).map(lambda v: None if v is None else _parse_bool(v))
+        reasons.flag(given & explore.isna(), "explore: expected true/false/1/0")
+        out[C.explore] = explore.astype(object)
+    out[C.candidates] = _candidates_column(frame, reasons)
     out[C.context] = _context_column(frame)
-    valid, rejects = reasons.split(out)
-    rejects = frame.loc[rejects.index].assign(reason=rejects["reason"])
+    bad = reasons.reason.notna()
+    valid = out.loc[~bad]
+    # The row's own `reason` (why the policy showed the item) is kept as `shown_reason`: a
+    # rejects file's `reason` says why the row was rejected.
+    rejects = (
+        frame.loc[bad].rename(columns={C.reason: "shown_reason"}).assign(reason=reasons.reason[bad])
+    )
     return Checked(
         valid=valid[list(IMPRESSION_COLUMNS)].reset_index(drop=True),
         rejects=_order_rejects(rejects),

@@ -3,15 +3,20 @@
 A log is one row per shown (item, position) with the logging policy's marginal propensity and
 the reward. To evaluate a policy, its marginal probability of the logged item at the logged
 position is computed in the state it would have had at that moment: the policy replays the log
-in time order and learns from each logged outcome in batches (as a served policy learns between
-model swaps), so the estimate is of the *learning* policy, not of a frozen one.
+in time order and learns from each logged outcome in batches (as a served policy learns while
+its impressions' windows close), so the estimate is of the *learning* policy; a policy spec with
+`learn=false` is evaluated frozen. Nothing looks ahead: the reward model behind DM and DR, and
+the base rate a policy without priors starts from, are fitted on earlier batches only.
+
+The estimators are `evaluate.ope.estimate`'s (validated inputs, intervals that resample whole
+impressions); a bad log is an error naming its row and field.
 """
 
 from __future__ import annotations
 
-import json
-from collections.abc import Callable
-from dataclasses import dataclass
+import itertools
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -19,11 +24,20 @@ import pandas as pd
 
 from equilibra.data.columns import IMPRESSION_COLUMNS
 from equilibra.data.columns import Columns as C
+from equilibra.data.impressions import decode_candidates
 from equilibra.errors import EquilibraError
-from equilibra.evaluate.ope import Estimate, bootstrap, snips
+from equilibra.evaluate.ope import (
+    Estimate,
+    OPEInputError,
+    check_rounds,
+    estimate,
+    ratio_bootstrap,
+)
 from equilibra.explore.policies import Policy
 from equilibra.explore.slate import Candidates
 from equilibra.explore.spec import parse_policy
+
+ESTIMATORS = ("ips", "snips", "dm", "dr")
 
 
 @dataclass
@@ -31,7 +45,7 @@ class BanditLog:
     """Logged rounds (one per shown item) and how to rebuild each round's candidates."""
 
     reward: np.ndarray
-    position: np.ndarray
+    position: np.ndarray  # 0-based column of the logged position (the log's position - 1)
     action: np.ndarray  # index of the logged item within its round's candidates
     pscore: np.ndarray
     segment: np.ndarray  # str per round: the context the policies key their statistics by
@@ -44,36 +58,18 @@ class BanditLog:
     # Probability the logged position was looked at (position bias), for exposure-weighted
     # learning; ones where the log does not say.
     exposure: np.ndarray | None = None
+    # The impression each round belongs to: the unit the bootstrap resamples.
+    impression: np.ndarray | None = None
+    placement: np.ndarray | None = None
+    describe: Callable[[int], str] = field(default=lambda row: f"round {row}")
+    skipped: dict[str, int] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.reward)
 
-
-@dataclass(frozen=True)
-class LoggedContext:
-    """What an Equilibra impression logged about its request: candidates, priors, exposure."""
-
-    candidates: Candidates
-    exposure: tuple[float, ...]
-
-    @classmethod
-    def from_json(cls, text: str) -> LoggedContext:
-        context = json.loads(text)
-        prior = context.get("prior")
-        candidates = Candidates(
-            np.asarray(context["candidates"], dtype=str),
-            np.asarray(context["scores"], dtype=float),
-            prior=None if prior is None else np.asarray(prior, dtype=float),
-            segment=str(context.get("segment", "")),
-        )
-        return cls(candidates, tuple(float(e) for e in context.get("exposure", ())))
-
-    def position_of(self, item: str) -> int:
-        hits = np.flatnonzero(self.candidates.items == item)
-        return int(hits[0]) if len(hits) else -1
-
-    def exposure_at(self, position: int) -> float:
-        return self.exposure[position] if position < len(self.exposure) else 1.0
+    @property
+    def clusters(self) -> np.ndarray:
+        return np.arange(len(self)) if self.impression is None else self.impression
 
 
 # --- readers -------------------------------------------------------------------------------------
@@ -117,7 +113,7 @@ def read_obd(path: Path) -> BanditLog:
             ids, flat, features=features, segment=str(segment[row]), popularity=flat, age=flat
         )
 
-    return BanditLog(
+    log = BanditLog(
         reward=frame["click"].to_numpy(dtype=float),
         position=frame["position"].to_numpy(dtype=np.int64) - 1,
         action=frame["item_id"].to_numpy(dtype=np.int64),
@@ -128,7 +124,10 @@ def read_obd(path: Path) -> BanditLog:
         candidate_key=segment,
         slate_size=int(frame["position"].max()),
         contextual=True,
+        describe=lambda row: f"row {row + 2} of {path.name}",
     )
+    _check_log(log, f"--logs {path}")
+    return log
 
 
 def _obd_item_features(items: pd.DataFrame | None, n_items: int) -> np.ndarray:
@@ -146,61 +145,165 @@ def _obd_item_features(items: pd.DataFrame | None, n_items: int) -> np.ndarray:
 
 
 def read_equilibra(path: Path) -> BanditLog:
-    """Equilibra's impression log (the `impressions` table as CSV).
-
-    The first row of each impression carries its candidates in `context` as JSON:
-    {"candidates": [...], "scores": [...], "segment": "..."}."""
+    """Equilibra's impression log as CSV (what `equilibra simulate --log` writes)."""
     try:
-        frame = pd.read_csv(path, dtype={C.impression_id: str, C.item: str, C.user: str})
+        frame = pd.read_csv(
+            path,
+            dtype={C.impression_id: str, C.item: str, C.user: str, C.candidates: str},
+            keep_default_na=True,
+        )
     except (OSError, ValueError) as error:
         raise EquilibraError(f"--logs {path}: cannot read ({error})") from None
-    if missing := {C.impression_id, C.position, C.item, C.propensity, C.reward} - set(
-        frame.columns
-    ):
+    # A CSV row's line number: the header is line 1.
+    lines = frame.index.to_numpy() + 2
+    return log_from_frame(frame, f"--logs {path}", lambda i: f"line {lines[i]}")
+
+
+def read_store(url: str, since: float | None = None, until: float | None = None) -> BanditLog:
+    """The impression log of a store (`equilibra ope --db URL --format equilibra`)."""
+    from equilibra.store import open_store
+
+    with open_store(url) as store:
+        frame = store.impressions_frame(since=since, until=until)
+    if frame.empty:
+        raise EquilibraError(f"--db {url}: the store holds no impressions")
+    return log_from_frame(frame, f"--db {url}", lambda i: "row")
+
+
+REQUIRED = (C.impression_id, C.position, C.item, C.propensity, C.reward, C.candidates)
+
+
+def log_from_frame(
+    frame: pd.DataFrame, source: str, line: Callable[[int], str] | None = None
+) -> BanditLog:
+    """Rows of the impression log -> a `BanditLog`, checked field by field.
+
+    Impressions still open (a reward not written yet) and impressions whose candidates cannot
+    be read are left out and counted in `skipped`; any other bad value is an error naming its
+    row (`line(i)` says where row i came from) and field."""
+    if missing := [c for c in REQUIRED if c not in frame.columns]:
         raise EquilibraError(
-            f"--logs {path}: not an Equilibra impression log (missing {', '.join(sorted(missing))})"
+            f"{source}: not an Equilibra impression log (missing {', '.join(missing)})"
         )
-    frame = frame.sort_values([C.timestamp, C.impression_id, C.position], kind="stable")
-    contexts: dict[str, LoggedContext] = {}
-    for impression, text in frame.dropna(subset=[C.context])[
-        [C.impression_id, C.context]
-    ].itertuples(index=False):
-        try:
-            contexts[impression] = LoggedContext.from_json(text)
-        except (ValueError, KeyError, TypeError):
-            continue
-    if not contexts:
-        raise EquilibraError(f"--logs {path}: no impression carries its candidates in `context`")
-    frame = frame[frame[C.impression_id].isin(contexts)]
-    position = frame[C.position].to_numpy(dtype=np.int64)
-    impressions = frame[C.impression_id].to_numpy()
-    action = np.array(
-        [
-            contexts[imp].position_of(item)
-            for imp, item in zip(impressions, frame[C.item].to_numpy(), strict=True)
-        ]
+    frame = frame.reset_index(drop=True)
+    where = line or (lambda i: f"row {i + 1}")
+
+    def place(i: int) -> str:
+        return (
+            f"{where(i)} (impression {frame.at[i, C.impression_id]}, "
+            f"position {frame.at[i, C.position]})"
+        )
+
+    position = pd.to_numeric(frame[C.position], errors="coerce")
+    bad = position.isna() | (position < 1) | (position % 1 != 0)
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise EquilibraError(f"{source}: {place(i)}: position must be a whole number >= 1")
+    propensity = pd.to_numeric(frame[C.propensity], errors="coerce")
+    bad = (
+        propensity.isna()
+        | ~np.isfinite(propensity.fillna(0))
+        | (propensity <= 0)
+        | (propensity > 1)
     )
-    if np.any(action < 0):
-        raise EquilibraError(f"--logs {path}: a shown item is missing from its candidates")
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise EquilibraError(
+            f"{source}: {place(i)}: propensity {frame.at[i, C.propensity]!r} must lie in (0, 1]"
+        )
+    reward = pd.to_numeric(frame[C.reward], errors="coerce")
+    given = frame[C.reward].notna() & (frame[C.reward].astype("string").str.strip() != "")
+    bad = given & (reward.isna() | ~np.isfinite(reward.fillna(0)) | (reward < 0))
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise EquilibraError(
+            f"{source}: {place(i)}: reward {frame.at[i, C.reward]!r} is not a number >= 0"
+        )
+    frame = frame.assign(**{C.position: position.astype(np.int64), C.propensity: propensity})
+    frame[C.reward] = reward.where(given)
+    if C.timestamp in frame:
+        frame = frame.sort_values([C.timestamp, C.impression_id, C.position], kind="stable")
+    skipped = {"open_impressions": 0, "impressions_without_candidates": 0}
+    contexts: dict[str, Candidates] = {}
+    keep_rows: list[np.ndarray] = []
+    for impression, rows in frame.groupby(C.impression_id, sort=False).indices.items():
+        block = frame.iloc[rows]
+        if block[C.reward].isna().any():
+            skipped["open_impressions"] += 1
+            continue
+        texts = block[C.candidates].dropna()
+        try:
+            logged = decode_candidates(texts.iloc[0] if len(texts) else None)
+        except ValueError:
+            skipped["impressions_without_candidates"] += 1
+            continue
+        first = block.iloc[0]
+        contexts[str(impression)] = Candidates(
+            logged.items,
+            logged.scores,
+            prior=logged.prior,
+            segment=_text(first.get(C.segment)),
+            placement=_text(first.get(C.placement)),
+        )
+        keep_rows.append(rows)
+    if not contexts:
+        raise EquilibraError(
+            f"{source}: no impression can be evaluated ({skipped['open_impressions']} still "
+            f"open, {skipped['impressions_without_candidates']} without readable candidates)"
+        )
+    order = np.concatenate(keep_rows)
+    kept = frame.iloc[order].reset_index(drop=True)
+    original = order  # row i of the log is row original[i] of the checked frame
+    impressions = kept[C.impression_id].astype(str).to_numpy()
+    items = kept[C.item].astype(str).to_numpy()
+    action = np.empty(len(kept), dtype=np.int64)
+    for i, (imp, item) in enumerate(zip(impressions, items, strict=True)):
+        hits = np.flatnonzero(contexts[imp].items == item)
+        if len(hits) == 0:
+            raise EquilibraError(
+                f"{source}: {place(int(original[i]))}: item {item} is not among its "
+                "impression's candidates"
+            )
+        action[i] = hits[0]
+    exposure = (
+        pd.to_numeric(kept[C.exposure], errors="coerce").fillna(1.0).to_numpy(dtype=float)
+        if C.exposure in kept
+        else np.ones(len(kept))
+    )
 
     def candidates(row: int) -> Candidates:
-        return contexts[impressions[row]].candidates
+        return contexts[impressions[row]]
 
-    return BanditLog(
-        reward=frame[C.reward].fillna(0.0).to_numpy(dtype=float),
-        position=position,
+    log = BanditLog(
+        reward=kept[C.reward].to_numpy(dtype=float),
+        position=kept[C.position].to_numpy(dtype=np.int64) - 1,
         action=action,
-        pscore=frame[C.propensity].to_numpy(dtype=float),
-        segment=np.array([contexts[i].candidates.segment for i in impressions], dtype=object),
-        item=frame[C.item].to_numpy(),
+        pscore=kept[C.propensity].to_numpy(dtype=float),
+        segment=np.array([contexts[i].segment for i in impressions], dtype=object),
+        item=items,
         candidates=candidates,
         candidate_key=impressions,
-        slate_size=int(frame[C.position].max()) + 1,
+        slate_size=int(kept[C.position].max()),
         contextual=False,
-        exposure=np.array(
-            [contexts[i].exposure_at(p) for i, p in zip(impressions, position, strict=True)]
-        ),
+        exposure=np.clip(exposure, 1e-9, 1.0),
+        impression=impressions,
+        placement=np.array([contexts[i].placement for i in impressions], dtype=object),
+        describe=lambda row: place(int(original[row])),
+        skipped=skipped,
     )
+    return log
+
+
+def _text(value: object) -> str:
+    return "" if value is None or (isinstance(value, float) and np.isnan(value)) else str(value)
+
+
+def _check_log(log: BanditLog, source: str) -> None:
+    try:
+        check_rounds(log.reward, log.pscore)
+    except OPEInputError as error:
+        row = error.row if error.row is not None else 0
+        raise EquilibraError(f"{source}: {log.describe(row)}: {error}") from None
 
 
 def write_impressions(rows: list[dict[str, object]], path: Path) -> None:
@@ -208,6 +311,62 @@ def write_impressions(rows: list[dict[str, object]], path: Path) -> None:
 
 
 READERS = {"obd": read_obd, "equilibra": read_equilibra}
+
+
+# --- the reward model and base rate, fitted on the past only ------------------------------------
+
+
+class RewardModel:
+    """q̂(item, position): each item's reward rate at a position, shrunk toward the position's
+    rate (itself shrunk toward the overall rate); `update` adds rows, so a replay can predict
+    each batch from the batches before it."""
+
+    def __init__(self, strength: float = 200.0):
+        self.strength = strength
+        self._cells: dict[tuple[str, int], list[float]] = {}
+        self._positions: dict[int, list[float]] = {}
+        self._total = [0.0, 0.0]
+
+    def update(self, items: Sequence[object], positions: np.ndarray, rewards: np.ndarray) -> None:
+        for item, position, reward in zip(items, positions.tolist(), rewards.tolist(), strict=True):
+            cell = self._cells.setdefault((str(item), position), [0.0, 0.0])
+            cell[0] += reward
+            cell[1] += 1
+            pos = self._positions.setdefault(position, [0.0, 0.0])
+            pos[0] += reward
+            pos[1] += 1
+            self._total[0] += reward
+            self._total[1] += 1
+
+    def _position_rate(self, position: int) -> float:
+        overall = self._total[0] / self._total[1] if self._total[1] else 0.0
+        sums = self._positions.get(position, [0.0, 0.0])
+        return (sums[0] + self.strength * overall) / (sums[1] + self.strength)
+
+    def predict(self, position: int, items: Sequence[object]) -> np.ndarray:
+        base = self._position_rate(position)
+        out = np.empty(len(items))
+        for t, item in enumerate(items):
+            cell = self._cells.get((str(item), position))
+            out[t] = (
+                base
+                if cell is None
+                else (cell[0] + self.strength * base) / (cell[1] + self.strength)
+            )
+        return out
+
+    @property
+    def rate(self) -> float | None:
+        return self._total[0] / self._total[1] if self._total[1] else None
+
+
+def fit_reward_model(log: BanditLog, rows: np.ndarray | None = None) -> RewardModel:
+    """A reward model on some rows of the log (all by default): for static evaluations that
+    cross-fit it themselves, e.g. the Open Bandit Pipeline's protocol in the benchmarks."""
+    rows = np.arange(len(log)) if rows is None else rows
+    model = RewardModel()
+    model.update(log.item[rows], log.position[rows], log.reward[rows])
+    return model
 
 
 # --- evaluation ----------------------------------------------------------------------------------
@@ -219,76 +378,76 @@ class PolicyEvaluation:
     estimates: dict[str, Estimate]
     logged_reward: float
     policy: str
+    impressions: int = 0
+    skipped: dict[str, int] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, object]:
         return {
             "rounds": self.rounds,
+            "impressions": self.impressions,
             "policy": self.policy,
             "logged_reward": self.logged_reward,
+            "skipped": self.skipped,
             "estimates": {name: e.as_dict() for name, e in self.estimates.items()},
         }
 
 
-def reward_model(
-    log: BanditLog, strength: float = 200.0
-) -> Callable[[int, np.ndarray], np.ndarray]:
-    """q̂(item, position): each item's click rate at a position, shrunk to the position's rate."""
-    keys = pd.DataFrame({"item": log.item.astype(str), "position": log.position, "r": log.reward})
-    by_position = keys.groupby("position")["r"].mean()
-    cells = keys.groupby(["item", "position"])["r"].agg(["sum", "count"])
-    table: dict[tuple[str, int], float] = {}
-    for (item, position), row in cells.iterrows():
-        base = by_position[position]
-        table[(item, position)] = (row["sum"] + strength * base) / (row["count"] + strength)
-
-    def predict(position: int, items: np.ndarray) -> np.ndarray:
-        base = float(by_position.get(position, log.reward.mean()))
-        return np.array([table.get((str(i), position), base) for i in items])
-
-    return predict
+@dataclass
+class Replay:
+    target: np.ndarray  # the policy's marginal of each logged (item, position)
+    expected: np.ndarray  # Σₐ π(a | position)·q̂(a, position), q̂ from earlier batches
+    q_logged: np.ndarray  # q̂ of the logged item at its position, from earlier batches
 
 
-def logged_predictions(log: BanditLog, q: Callable[[int, np.ndarray], np.ndarray]) -> np.ndarray:
-    """q̂ of each round's logged item at its logged position."""
-    return np.array(
-        [q(int(p), np.array([i]))[0] for p, i in zip(log.position, log.item, strict=True)]
-    )
+def _batches(log: BanditLog, impressions_per_batch: int) -> list[tuple[int, int]]:
+    """Row ranges holding whole impressions, in log order."""
+    clusters = log.clusters
+    starts = np.flatnonzero(np.r_[True, clusters[1:] != clusters[:-1]])
+    bounds = [*starts[::impressions_per_batch].tolist(), len(log)]
+    return list(itertools.pairwise(bounds))
 
 
-def evaluation_probabilities(
+def replay(
     log: BanditLog,
     policy: Policy,
-    batch: int = 1000,
+    impressions_per_batch: int = 50,
     seed: int = 0,
-    q: Callable[[int, np.ndarray], np.ndarray] | None = None,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Per round: the policy's marginal of the logged item at the logged position, and (with a
-    reward model `q`, for DM/DR) its expected reward Σₐ π(a | position)·q̂(a, position)."""
+    fixed_base_rate: bool = False,
+) -> Replay:
+    """The policy replays the log; each batch is scored in the state the earlier ones left
+    (policy, reward model and base rate alike), then learnt from."""
     rng = np.random.default_rng(seed)
     target = np.empty(len(log))
     expected = np.zeros(len(log))
+    q_logged = np.zeros(len(log))
     k = log.slate_size
     per_round = log.contextual and policy.name in {"linucb", "lints"}
+    model = RewardModel()
 
     def key_of(row: int) -> object:
         # Rounds with the same candidates share one marginal computation per batch.
         return row if per_round else log.candidate_key[row]
 
-    for start in range(0, len(log), batch):
-        stop = min(start + batch, len(log))
-        # key -> (candidates, marginals, priors): computed once per batch, read by every round.
+    for start, stop in _batches(log, impressions_per_batch):
+        if not fixed_base_rate and model.rate is not None:
+            # The prior belief for a policy that has seen nothing: the rate logged so far.
+            policy.base_rate = float(min(max(model.rate, 1e-4), 0.5))
         cache: dict[object, tuple[Candidates, np.ndarray, np.ndarray]] = {}
         for row in range(start, stop):
             key = key_of(row)
             if key not in cache:
                 c = log.candidates(row)
-                matrix = policy.marginals(c, k, rng).matrix
+                try:
+                    matrix = policy.marginals(c, k, rng).matrix
+                except ValueError as error:
+                    raise EquilibraError(f"policy {policy.spec}: {error}") from None
                 cache[key] = (c, matrix, c.prior_or(policy.base_rate))
             c, matrix, _ = cache[key]
             position = int(log.position[row])
-            target[row] = matrix[log.action[row], position]
-            if q is not None:
-                expected[row] = matrix[:, position] @ q(position, c.items)
+            target[row] = matrix[log.action[row], position] if position < matrix.shape[1] else 0.0
+            if position < matrix.shape[1]:
+                expected[row] = matrix[:, position] @ model.predict(position, c.items)
+            q_logged[row] = model.predict(position, [log.item[row]])[0]
         for row in range(start, stop):
             c, _, priors = cache[key_of(row)]
             a = int(log.action[row])
@@ -299,74 +458,43 @@ def evaluation_probabilities(
                 prior=float(priors[a]),
                 features=None if c.features is None else c.features[a],
                 exposure=1.0 if log.exposure is None else float(log.exposure[row]),
+                placement="" if log.placement is None else str(log.placement[row]),
             )
-    return target, expected
-
-
-def _estimator_rounds(
-    reward: np.ndarray,
-    weight: np.ndarray,
-    expected: np.ndarray | None,
-    q_logged: np.ndarray | None,
-) -> dict[str, np.ndarray]:
-    """Per-round contributions whose means are IPS, DM and DR."""
-    rounds = {"ips": weight * reward}
-    if expected is not None and q_logged is not None:
-        rounds["dm"] = expected
-        rounds["dr"] = expected + weight * (reward - q_logged)
-    return rounds
-
-
-def point_estimates(
-    reward: np.ndarray,
-    weight: np.ndarray,
-    expected: np.ndarray | None = None,
-    q_logged: np.ndarray | None = None,
-) -> dict[str, float]:
-    """IPS, SNIPS and (with a reward model) DM and DR, without intervals."""
-    rounds = _estimator_rounds(reward, weight, expected, q_logged)
-    values = {name: float(r.mean()) for name, r in rounds.items()}
-    values["snips"] = snips(reward, weight)
-    return values
-
-
-def estimates_from_weights(
-    reward: np.ndarray,
-    weight: np.ndarray,
-    expected: np.ndarray | None = None,
-    q_logged: np.ndarray | None = None,
-    n_boot: int = 1000,
-    seed: int = 0,
-) -> dict[str, Estimate]:
-    """IPS, SNIPS and (with a reward model) DM and DR from per-round importance weights."""
-    rounds = _estimator_rounds(reward, weight, expected, q_logged)
-    out = {"ips": bootstrap(rounds.pop("ips"), n_boot=n_boot, seed=seed)}
-    out["snips"] = bootstrap(
-        reward, lambda idx: snips(reward[idx], weight[idx]), n_boot=n_boot, seed=seed
-    )
-    for name, contributions in rounds.items():
-        out[name] = bootstrap(contributions, n_boot=n_boot, seed=seed)
-    return out
+        rows = np.arange(start, stop)
+        model.update(log.item[rows], log.position[rows], log.reward[rows])
+    return Replay(target, expected, q_logged)
 
 
 def evaluate_on_log(
-    log: BanditLog, spec: str, n_boot: int = 1000, seed: int = 0, batch: int | None = None
+    log: BanditLog,
+    spec: str,
+    n_boot: int = 1000,
+    seed: int = 0,
+    impressions_per_batch: int = 50,
 ) -> PolicyEvaluation:
     """`equilibra ope`: what policy `spec` would have earned per shown slot on this log."""
     logged = float(log.reward.mean())
+    clusters = log.clusters
+    impressions = len(np.unique(clusters))
     if spec.strip() == "logged":
-        on_policy = bootstrap(log.reward, n_boot=n_boot, seed=seed)
-        estimates = {name: on_policy for name in ("ips", "snips", "dm", "dr")}
-        return PolicyEvaluation(len(log), estimates, logged, "logged")
+        on_policy = ratio_bootstrap(log.reward, np.ones(len(log)), clusters, n_boot, seed=seed)
+        estimates = dict.fromkeys(ESTIMATORS, on_policy)
+        return PolicyEvaluation(len(log), estimates, logged, "logged", impressions, log.skipped)
     policy = parse_policy(spec)
-    if "base_rate" not in spec:
-        # The prior belief for a policy that has seen nothing: the log's own reward rate.
-        policy.base_rate = float(min(max(logged, 1e-4), 0.5))
-    # Learn as a served policy would: about every 50 slates (the simulator's feedback delay).
-    batch = batch or 50 * log.slate_size
-    q = reward_model(log)
-    target, expected = evaluation_probabilities(log, policy, batch=batch, seed=seed, q=q)
-    weight = target / log.pscore
-    q_logged = logged_predictions(log, q)
-    estimates = estimates_from_weights(log.reward, weight, expected, q_logged, n_boot, seed)
-    return PolicyEvaluation(len(log), estimates, logged, policy.spec)
+    # About every 50 slates: the simulator's feedback delay, a served policy's batch of closes.
+    result = replay(log, policy, impressions_per_batch, seed, fixed_base_rate="base_rate" in spec)
+    try:
+        estimates = estimate(
+            log.reward,
+            log.pscore,
+            result.target,
+            result.expected,
+            result.q_logged,
+            clusters=clusters,
+            n_boot=n_boot,
+            seed=seed,
+        )
+    except OPEInputError as error:
+        row = 0 if error.row is None else error.row
+        raise EquilibraError(f"{log.describe(row)}: {error}") from None
+    return PolicyEvaluation(len(log), estimates, logged, policy.spec, impressions, log.skipped)

@@ -1,15 +1,17 @@
 """Off-policy estimators: what would a policy have earned on logs another policy produced?
 
-Pure functions of arrays, in the layout of Open Bandit Pipeline (one round per row):
+Pure functions of arrays, one round per row (a shown slot, for slates):
 
 - ``reward`` (n,): the logged reward;
-- ``action`` (n,): the logged action (dense item index);
-- ``pscore`` (n,): the logging policy's probability of that action (at that position);
-- ``action_dist`` (n, n_actions): the evaluated policy's probabilities in the same state;
-- ``estimated_rewards`` (n, n_actions): a reward model's predictions (DM, DR).
+- ``pscore`` (n,): the logging policy's probability of the logged action (at its position);
+- ``target`` (n,): the evaluated policy's probability of that same action, in the same state;
+- ``expected`` (n,): the evaluated policy's expected reward under a reward model (DM);
+- ``q_logged`` (n,): the reward model's prediction for the logged action (DR).
 
-Each estimator returns per-round contributions, so an estimate is their mean and a bootstrap
-interval resamples rounds. Slate variants take (n_rounds, slate_size) arrays.
+`estimate` is the one path every caller takes (`equilibra ope`, the benchmarks, the OBP-style
+`estimate_all` below): it checks the inputs, then reports IPS, SNIPS and, with a reward model,
+DM and DR, each with a percentile-bootstrap interval. Rounds that belong together (the slots of
+one impression) are resampled together: pass their `clusters`.
 """
 
 from __future__ import annotations
@@ -30,60 +32,69 @@ class Estimate:
         return {"value": self.value, "ci": [self.low, self.high]}
 
 
-def _check(
+class OPEInputError(ValueError):
+    """A bad logged value: names the field and the first offending round (0-based)."""
+
+    def __init__(self, field: str, message: str, row: int | None = None):
+        where = "" if row is None else f" (round {row})"
+        super().__init__(f"{field}: {message}{where}")
+        self.field = field
+        self.row = row
+
+
+def _first(mask: np.ndarray) -> int | None:
+    bad = np.flatnonzero(mask)
+    return int(bad[0]) if len(bad) else None
+
+
+def check_rounds(
     reward: np.ndarray,
-    action: np.ndarray,
     pscore: np.ndarray,
-    action_dist: np.ndarray | None = None,
+    target: np.ndarray | None = None,
+    expected: np.ndarray | None = None,
+    q_logged: np.ndarray | None = None,
 ) -> None:
     n = len(reward)
-    if not (len(action) == len(pscore) == n):
-        raise ValueError("reward, action, pscore: must have the same length")
+    arrays = {"pscore": pscore, "target": target, "expected": expected, "q_logged": q_logged}
+    for name, values in arrays.items():
+        if values is not None and len(values) != n:
+            raise OPEInputError(
+                name, "reward, pscore and the policy's values: must have the same length"
+            )
     if n == 0:
-        raise ValueError("reward: no rounds to evaluate")
-    if np.any(pscore <= 0) or np.any(pscore > 1) or not np.all(np.isfinite(pscore)):
-        raise ValueError("pscore: logging propensities must lie in (0, 1]")
-    if action_dist is not None:
-        if action_dist.ndim != 2 or action_dist.shape[0] != n:
-            raise ValueError("action_dist: expected shape (n_rounds, n_actions)")
-        if np.any(action_dist < 0) or not np.allclose(action_dist.sum(axis=1), 1.0, atol=1e-6):
-            raise ValueError("action_dist: each row must be a probability distribution")
-        if np.any(action < 0) or np.any(action >= action_dist.shape[1]):
-            raise ValueError("action: index outside action_dist's columns")
+        raise OPEInputError("reward", "no rounds to evaluate")
+    if (row := _first(~np.isfinite(reward))) is not None:
+        raise OPEInputError("reward", "must be a finite number", row)
+    if (row := _first(~np.isfinite(pscore) | (pscore <= 0) | (pscore > 1))) is not None:
+        raise OPEInputError(
+            "pscore", f"logging propensities must lie in (0, 1], got {pscore[row]!r}", row
+        )
+    if (
+        target is not None
+        and (row := _first(~np.isfinite(target) | (target < 0) | (target > 1))) is not None
+    ):
+        raise OPEInputError("target", f"probabilities must lie in [0, 1], got {target[row]!r}", row)
+    for name, values in (("expected", expected), ("q_logged", q_logged)):
+        if values is not None and (row := _first(~np.isfinite(values))) is not None:
+            raise OPEInputError(name, "reward-model predictions must be finite", row)
 
 
-def importance_weights(
-    action: np.ndarray, pscore: np.ndarray, action_dist: np.ndarray
-) -> np.ndarray:
-    return action_dist[np.arange(len(action)), action] / pscore
+def importance_weights(target: np.ndarray, pscore: np.ndarray) -> np.ndarray:
+    return target / pscore
 
 
-def ips_rounds(
-    reward: np.ndarray, action: np.ndarray, pscore: np.ndarray, action_dist: np.ndarray
-) -> np.ndarray:
-    _check(reward, action, pscore, action_dist)
-    return importance_weights(action, pscore, action_dist) * reward
-
-
-def dm_rounds(estimated_rewards: np.ndarray, action_dist: np.ndarray) -> np.ndarray:
-    if estimated_rewards.shape != action_dist.shape:
-        raise ValueError("estimated_rewards: must have action_dist's shape")
-    return (action_dist * estimated_rewards).sum(axis=1)
-
-
-def dr_rounds(
+def round_contributions(
     reward: np.ndarray,
-    action: np.ndarray,
-    pscore: np.ndarray,
-    action_dist: np.ndarray,
-    estimated_rewards: np.ndarray,
-) -> np.ndarray:
-    _check(reward, action, pscore, action_dist)
-    rows = np.arange(len(action))
-    correction = importance_weights(action, pscore, action_dist) * (
-        reward - estimated_rewards[rows, action]
-    )
-    return dm_rounds(estimated_rewards, action_dist) + correction
+    weight: np.ndarray,
+    expected: np.ndarray | None = None,
+    q_logged: np.ndarray | None = None,
+) -> dict[str, np.ndarray]:
+    """Per-round contributions whose means are IPS and, with a reward model, DM and DR."""
+    rounds = {"ips": weight * reward}
+    if expected is not None and q_logged is not None:
+        rounds["dm"] = expected
+        rounds["dr"] = expected + weight * (reward - q_logged)
+    return rounds
 
 
 def snips(reward: np.ndarray, weights: np.ndarray) -> float:
@@ -91,12 +102,20 @@ def snips(reward: np.ndarray, weights: np.ndarray) -> float:
     return float((weights * reward).sum() / total) if total > 0 else 0.0
 
 
-def replay_rounds(
-    reward: np.ndarray, action: np.ndarray, action_dist: np.ndarray
-) -> tuple[np.ndarray, np.ndarray]:
-    """Rounds where the evaluated policy's most likely action is the logged one."""
-    matched = np.argmax(action_dist, axis=1) == action
-    return reward, matched
+def point_estimates(
+    reward: np.ndarray,
+    weight: np.ndarray,
+    expected: np.ndarray | None = None,
+    q_logged: np.ndarray | None = None,
+) -> dict[str, float]:
+    """IPS, SNIPS and (with a reward model) DM and DR as values, without intervals (for
+    resampling studies that repeat an estimate many times)."""
+    values = {
+        name: float(r.mean())
+        for name, r in round_contributions(reward, weight, expected, q_logged).items()
+    }
+    values["snips"] = snips(reward, weight)
+    return values
 
 
 def bootstrap(
@@ -116,6 +135,96 @@ def bootstrap(
     return Estimate(float(value), float(low), float(high))
 
 
+def ratio_bootstrap(
+    numerator: np.ndarray,
+    denominator: np.ndarray,
+    clusters: np.ndarray,
+    n_boot: int = 1000,
+    alpha: float = 0.05,
+    seed: int = 0,
+) -> Estimate:
+    """Σ numerator / Σ denominator with a percentile interval that resamples whole clusters.
+
+    A cluster's rounds (an impression's slots) share a user and a moment, so their errors are
+    correlated; resampling slots one by one would make the interval too narrow."""
+    _, codes = np.unique(clusters, return_inverse=True)
+    num = np.bincount(codes, weights=numerator)
+    den = np.bincount(codes, weights=denominator)
+    total = den.sum()
+    value = float(num.sum() / total) if total > 0 else 0.0
+    rng = np.random.default_rng(seed)
+    m = len(num)
+    draws = np.empty(n_boot)
+    for b in range(n_boot):
+        counts = np.bincount(rng.integers(0, m, m), minlength=m)
+        d = counts @ den
+        draws[b] = (counts @ num) / d if d > 0 else 0.0
+    low, high = np.quantile(draws, [alpha / 2, 1 - alpha / 2])
+    return Estimate(value, float(low), float(high))
+
+
+def estimate(
+    reward: np.ndarray,
+    pscore: np.ndarray,
+    target: np.ndarray,
+    expected: np.ndarray | None = None,
+    q_logged: np.ndarray | None = None,
+    clusters: np.ndarray | None = None,
+    n_boot: int = 1000,
+    seed: int = 0,
+) -> dict[str, Estimate]:
+    """IPS, SNIPS and (with a reward model) DM and DR, each with a 95 % bootstrap interval.
+
+    Values are per round (per shown slot); `clusters` (e.g. impression ids) are resampled whole.
+    """
+    reward = np.asarray(reward, dtype=float)
+    pscore = np.asarray(pscore, dtype=float)
+    target = np.asarray(target, dtype=float)
+    check_rounds(reward, pscore, target, expected, q_logged)
+    weight = importance_weights(target, pscore)
+    groups = np.arange(len(reward)) if clusters is None else np.asarray(clusters)
+    ones = np.ones(len(reward))
+    out: dict[str, Estimate] = {}
+    for name, contributions in round_contributions(reward, weight, expected, q_logged).items():
+        out[name] = ratio_bootstrap(contributions, ones, groups, n_boot, seed=seed)
+    out["snips"] = ratio_bootstrap(weight * reward, weight, groups, n_boot, seed=seed)
+    return {name: out[name] for name in ("ips", "snips", "dm", "dr") if name in out}
+
+
+# --- the Open Bandit Pipeline's layout: a policy's whole action distribution per round --------
+
+
+def _check_action_dist(action: np.ndarray, action_dist: np.ndarray) -> None:
+    if action_dist.ndim != 2 or action_dist.shape[0] != len(action):
+        raise OPEInputError("action_dist", "expected shape (n_rounds, n_actions)")
+    if np.any(action_dist < 0) or not np.allclose(action_dist.sum(axis=1), 1.0, atol=1e-6):
+        raise OPEInputError("action_dist", "each row must be a probability distribution")
+    if (row := _first((action < 0) | (action >= action_dist.shape[1]))) is not None:
+        raise OPEInputError("action", "index outside action_dist's columns", row)
+
+
+def _obp_arrays(
+    reward: np.ndarray, action: np.ndarray, pscore: np.ndarray, action_dist: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    reward = np.asarray(reward, dtype=float)
+    action = np.asarray(action, dtype=np.int64)
+    pscore = np.asarray(pscore, dtype=float)
+    action_dist = np.asarray(action_dist, dtype=float)
+    if not len(reward) == len(action) == len(pscore):
+        raise OPEInputError("reward, action, pscore", "must have the same length")
+    check_rounds(reward, pscore)
+    _check_action_dist(action, action_dist)
+    return reward, action, pscore, action_dist
+
+
+def ips_rounds(
+    reward: np.ndarray, action: np.ndarray, pscore: np.ndarray, action_dist: np.ndarray
+) -> np.ndarray:
+    reward, action, pscore, action_dist = _obp_arrays(reward, action, pscore, action_dist)
+    target = action_dist[np.arange(len(action)), action]
+    return importance_weights(target, pscore) * reward
+
+
 def estimate_all(
     reward: np.ndarray,
     action: np.ndarray,
@@ -125,36 +234,18 @@ def estimate_all(
     n_boot: int = 1000,
     seed: int = 0,
 ) -> dict[str, Estimate]:
-    """IPS, SNIPS, and (with a reward model) DM and DR, each with a 95 % bootstrap interval."""
-    reward = np.asarray(reward, dtype=float)
-    action = np.asarray(action, dtype=np.int64)
-    pscore = np.asarray(pscore, dtype=float)
-    action_dist = np.asarray(action_dist, dtype=float)
-    weights = importance_weights(action, pscore, action_dist)
-    out = {
-        "ips": bootstrap(ips_rounds(reward, action, pscore, action_dist), n_boot=n_boot, seed=seed),
-        "snips": bootstrap(
-            reward, lambda idx: snips(reward[idx], weights[idx]), n_boot=n_boot, seed=seed
-        ),
-    }
+    """`estimate` for OBP-shaped inputs (a reward model as (n_rounds, n_actions) predictions)."""
+    reward, action, pscore, action_dist = _obp_arrays(reward, action, pscore, action_dist)
+    rows = np.arange(len(action))
+    expected = q_logged = None
     if estimated_rewards is not None:
-        out["dm"] = bootstrap(dm_rounds(estimated_rewards, action_dist), n_boot=n_boot, seed=seed)
-        out["dr"] = bootstrap(
-            dr_rounds(reward, action, pscore, action_dist, estimated_rewards),
-            n_boot=n_boot,
-            seed=seed,
-        )
-    matched_reward, matched = replay_rounds(reward, action, action_dist)
-    if matched.any():
-        out["replay"] = bootstrap(
-            matched_reward,
-            lambda idx: (
-                float(matched_reward[idx][matched[idx]].mean()) if matched[idx].any() else 0.0
-            ),
-            n_boot=n_boot,
-            seed=seed,
-        )
-    return out
+        if estimated_rewards.shape != action_dist.shape:
+            raise OPEInputError("estimated_rewards", "must have action_dist's shape")
+        expected = (action_dist * estimated_rewards).sum(axis=1)
+        q_logged = estimated_rewards[rows, action]
+    return estimate(
+        reward, pscore, action_dist[rows, action], expected, q_logged, n_boot=n_boot, seed=seed
+    )
 
 
 # --- slates ------------------------------------------------------------------------------------

@@ -21,7 +21,6 @@ catalogue coverage and the time a new item takes to its first click and first co
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -32,7 +31,8 @@ import scipy.sparse as sp
 
 from equilibra.data.columns import Columns as C
 from equilibra.errors import EquilibraError
-from equilibra.explore.feedback import FeedbackLedger, RewardConfig
+from equilibra.explore.feedback import FeedbackLedger, Outcome, RewardConfig
+from equilibra.explore.impressions import slate_rows
 from equilibra.explore.slate import Candidates, SlatePolicy
 
 SCENARIOS = ("stationary", "drift", "new_items", "popularity_spike", "new_users")
@@ -205,21 +205,13 @@ class SimResult:
 class Simulator:
     """Runs one policy through one scenario of a world."""
 
-    def __init__(
-        self,
-        world: World,
-        config: SimConfig,
-        rewards: RewardConfig | None = None,
-        learning: RewardConfig | None = None,
-    ):
-        """`rewards` values what users do (the reported reward); `learning` is what policies
-        learn from — clicks by default, the scale the ranker's click-probability priors are on."""
+    def __init__(self, world: World, config: SimConfig, rewards: RewardConfig | None = None):
+        """`rewards` values what users do: the reported and logged reward (design.md's default,
+        click=1, add_to_cart=2, purchase=5). Policies learn it scaled to "at least a click",
+        the scale the ranker's click-probability priors are on."""
         self.world = world
         self.config = config
-        self.rewards = rewards or RewardConfig(view=0.0)
-        self.learning = learning or RewardConfig(
-            click=1.0, view=0.0, add_to_cart=0.0, purchase=0.0, cap=1.0
-        )
+        self.rewards = rewards or RewardConfig()
         # Expected raw reward of a click, given the funnel after it.
         self.click_value = self.rewards.click + config.cart_rate * (
             self.rewards.add_to_cart + config.purchase_rate * self.rewards.purchase
@@ -262,7 +254,7 @@ class Simulator:
         first_click = np.full(len(w.item_ids), -1)
         first_purchase = np.full(len(w.item_ids), -1)
         ledger = FeedbackLedger(
-            self.learning, window_s=float(c.feedback_delay), exposure=self.examine
+            self.rewards, window_s=float(c.feedback_delay), exposure=self.examine
         )
         shown_count = np.zeros(len(w.item_ids), dtype=np.int64)
         spike = np.array([], dtype=np.int64)
@@ -274,7 +266,15 @@ class Simulator:
         totals = {"reward": 0.0, "expected": 0.0, "oracle": 0.0, "explore": 0.0, "slots": 0.0}
         window = {"explore": 0.0, "slots": 0.0, "expected": 0.0, "oracle": 0.0}
         impressions: list[dict[str, object]] = []
+        logged: dict[tuple[str, int], dict[str, object]] = {}  # rows waiting for their reward
         log = c.log_impressions if log_propensities is None else log_propensities
+
+        def write_back(outcomes: list[Outcome]) -> None:
+            for outcome in outcomes:
+                row = logged.pop((outcome.impression_id, outcome.position), None)
+                if row is not None:
+                    row[C.reward] = outcome.raw_reward
+
         next_release = 0
         users = rng.choice(len(w.user_ids), size=c.requests, p=known_weights)
         for t in range(c.requests):
@@ -342,7 +342,19 @@ class Simulator:
                 for j in np.flatnonzero(hits):
                     ledger.observe(str(user), shown[j], kind, float(t), impression_id=impression)
                     earned[j] += self.rewards.value(kind)
-            ledger.settle(policy, float(t) - 0.5)
+            if log:
+                for row in slate_rows(
+                    slate,
+                    candidates,
+                    impression_id=impression,
+                    timestamp=float(t),
+                    user_id=str(user),
+                    base_rate=getattr(policy, "base_rate", 0.05),
+                    exposure=self.examine,
+                ):
+                    impressions.append(row)
+                    logged[(impression, int(row[C.position]))] = row  # type: ignore[call-overload]
+            write_back(ledger.settle(policy, float(t) - 0.5))
 
             # --- bookkeeping ---
             expected = float((self.examine[:k] * p_click).sum() * self.click_value)
@@ -365,11 +377,6 @@ class Simulator:
             for j in np.flatnonzero(purchases):
                 if first_purchase[shown[j]] < 0:
                     first_purchase[shown[j]] = t
-            if log:
-                for entry, item in zip(slate.entries, shown, strict=True):
-                    impressions.append(
-                        self._log_row(impression, user, t, entry, item, earned, policy, candidates)
-                    )
             if (t + 1) % every == 0 or t + 1 == c.requests:
                 rows.append(
                     {
@@ -383,6 +390,8 @@ class Simulator:
                     }
                 )
                 window = dict.fromkeys(window, 0.0)
+        # The run ends: every window closes (the last impressions' rewards are written too).
+        write_back(ledger.settle(policy, float("inf")))
         seconds = time.perf_counter() - started
         summary = self._summary(totals, shown_count, released_at, first_click, first_purchase)
         summary["seconds"] = seconds
@@ -402,41 +411,6 @@ class Simulator:
         interaction = w.belief_users[user][None, :] * w.belief_items[items]
         novelty = (np.abs(w.belief_items[items]).sum(axis=1) == 0).astype(float)
         return np.column_stack([interaction, np.ones(len(items)), novelty])
-
-    def _log_row(
-        self,
-        impression: str,
-        user: int,
-        t: int,
-        entry: Any,
-        item: int,
-        earned: np.ndarray,
-        policy: SlatePolicy,
-        candidates: Candidates,
-    ) -> dict[str, object]:
-        context = None
-        if entry.position == 0:
-            context = json.dumps(
-                {
-                    "candidates": [str(i) for i in candidates.items.tolist()],
-                    "scores": [round(float(s), 6) for s in candidates.scores],
-                    "prior": [float(p) for p in candidates.prior],  # type: ignore[union-attr]
-                    "exposure": self.examine.tolist(),
-                    "segment": candidates.segment,
-                }
-            )
-        return {
-            C.impression_id: impression,
-            C.position: entry.position,
-            C.user: str(user),
-            C.item: str(item),
-            C.timestamp: float(t),
-            C.propensity: entry.propensity,
-            C.policy: policy.spec,
-            C.explore: entry.explore,
-            C.reward: float(earned[entry.position] > 0),
-            C.context: context,
-        }
 
     def _summary(
         self,

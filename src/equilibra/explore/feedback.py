@@ -1,55 +1,90 @@
 """From events to policy updates: reward values, and attribution of delayed feedback.
 
 A shown item earns the configured value of each event on it that arrives within the attribution
-window of its impression (by `impression_id`, or else the user's latest open impression that
-showed the item). Nothing reaches the policy until the window closes: then each shown item is
-learned once, with everything it earned, and an item with no feedback counts as a non-click.
-Until then the policy's state does not move, so repeated requests in one state are draws from
-one distribution — the property that lets logged propensities be checked.
+window of its impression: by `impression_id` when the event carries one (and then only that
+impression, open or not), else the user's latest open impression that showed the item. Nothing
+reaches the policy until the window closes: then each shown item is learned once, with
+everything it earned, and an item with no feedback counts as a non-click. Until then the
+policy's state does not move, so repeated requests in one state are draws from one distribution
+— the property that lets logged propensities be checked.
+
+Open impressions live in the store (the impression log, reward still empty); after a restart
+`FeedbackLedger.reopen` rebuilds the ledger from them and the events since.
 """
 
 from __future__ import annotations
 
-from collections import OrderedDict
+import heapq
+import itertools
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
+import pandas as pd
 
+from equilibra.data.columns import Columns as C
 from equilibra.explore.slate import SlatePolicy
 
 DEFAULT_WINDOW_S = 30 * 60.0
+REWARD_TYPES = ("click", "view", "add_to_cart", "purchase")
 
 
 @dataclass(frozen=True)
 class RewardConfig:
-    """Value of each event type on a shown item; `revenue` multiplies a purchase's `value`."""
+    """Value of each event type on a shown item (`EQUILIBRA_REWARD`); `revenue` multiplies a
+    purchase's `value`. The defaults are design.md's: click=1, add_to_cart=2, purchase=5.
+
+    Policies learn a reward in [0, 1] on the scale of their priors, which are click
+    probabilities: `scaled` divides by `cap`, by default the value of a click, and clips at 1 —
+    so a policy learns "did the item earn at least a click's worth", while the log, the reports
+    and off-policy evaluation keep the raw value."""
 
     click: float = 1.0
-    view: float = 1.0
+    view: float = 0.0
     add_to_cart: float = 2.0
     purchase: float = 5.0
     revenue: float = 0.0
-    # Rewards are scaled into [0, 1] by this cap for the Beta-based policies.
-    cap: float = 8.0
+    cap: float | None = None  # None: the value of a click
 
     def __post_init__(self) -> None:
-        for name in ("click", "view", "add_to_cart", "purchase", "revenue"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"{name}: reward values must be non-negative")
-        if self.cap <= 0:
-            raise ValueError("cap: must be positive")
+        for name in (*REWARD_TYPES, "revenue"):
+            value = getattr(self, name)
+            if not math.isfinite(value) or value < 0:
+                raise ValueError(f"{name}: reward values must be finite and non-negative")
+        if self.scale <= 0:
+            raise ValueError("cap: must be positive (or give clicks a positive value)")
+
+    @classmethod
+    def parse(cls, spec: str) -> RewardConfig:
+        """`click=1,add_to_cart=2,purchase=5,revenue=0` (any subset; the rest keep defaults)."""
+        values: dict[str, float] = {}
+        for part in filter(None, (p.strip() for p in spec.split(","))):
+            name, sep, text = part.partition("=")
+            name = name.strip()
+            if not sep or name not in (*REWARD_TYPES, "revenue", "cap"):
+                raise ValueError(
+                    f"reward: expected name=value with names {', '.join(REWARD_TYPES)}, "
+                    f"revenue, cap; got {part!r}"
+                )
+            try:
+                values[name] = float(text)
+            except ValueError:
+                raise ValueError(f"reward {name}: {text.strip()!r} is not a number") from None
+        return cls(**values)  # type: ignore[arg-type]
+
+    @property
+    def scale(self) -> float:
+        return self.click if self.cap is None else self.cap
 
     def value(self, event_type: str, value: float | None = None) -> float:
-        base = getattr(self, event_type, 0.0) if event_type in self._typed else 0.0
+        base = getattr(self, event_type) if event_type in REWARD_TYPES else 0.0
         if event_type == "purchase" and value is not None and np.isfinite(value):
             base += self.revenue * value
         return float(base)
 
     def scaled(self, total: float) -> float:
-        return min(max(total / self.cap, 0.0), 1.0)
-
-    _typed = frozenset({"click", "view", "add_to_cart", "purchase"})
+        return min(max(total / self.scale, 0.0), 1.0)
 
 
 @dataclass
@@ -62,6 +97,7 @@ class PendingImpression:
     priors: np.ndarray
     features: np.ndarray | None
     placement: str = ""
+    exposure: np.ndarray | None = None  # per position; None: the ledger's default
     earned: np.ndarray = field(init=False)
 
     def __post_init__(self) -> None:
@@ -70,7 +106,7 @@ class PendingImpression:
 
 @dataclass(frozen=True)
 class Outcome:
-    """One shown item's feedback, ready to learn from."""
+    """One shown item's feedback, ready to learn from (`position` counts from 1)."""
 
     impression_id: str
     position: int
@@ -85,7 +121,9 @@ class Outcome:
 
 
 class FeedbackLedger:
-    """Open impressions waiting for feedback, closed in time order. O(1) per event."""
+    """Open impressions waiting for feedback, closed in order of their window's end.
+
+    O(1) per attributed event, O(log n) per impression recorded or closed."""
 
     def __init__(
         self,
@@ -93,17 +131,20 @@ class FeedbackLedger:
         window_s: float = DEFAULT_WINDOW_S,
         exposure: Sequence[float] | None = None,
     ):
-        """`exposure[j]`: probability that position j is looked at (default: every position)."""
+        """`exposure[j]`: probability that position j + 1 is looked at (default: every one)."""
         if window_s < 0:
             raise ValueError("window_s: must be non-negative")
         self.config = config or RewardConfig()
         self.window_s = window_s
-        self.exposure = None if exposure is None else np.asarray(exposure, dtype=float)
-        if self.exposure is not None and (np.any(self.exposure <= 0) or np.any(self.exposure > 1)):
-            raise ValueError("exposure: probabilities must lie in (0, 1]")
-        self._open: OrderedDict[str, PendingImpression] = OrderedDict()
+        self.exposure = _check_exposure(exposure)
+        self._open: dict[str, PendingImpression] = {}
         self._by_user: dict[str, list[str]] = {}
+        # (window end, arrival order, impression_id): closes in time order whatever the order
+        # impressions were recorded in.
+        self._due: list[tuple[float, int, str]] = []
+        self._order = itertools.count()
         self.unattributed = 0
+        self.late = 0  # events naming an impression whose window had already closed
 
     def __len__(self) -> int:
         return len(self._open)
@@ -118,6 +159,7 @@ class FeedbackLedger:
         features: np.ndarray | None = None,
         segment: str = "",
         placement: str = "",
+        exposure: Sequence[float] | None = None,
     ) -> None:
         if impression_id in self._open:
             raise ValueError(f"impression_id: {impression_id!r} is already open")
@@ -130,9 +172,13 @@ class FeedbackLedger:
             np.asarray(priors, dtype=float),
             None if features is None else np.asarray(features, dtype=float),
             placement,
+            _check_exposure(exposure),
         )
         self._open[impression_id] = pending
         self._by_user.setdefault(pending.user_id, []).append(impression_id)
+        heapq.heappush(
+            self._due, (pending.timestamp + self.window_s, next(self._order), impression_id)
+        )
 
     def observe(
         self,
@@ -146,17 +192,23 @@ class FeedbackLedger:
         """Attribute one event; False when no open impression showed the item (not an error:
         the event is stored as usual, it just earns no policy reward)."""
         item = str(item_id)
-        pending = self._open.get(impression_id) if impression_id else None
-        if pending is None:
+        if impression_id:
+            # The event says which impression it answers: that one or none, never another.
+            pending = self._open.get(impression_id)
+            if pending is None:
+                self.late += 1
+        else:
+            pending = None
             for candidate in reversed(self._by_user.get(str(user_id), [])):
-                shown = self._open.get(candidate)
-                if shown is not None and item in shown.items:
+                shown = self._open[candidate]
+                if item in shown.items and shown.timestamp <= timestamp:
                     pending = shown
                     break
-        if pending is None or item not in pending.items or timestamp < pending.timestamp:
-            self.unattributed += 1
-            return False
-        if timestamp > pending.timestamp + self.window_s:
+        if (
+            pending is None
+            or item not in pending.items
+            or not pending.timestamp <= timestamp <= pending.timestamp + self.window_s
+        ):
             self.unattributed += 1
             return False
         pending.earned[pending.items.index(item)] += self.config.value(event_type, value)
@@ -165,37 +217,36 @@ class FeedbackLedger:
     def close(self, now: float) -> list[Outcome]:
         """Close every impression whose window has ended; one outcome per shown item."""
         outcomes: list[Outcome] = []
-        while self._open:
-            impression_id, pending = next(iter(self._open.items()))
-            if pending.timestamp + self.window_s > now:
-                break
-            self._open.popitem(last=False)
+        while self._due and self._due[0][0] <= now:
+            _, _, impression_id = heapq.heappop(self._due)
+            pending = self._open.pop(impression_id)
             users = self._by_user[pending.user_id]
             users.remove(impression_id)
             if not users:
                 del self._by_user[pending.user_id]
-            for position, item in enumerate(pending.items):
-                raw = float(pending.earned[position])
+            for index, item in enumerate(pending.items):
+                raw = float(pending.earned[index])
                 outcomes.append(
                     Outcome(
                         impression_id,
-                        position,
+                        index + 1,
                         item,
                         self.config.scaled(raw),
                         raw,
                         pending.segment,
-                        float(pending.priors[position]),
-                        None if pending.features is None else pending.features[position],
-                        self._exposure(position),
+                        float(pending.priors[index]),
+                        None if pending.features is None else pending.features[index],
+                        self._exposure(pending, index),
                         pending.placement,
                     )
                 )
         return outcomes
 
-    def _exposure(self, position: int) -> float:
-        if self.exposure is None:
+    def _exposure(self, pending: PendingImpression, index: int) -> float:
+        exposure = pending.exposure if pending.exposure is not None else self.exposure
+        if exposure is None:
             return 1.0
-        return float(self.exposure[min(position, len(self.exposure) - 1)])
+        return float(exposure[min(index, len(exposure) - 1)])
 
     def settle(self, policy: SlatePolicy, now: float) -> list[Outcome]:
         """Close what is due and teach the policy each outcome."""
@@ -211,3 +262,71 @@ class FeedbackLedger:
                 placement=outcome.placement,
             )
         return outcomes
+
+    def reopen(self, impressions: pd.DataFrame, events: pd.DataFrame) -> int:
+        """Rebuild the open impressions after a restart, from the store.
+
+        `impressions`: rows of the impression log whose reward is not written yet;
+        `events`: every event since the earliest of them, in time order. Returns how many
+        impressions were reopened."""
+        if impressions.empty:
+            return 0
+        rows = impressions.sort_values([C.timestamp, C.impression_id, C.position], kind="stable")
+        reopened = 0
+        for impression_id, group in rows.groupby(C.impression_id, sort=False):
+            if impression_id in self._open:
+                continue
+            first = group.iloc[0]
+            priors = group[C.prior].to_numpy(dtype=float)
+            exposure = group[C.exposure].to_numpy(dtype=float)
+            self.record(
+                str(impression_id),
+                str(first[C.user]),
+                float(first[C.timestamp]),
+                group[C.item].astype(str).tolist(),
+                np.where(np.isfinite(priors), priors, 0.5),
+                segment=_text(first.get(C.segment)),
+                placement=_text(first.get(C.placement)),
+                exposure=None if np.isnan(exposure).all() else np.nan_to_num(exposure, nan=1.0),
+            )
+            reopened += 1
+        ordered = events.sort_values(C.timestamp, kind="stable")
+        has_impression = C.impression_id in ordered
+        has_value = C.value in ordered
+        for row in ordered.itertuples(index=False):
+            record = row._asdict()
+            impression = record.get(C.impression_id) if has_impression else None
+            value = record.get(C.value) if has_value else None
+            self.observe(
+                str(record[C.user]),
+                record[C.item],
+                str(record[C.event_type]),
+                float(record[C.timestamp]),
+                None if value is None or pd.isna(value) else float(value),
+                None if impression is None or pd.isna(impression) else str(impression),
+            )
+        return reopened
+
+
+def outcome_rewards(outcomes: Sequence[Outcome]) -> pd.DataFrame:
+    """What to write back onto the impression log: `impression_id, position, reward` (raw)."""
+    return pd.DataFrame(
+        {
+            C.impression_id: [o.impression_id for o in outcomes],
+            C.position: np.array([o.position for o in outcomes], dtype=np.int64),
+            C.reward: np.array([o.raw_reward for o in outcomes], dtype=float),
+        }
+    )
+
+
+def _check_exposure(exposure: Sequence[float] | None) -> np.ndarray | None:
+    if exposure is None:
+        return None
+    array = np.asarray(exposure, dtype=float)
+    if np.any(array <= 0) or np.any(array > 1) or not np.all(np.isfinite(array)):
+        raise ValueError("exposure: probabilities must lie in (0, 1]")
+    return array
+
+
+def _text(value: object) -> str:
+    return "" if value is None or (isinstance(value, float) and math.isnan(value)) else str(value)

@@ -19,7 +19,9 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 import numpy as np
-from scipy.special import comb
+from scipy.special import comb, ndtr
+
+from equilibra.explore.scores import ScoreDistribution, interval_mass
 
 
 @dataclass(frozen=True)
@@ -152,20 +154,28 @@ def _places(scores: np.ndarray, values: np.ndarray, rows: np.ndarray, depth: int
     return (values[:, None, :depth] > own[:, :, None]).sum(axis=2)
 
 
+def _mean_and_error(per_draw: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Mean over the first axis and its standard error (1 where one draw says nothing of it)."""
+    n = per_draw.shape[0]
+    mean = per_draw.mean(axis=0)
+    if n < 2:
+        return mean, np.ones_like(mean)
+    return mean, per_draw.std(axis=0, ddof=1) / np.sqrt(n)
+
+
 def conditional_marginals(
     scores: np.ndarray,
-    cdf: Callable[[np.ndarray, np.ndarray], np.ndarray],
+    dist: ScoreDistribution,
     k: int,
     rows: np.ndarray | None = None,
 ) -> Marginals:
     """Rao–Blackwellised Monte Carlo for independent random scores.
 
-    `scores` is (S, n) draws; `cdf(items, x)` gives P(score of items[t] <= x[..., t]) (the last
-    axis of x runs over `items`). For item i and each draw, given everyone else's scores the
-    chance that i lands at position j is exact: F_i(o_{j-1}) - F_i(o_j), with o_j the j-th largest
-    score among the others (o_{-1} = +inf). Averaging that over draws estimates the marginal with
-    far less variance than counting how often i came j-th, and is never 0 for an item that can be
-    shown. `rows` restricts the answer to some candidates (one matrix row per entry).
+    `scores` is (S, n) draws from `dist`. For item i and each draw, given everyone else's
+    scores the chance that i lands at position j is exact: P(o_j < score_i <= o_{j-1}), with o_j
+    the j-th largest score among the others (o_{-1} = +inf). Averaging that over draws
+    estimates the marginal without bias and with far less variance than counting how often i
+    came j-th. `rows` restricts the answer to some candidates (one matrix row per entry).
     """
     n_samples, n = scores.shape
     k = min(k, n)
@@ -176,22 +186,25 @@ def conditional_marginals(
     # Others' j-th largest: skip the item's own place.  (S, k, T)
     shifted = j + (j >= place[:, None, :])
     others = values[np.arange(n_samples)[:, None, None], shifted]
-    below = cdf(rows, others)  # F_i(o_j)
-    above = np.concatenate([np.ones((n_samples, 1, len(rows))), below[:, :-1]], axis=1)
-    per_draw = np.clip(above - below, 0.0, 1.0)
-    error = float(per_draw.std(axis=0).max() / np.sqrt(n_samples)) if n_samples > 1 else 1.0
-    return Marginals(per_draw.mean(axis=0).T, error)
+    upper = np.concatenate([np.full((n_samples, 1, len(rows)), np.inf), others[:, :-1]], axis=1)
+    per_draw = interval_mass(dist, rows, others, upper)
+    mean, error = _mean_and_error(per_draw)
+    return Marginals(mean.T, float(error.max()) if error.size else 0.0)
 
 
 def conditional_propensities(
     scores: np.ndarray,
-    cdf: Callable[[np.ndarray, np.ndarray], np.ndarray],
+    dist: ScoreDistribution,
     rows: np.ndarray,
     positions: np.ndarray,
-) -> tuple[np.ndarray, float]:
+) -> tuple[np.ndarray, np.ndarray]:
     """`conditional_marginals` for one (item, position) pair each — what a served slate logs —
-    at two CDF evaluations per pair and draw. -> (propensities, largest standard error)."""
-    n_samples = scores.shape[0]
+    at two distribution evaluations per pair and draw. -> (propensities, standard errors).
+
+    When draw 0 is the one the slate was taken from, its term is positive for every shown item
+    (the item's own score lies between its neighbours'), so no shown item logs 0, and the
+    inverse of the estimate is an unbiased importance weight: with X_s the terms,
+    E[1{shown} · (S+1) / Σ X_s] = (S+1) · E[X_0 / Σ X_s] = 1 by exchangeability."""
     rows = np.asarray(rows, dtype=np.int64)
     r = np.asarray(positions, dtype=np.int64)
     values, _ = _order_statistics(scores, int(r.max()) + 1)  # (S, ≥ k + 1), best first
@@ -201,12 +214,104 @@ def conditional_propensities(
     at_r, after_r = values[:, r], values[:, r + 1]
     lower = np.where(at_r > own, at_r, after_r)
     before_r = values[:, np.maximum(r - 1, 0)]
-    upper = np.where(before_r > own, before_r, at_r)
-    f = cdf(rows, np.stack([upper, lower]))
-    per_draw = np.where(r > 0, f[0], 1.0) - f[1]
-    np.clip(per_draw, 0.0, 1.0, out=per_draw)
-    error = float(per_draw.std(axis=0).max() / np.sqrt(n_samples)) if n_samples > 1 else 1.0
-    return per_draw.mean(axis=0), error
+    upper = np.where(r > 0, np.where(before_r > own, before_r, at_r), np.inf)
+    per_draw = interval_mass(dist, rows, lower, upper)
+    return _mean_and_error(per_draw)
+
+
+def linear_conditional_marginals(
+    scores: np.ndarray,
+    mean: np.ndarray,
+    features: np.ndarray,
+    covariance: np.ndarray,
+    rows: np.ndarray,
+    k: int,
+    groups: np.ndarray | None = None,
+    positions: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Rao–Blackwellised Monte Carlo for correlated Gaussian scores s = mean + features·δ,
+    δ ~ N(0, covariance) (linear Thompson sampling).
+
+    Returns (T, k) propensities of `rows` at every position with their standard errors, or,
+    given `positions` (one 0-based position per row, what a served slate logs), (T,) arrays.
+
+    For item i write δ = δ⊥ + (Σx_i / σ_i)·z with σ_i² = x_iᵀΣx_i and z ~ N(0, 1) independent of
+    δ⊥. Given δ⊥ every score is a line in z (s_l = a_l + b_l·z, s_i = mean_i + σ_i·z), so i's
+    place only changes where one of those lines crosses i's: sorting the crossings gives,
+    exactly, the probability of each place given the draw. `groups` labels candidates with
+    identical scores in every draw (equal mean and features), which the slate orders at random
+    among themselves: a group of g fills g consecutive places, each with chance 1/g.
+    """
+    n_samples, n = scores.shape
+    rows = np.asarray(rows, dtype=np.int64)
+    n_rows = len(rows)
+    groups = np.arange(n) if groups is None else np.asarray(groups)
+    cov_x = features[rows] @ covariance  # (T, d)
+    sigma = np.sqrt(np.maximum((cov_x * features[rows]).sum(axis=1), 0.0))  # (T,)
+    safe = np.where(sigma > 0, sigma, 1.0)
+    slope = (cov_x @ features.T) / safe[:, None]  # b: (T, n)
+    z = (scores[:, rows] - mean[rows]).T / safe[:, None]  # (T, S): each draw's own z
+    # r_l = a_l - mean_i with a_l = s_l - b_l·z; l beats i where r_l > (σ_i - b_l)·z.
+    # Arrays are (T, S, n): the sort runs along contiguous memory.
+    offset = scores[None, :, :] - z[:, :, None] * slope[:, None, :] - mean[rows][:, None, None]
+    gap = sigma[:, None] - slope  # (T, n)
+    peer = groups[None, :] == groups[rows][:, None]  # i's own tie group, i included
+    size = peer.sum(axis=1)  # g per row
+    flat = (np.abs(gap) <= 1e-9 * np.maximum(sigma, 1e-300)[:, None]) & ~peer
+    always = (flat[:, None, :] & (offset > 0)).sum(axis=2)  # beat i whatever z: (T, S)
+    moving = ~flat & ~peer
+    with np.errstate(divide="ignore", invalid="ignore"):
+        crossing = np.where(moving[:, None, :], offset / gap[:, None, :], np.inf)  # (T, S, n)
+    # Below its crossing, l beats i when gap > 0 (i's line is steeper); above it, when gap < 0.
+    step = np.where(moving & (gap > 0), -1, np.where(moving, 1, 0))  # count change at crossing
+    start = always + (moving & (gap > 0)).sum(axis=1)[:, None]  # count at z = -inf: (T, S)
+    order = np.argsort(crossing, axis=2)
+    edges = np.take_along_axis(crossing, order, axis=2)  # ascending
+    steps = step[np.arange(n_rows)[:, None, None], order]
+    count = np.empty((n_rows, n_samples, n + 1), dtype=np.int64)
+    count[:, :, 0] = start
+    np.cumsum(steps, axis=2, out=count[:, :, 1:])
+    count[:, :, 1:] += start[:, :, None]  # the count in each of the n + 1 intervals between edges
+    g = size[:, None, None]
+    # Only intervals that put the row's group on a wanted place carry mass worth computing.
+    if positions is None:
+        wanted = (count < k) & (count + g > 0)
+    else:
+        target = np.asarray(positions, dtype=np.int64)[:, None, None]
+        wanted = (count <= target) & (count + g > target)
+    t_idx, s_idx, m_idx = np.nonzero(wanted)
+    padded = np.concatenate(
+        [np.full((n_rows, n_samples, 1), -np.inf), edges, np.full((n_rows, n_samples, 1), np.inf)],
+        axis=2,
+    )
+    low, high = padded[t_idx, s_idx, m_idx], padded[t_idx, s_idx, m_idx + 1]
+    mass = np.where(low > 0, ndtr(-low) - ndtr(-high), ndtr(high) - ndtr(low))
+    np.clip(mass, 0.0, 1.0, out=mass)
+    share = mass / size[t_idx]
+    base = count[t_idx, s_idx, m_idx]
+    if positions is not None:
+        per_draw = np.bincount(t_idx * n_samples + s_idx, share, n_rows * n_samples)
+        per_draw = per_draw.reshape(n_rows, n_samples)
+    else:
+        flat_draw = np.zeros(n_rows * n_samples * k)
+        cell = (t_idx * n_samples + s_idx) * k
+        for extra in range(int(size.max())):
+            place = base + extra
+            use = (place >= 0) & (place < k) & (extra < size[t_idx])
+            flat_draw += np.bincount(cell[use] + place[use], share[use], len(flat_draw))
+        per_draw = flat_draw.reshape(n_rows, n_samples, k)
+    # A row with σ = 0 (no features) has a fixed score: its place is what each draw says.
+    fixed = np.flatnonzero(sigma == 0)
+    if len(fixed):
+        placed = (scores[:, None, :] > scores[:, rows[fixed]][:, :, None]).sum(axis=2)  # (S, F)
+        for f, row in enumerate(fixed):
+            if positions is None:
+                per_draw[row] = 0.0
+                ok = placed[:, f] < k
+                per_draw[row, np.flatnonzero(ok), placed[ok, f]] = 1.0
+            else:
+                per_draw[row] = (placed[:, f] == positions[row]).astype(float)
+    return _mean_and_error(np.moveaxis(per_draw, 1, 0))
 
 
 def top_k_rows(scores: np.ndarray, k: int) -> np.ndarray:

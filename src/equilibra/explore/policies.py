@@ -18,20 +18,19 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from functools import cached_property
 from typing import ClassVar
 
 import numpy as np
-from scipy.special import ndtr
 
 from equilibra.explore.marginals import (
     Marginals,
     conditional_marginals,
     conditional_propensities,
     draw_streams,
-    monte_carlo_marginals,
+    linear_conditional_marginals,
     stream_marginals,
 )
+from equilibra.explore.scores import BetaScores, GammaLiftScores, LocationScale, ScoreDistribution
 from equilibra.explore.slate import Candidates, Slate, SlateEntry
 from equilibra.explore.stats import ArmStats, LinearStats
 
@@ -72,6 +71,7 @@ class Policy(ABC):
         base_rate: float = 0.05,
         discount: float = 1.0,
         by_segment: bool = True,
+        learn: bool = True,
     ) -> None:
         if belief not in BELIEFS:
             raise ValueError(f"belief: expected one of {', '.join(BELIEFS)}")
@@ -84,6 +84,8 @@ class Policy(ABC):
         self.lift_strength = lift_strength
         self.base_rate = base_rate
         self.by_segment = by_segment
+        # learn=false freezes the policy in its prior state (a fixed policy, e.g. to evaluate).
+        self.learn = learn
         self.arms = ArmStats(discount)
         self.spec = self.name
         self._explore_share = 0.0
@@ -188,24 +190,29 @@ class Policy(ABC):
         propensities: np.ndarray,
         explore: np.ndarray,
         reasons: list[str],
-        error: float = 0.0,
+        errors: np.ndarray | None = None,
     ) -> Slate:
         self._record(explore)
+        k = len(indices)
+        errors = np.zeros(k) if errors is None else np.asarray(errors, dtype=np.float64)
         # Plain Python values: a slate is logged and serialised, and numpy scalars cost more.
         entries = [
-            SlateEntry(item, j, score, propensity, flag, reason)
-            for j, (item, score, propensity, flag, reason) in enumerate(
+            SlateEntry(item, j, score, propensity, flag, reason, error, prior)
+            for j, (item, score, propensity, flag, reason, error, prior) in enumerate(
                 zip(
                     c.items[indices].tolist(),
                     c.scores[indices].tolist(),
                     np.asarray(propensities, dtype=np.float64).tolist(),
                     np.asarray(explore, dtype=bool).tolist(),
                     reasons,
+                    errors.tolist(),
+                    c.prior_or(self.base_rate)[indices].tolist(),
                     strict=True,
-                )
+                ),
+                start=1,
             )
         ]
-        return Slate(indices, entries, self.spec, self.exploration_rate, error)
+        return Slate(indices, entries, self.spec, self.exploration_rate)
 
     # --- learning -----------------------------------------------------------------------------
 
@@ -229,6 +236,8 @@ class Policy(ABC):
             raise ValueError("reward: policies learn rewards scaled to [0, 1]")
         if not 0.0 < exposure <= 1.0:
             raise ValueError("exposure: must lie in (0, 1]")
+        if not self.learn:
+            return
         self._learn_features(reward, prior, features, exposure)
         if self.belief == "lift":
             # Charge the clicks the prior expected, so the lift is observed / expected.
@@ -499,7 +508,9 @@ class LinearMixin(Policy):
         self, reward: float, prior: float | None, features: np.ndarray | None, exposure: float
     ) -> None:
         if features is None:
-            raise ValueError("features: linear policies learn from the shown item's features")
+            # An outcome without features (an impression reopened from the store, which keeps
+            # no feature vectors) still teaches the per-item statistics, not the linear model.
+            return
         features = np.asarray(features, dtype=float)
         base = self.base_rate if prior is None else prior
         # reward ≈ exposure·(prior + θᵀx): regress reward/exposure with weight exposure.
@@ -538,55 +549,29 @@ class LinUCB(LinearMixin, SlotStreamPolicy):
 # --- random-score policies: Monte-Carlo propensities ----------------------------------------------
 
 
-@dataclass(frozen=True)
-class IndependentScores:
-    """Scores drawn independently per candidate: location + scale × standard noise.
+def _tie_groups(mean: np.ndarray, features: np.ndarray) -> np.ndarray:
+    """A label per candidate, shared by candidates whose scores are equal in every draw."""
+    rows = np.column_stack([mean, features])
+    order = np.lexsort(rows.T[::-1])
+    same = np.r_[False, np.all(rows[order][1:] == rows[order][:-1], axis=1)]
+    labels = np.empty(len(mean), dtype=np.int64)
+    labels[order] = np.cumsum(~same) - 1
+    return labels
 
-    Knowing each candidate's score distribution lets the propensities be estimated by
-    conditional Monte Carlo (`conditional_marginals`), which needs a few dozen draws where
-    counting needs thousands."""
 
-    location: np.ndarray
-    scale: np.ndarray
-    noise: str  # "normal" or "gumbel"
-
-    def draw(self, rng: np.random.Generator, n: int) -> np.ndarray:
-        """(n, len) scores in float32: ranks need no more, and the draws cost less than half."""
-        shape = (n, len(self.location))
-        if self.noise == "normal":
-            scores = rng.standard_normal(shape, dtype=np.float32)
-        else:  # Gumbel(0, 1) = -log(Exp(1))
-            scores = rng.standard_exponential(shape, dtype=np.float32)
-            np.maximum(scores, np.finfo(np.float32).tiny, out=scores)  # a 0 would rank first
-            np.log(scores, out=scores)
-            np.negative(scores, out=scores)
-        scores *= self._scale32
-        scores += self._location32
-        return scores
-
-    @cached_property
-    def _scale32(self) -> np.ndarray:
-        return self.scale.astype(np.float32)
-
-    @cached_property
-    def _location32(self) -> np.ndarray:
-        return self.location.astype(np.float32)
-
-    def cdf(self, items: np.ndarray, x: np.ndarray) -> np.ndarray:
-        """P(score of items[t] <= x[..., t])."""
-        z = (x - self.location[items]) / self.scale[items]
-        if self.noise == "normal":
-            return ndtr(z)
-        return np.exp(-np.exp(-z))
+def _top_random_ties(values: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:
+    """Indices of the k largest values, best first, exact ties in random order."""
+    return np.lexsort((rng.random(len(values)), -values))[:k]
 
 
 class RandomScorePolicy(Policy):
     """The slate is the top k of one draw of random scores.
 
-    Propensities: conditional Monte Carlo where the scores are independent with a known
-    distribution (`_independent`), else the share of draws that put the item there."""
+    Propensities are conditional (Rao–Blackwellised) Monte-Carlo estimates over `samples` draws
+    beside the one the slate came from. A served slate's estimate includes that draw too, which
+    makes it positive for every shown item and its inverse an unbiased importance weight (see
+    `marginals.conditional_propensities`); `propensity_error` is its standard error."""
 
-    counting_samples = 1000  # s.e. ≤ 0.016 per propensity
     conditional_samples = 32  # more precise than counting 1,000 draws (benchmarks/exploration.py)
 
     def __init__(self, samples: int | None = None, **kwargs: object) -> None:
@@ -595,60 +580,32 @@ class RandomScorePolicy(Policy):
             raise ValueError("samples: must be at least 2")
         self.samples = samples
 
-    def _independent(self, c: Candidates) -> IndependentScores | None:
-        """The candidates' score distribution where scores are independent and known."""
-        return None
+    @property
+    def n_samples(self) -> int:
+        return self.samples or self.conditional_samples
 
-    def _draw(self, c: Candidates, rng: np.random.Generator, n: int) -> np.ndarray:
-        """(n, len(c)) random scores."""
-        scores = self._independent(c)
-        assert scores is not None, "a policy without independent scores overrides _draw"
-        return scores.draw(rng, n)
+    @abstractmethod
+    def _distribution(self, c: Candidates) -> ScoreDistribution:
+        """Each candidate's score distribution (independent across candidates)."""
 
     def _reference(self, c: Candidates) -> np.ndarray:
+        """What the exploit slate ranks by: the posterior means."""
         return self.mean(c)
 
-    def _contenders(self, c: Candidates, k: int) -> np.ndarray | None:
-        """Candidates that can reach the top k (None: all of them)."""
-        return None
+    def _draw(self, c: Candidates, rng: np.random.Generator, n: int) -> np.ndarray:
+        """(n, len(c)) random scores, each row the scores of one possible slate."""
+        return self._distribution(c).draw(rng, n)
 
-    def _draw_subset(
-        self, c: Candidates, rng: np.random.Generator, n: int, keep: np.ndarray
-    ) -> np.ndarray:
-        return self._draw(c, rng, n)[:, keep]
-
-    def _estimate(
-        self,
-        c: Candidates,
-        k: int,
-        rng: np.random.Generator,
-        scores: IndependentScores | None,
-        rows: np.ndarray | None = None,
-    ) -> Marginals:
-        if scores is None:
-            n = self.samples or self.counting_samples
-            keep = self._contenders(c, k)
-            if keep is None:
-                counted = monte_carlo_marginals(lambda r: self._draw(c, rng, r), len(c), k, n)
-            else:  # the others cannot reach the slate: count over the contenders only
-                part = monte_carlo_marginals(
-                    lambda r: self._draw_subset(c, rng, r, keep),
-                    len(keep),
-                    k,
-                    n,
-                )
-                counted = Marginals(np.zeros((len(c), k)), part.error)
-                counted.matrix[keep] = part.matrix
-            if rows is None:
-                return counted
-            return Marginals(counted.matrix[rows], counted.error)
-        assert rows is None, "served slates take conditional_propensities"
-        n = self.samples or self.conditional_samples
-        # Every candidate (off-policy evaluation): in blocks, to bound the (rows, draws, k) arrays.
-        draws = scores.draw(rng, n)
+    def marginals(self, c: Candidates, k: int, rng: np.random.Generator | None = None) -> Marginals:
+        k = min(k, len(c))
+        rng = rng or np.random.default_rng()
+        dist = self._distribution(c)
+        n = self.n_samples
+        draws = dist.draw(rng, n)
+        # Every candidate (off-policy evaluation): in blocks, to bound the (draws, k, rows) arrays.
         block = max(1, 2_000_000 // max(n * k, 1))
         parts = [
-            conditional_marginals(draws, scores.cdf, k, np.arange(i, min(i + block, len(c))))
+            conditional_marginals(draws, dist, k, np.arange(i, min(i + block, len(c))))
             for i in range(0, len(c), block)
         ]
         matrix = np.vstack([m.matrix for m in parts])
@@ -657,37 +614,30 @@ class RandomScorePolicy(Policy):
         matrix /= np.maximum(matrix.sum(axis=0, keepdims=True), 1e-300)
         return Marginals(matrix, max(m.error for m in parts))
 
-    def marginals(self, c: Candidates, k: int, rng: np.random.Generator | None = None) -> Marginals:
-        k = min(k, len(c))
-        return self._estimate(c, k, rng or np.random.default_rng(), self._independent(c))
-
     def select(
         self, c: Candidates, k: int, rng: np.random.Generator, propensities: bool = True
     ) -> Slate:
         """One slate; `propensities=False` skips the estimate (NaN in the slate), for
         simulations that do not log them."""
         k = min(k, len(c))
-        scores = self._independent(c)
-        if propensities and scores is not None:
-            # One block of draws: the first is the slate, the others (independent of it) feed
-            # the estimate.
-            draws = scores.draw(rng, 1 + (self.samples or self.conditional_samples))
-            indices = _top(draws[0], k)
-            shown, error = conditional_propensities(draws[1:], scores.cdf, indices, np.arange(k))
+        dist = self._distribution(c)
+        # One block of draws: the first is the slate, and all of them feed the estimate.
+        draws = dist.draw(rng, 1 + (self.n_samples if propensities else 0))
+        indices = _top(draws[0], k)
+        if propensities:
+            shown, errors = conditional_propensities(draws, dist, indices, np.arange(k))
         else:
-            drawn = scores.draw(rng, 1)[0] if scores is not None else self._draw(c, rng, 1)[0]
-            indices = _top(drawn, k)
-            shown, error = np.full(k, np.nan), float("nan")
-            if propensities:  # counted over draws
-                estimate = self._estimate(c, k, rng, scores, rows=indices)
-                shown, error = estimate.matrix[np.arange(k), np.arange(k)], estimate.error
-        # The exploit slate: the distribution's centres rank as the posterior means do.
-        reference = scores.location if scores is not None else self._reference(c)
+            shown, errors = np.full(k, np.nan), np.full(k, np.nan)
+        return self._served(c, indices, shown, errors, k)
+
+    def _served(
+        self, c: Candidates, indices: np.ndarray, shown: np.ndarray, errors: np.ndarray, k: int
+    ) -> Slate:
         exploit = np.zeros(len(c), dtype=bool)
-        exploit[_top(reference, k)] = True
+        exploit[_top(self._reference(c), k)] = True
         explore = ~exploit[indices]
         reasons = [self._reason(bool(f)) for f in explore]
-        return self._slate(c, indices, shown, explore, reasons, error)
+        return self._slate(c, indices, shown, explore, reasons, errors)
 
     def _reason(self, explore: bool) -> str:
         return "explore: sampled above its estimate" if explore else "exploit: best estimate"
@@ -705,19 +655,19 @@ class Softmax(RandomScorePolicy):
         self.temperature = temperature
         self.spec = f"softmax:{temperature:g}"
 
-    def _independent(self, c: Candidates) -> IndependentScores:
+    def _distribution(self, c: Candidates) -> LocationScale:
         # Gumbel-top-k: adding Gumbel noise to log-weights and sorting draws a Plackett–Luce slate.
         log_weight = np.log(self.mean(c)) / self.temperature
-        return IndependentScores(log_weight, np.ones(len(c)), "gumbel")
+        return LocationScale(log_weight, np.ones(len(c)), "gumbel")
 
 
 class Thompson(RandomScorePolicy):
     """Thompson sampling per item and segment: rank by one draw from each posterior.
 
     `draw=gaussian` (default) draws from the normal with the posterior's mean and standard
-    deviation (Gaussian Thompson sampling), which keeps the propensities cheap and precise;
-    `draw=exact` draws from the conjugate posterior itself (Beta, or Gamma lifts), whose
-    propensities are counted over `samples` draws (1,000 by default: tens of milliseconds)."""
+    deviation (Gaussian Thompson sampling); `draw=exact` draws from the conjugate posterior
+    itself (Beta, or Gamma lifts). Both have exact distribution functions, so both get
+    conditional Monte-Carlo propensities."""
 
     name = "thompson"
 
@@ -727,49 +677,103 @@ class Thompson(RandomScorePolicy):
             raise ValueError("draw: expected gaussian or exact")
         self.draw = draw
 
-    def _independent(self, c: Candidates) -> IndependentScores | None:
-        if self.draw == "exact":
-            return None
-        mean, spread = self._moments(self._evidence(c))
-        return IndependentScores(mean, np.maximum(spread, 1e-12), "normal")
-
-    def _draw(self, c: Candidates, rng: np.random.Generator, n: int) -> np.ndarray:
-        scores = self._independent(c)
-        return self.sample(c, rng, n) if scores is None else scores.draw(rng, n)
+    def _distribution(self, c: Candidates) -> ScoreDistribution:
+        e = self._evidence(c)
+        if self.draw == "gaussian":
+            mean, spread = self._moments(e)
+            return LocationScale(mean, np.maximum(spread, 1e-12), "normal")
+        if self.belief == "beta":
+            return BetaScores(*self._beta(e))
+        shape, rate = self._lift_shape(e)
+        return GammaLiftScores(e.prior, shape, rate)
 
 
 class LinearThompson(LinearMixin, RandomScorePolicy):
-    """Linear Thompson sampling: θ̃ ~ N(θ̂, v²A⁻¹), rank by prior + θ̃ᵀx."""
+    """Linear Thompson sampling: θ̃ ~ N(θ̂, v²A⁻¹), rank by prior + θ̃ᵀx.
+
+    The scores are correlated (one θ̃ for every candidate), so the propensities condition on
+    each shown item's own direction (`marginals.linear_conditional_marginals`). Candidates with
+    identical mean and features tie in every draw and are ordered at random among themselves."""
 
     name = "lints"
-    # Counted over the contenders only (typically a few dozen): s.e. ≤ 0.025 per propensity.
-    counting_samples = 400
 
     def __init__(self, v: float = 0.1, **kwargs: object) -> None:
         super().__init__(**kwargs)  # type: ignore[arg-type]
         self.v = v
         self.spec = f"lints:{v:g}"
 
+    def _distribution(self, c: Candidates) -> ScoreDistribution:
+        raise NotImplementedError("linear Thompson scores are correlated across candidates")
+
     def _reference(self, c: Candidates) -> np.ndarray:
         return self._linear_mean(c)[0]
 
-    def _draw(self, c: Candidates, rng: np.random.Generator, n: int) -> np.ndarray:
-        return self._draw_subset(c, rng, n, np.arange(len(c)))
-
-    def _draw_subset(
-        self, c: Candidates, rng: np.random.Generator, n: int, keep: np.ndarray
-    ) -> np.ndarray:
-        mean, x, linear = self._linear_mean(c)
+    def _deviations(self, c: Candidates, rng: np.random.Generator, n: int) -> np.ndarray:
+        """(n, d) draws of θ̃ - θ̂."""
+        _, _, linear = self._linear_mean(c)
         root = np.linalg.cholesky(linear.a_inv + 1e-12 * np.eye(linear.dim))
-        deviations = self.v * rng.standard_normal((n, linear.dim)) @ root.T
-        return mean[keep][None, :] + deviations @ x[keep].T
+        return self.v * rng.standard_normal((n, linear.dim)) @ root.T
 
-    def _contenders(self, c: Candidates, k: int) -> np.ndarray | None:
-        # Each score is normal with sd v·√(xᵀA⁻¹x): an item whose +5 sd stays below the k-th
-        # best −5 sd reaches the slate with probability under 3e-7 per draw.
-        if len(c) <= k:
-            return None
+    def _draw(self, c: Candidates, rng: np.random.Generator, n: int) -> np.ndarray:
+        mean, x, _ = self._linear_mean(c)
+        return mean[None, :] + self._deviations(c, rng, n) @ x.T
+
+    def _contenders(self, c: Candidates, k: int) -> np.ndarray:
+        """Candidates that can reach the top k: each score is normal with sd v·√(xᵀA⁻¹x), and an
+        item whose +5 sd stays below the k-th best −5 sd gets there with chance < 3e-7 a draw."""
         mean, x, linear = self._linear_mean(c)
+        if len(c) <= k:
+            return np.arange(len(c))
         spread = self.v * np.sqrt(np.maximum(((x @ linear.a_inv) * x).sum(axis=1), 0))
         threshold = np.partition(mean - 5 * spread, len(c) - k)[len(c) - k]
         return np.flatnonzero(mean + 5 * spread >= threshold)
+
+    def _conditional(
+        self,
+        c: Candidates,
+        deviations: np.ndarray,
+        keep: np.ndarray,
+        rows: np.ndarray,
+        k: int,
+        positions: np.ndarray | None = None,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Propensities of `rows` (indices into `keep`) among the kept candidates: at every
+        position, or at one position each."""
+        mean, x, linear = self._linear_mean(c)
+        kept_mean, kept_x = mean[keep], x[keep]
+        scores = kept_mean[None, :] + deviations @ kept_x.T
+        covariance = self.v**2 * linear.a_inv
+        groups = _tie_groups(kept_mean, kept_x)
+        return linear_conditional_marginals(
+            scores, kept_mean, kept_x, covariance, rows, k, groups, positions
+        )
+
+    def marginals(self, c: Candidates, k: int, rng: np.random.Generator | None = None) -> Marginals:
+        k = min(k, len(c))
+        rng = rng or np.random.default_rng()
+        deviations = self._deviations(c, rng, self.n_samples)
+        everyone = np.arange(len(c))
+        block = max(1, 4_000_000 // max(self.n_samples * len(c), 1))
+        parts = [
+            self._conditional(c, deviations, everyone, everyone[i : i + block], k)
+            for i in range(0, len(c), block)
+        ]
+        matrix = np.vstack([p for p, _ in parts])
+        matrix /= np.maximum(matrix.sum(axis=0, keepdims=True), 1e-300)
+        return Marginals(matrix, float(max(e.max() for _, e in parts)))
+
+    def select(
+        self, c: Candidates, k: int, rng: np.random.Generator, propensities: bool = True
+    ) -> Slate:
+        k = min(k, len(c))
+        mean, x, _ = self._linear_mean(c)
+        deviations = self._deviations(c, rng, 1 + (self.n_samples if propensities else 0))
+        indices = _top_random_ties(mean + x @ deviations[0], k, rng)
+        if not propensities:
+            return self._served(c, indices, np.full(k, np.nan), np.full(k, np.nan), k)
+        # The others that can matter: the contenders, and whatever was shown (in case the
+        # screen was wrong, at < 3e-7 a draw).
+        keep = np.union1d(self._contenders(c, k), indices)
+        rows = np.searchsorted(keep, indices)
+        shown, errors = self._conditional(c, deviations, keep, rows, k, np.arange(k))
+        return self._served(c, indices, shown, errors, k)

@@ -50,6 +50,7 @@ class Candidates:
     age: np.ndarray | None = None
     user_features: np.ndarray | None = None  # the request's user/context vector
     placement: str = ""  # where the slate is shown (home, product page, cart …)
+    _prior_memo: tuple[float, np.ndarray] | None = field(default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         self.items = np.asarray(self.items)
@@ -76,17 +77,28 @@ class Candidates:
         return len(self.items)
 
     def prior_or(self, base_rate: float) -> np.ndarray:
-        return self.prior if self.prior is not None else score_to_prior(self.scores, base_rate)
+        """The calibrated priors, or the scores mapped onto `base_rate` (computed once)."""
+        if self.prior is not None:
+            return self.prior
+        memo = self._prior_memo
+        if memo is None or memo[0] != base_rate:
+            memo = self._prior_memo = (base_rate, score_to_prior(self.scores, base_rate))
+        return memo[1]
 
 
 @dataclass(frozen=True)
 class SlateEntry:
+    """One shown item. `position` counts from 1 (the top slot), as the impression log does."""
+
     item: object
     position: int
     score: float
     propensity: float
     explore: bool
     reason: str
+    # Standard error of `propensity`: 0 where it is exact, the Monte-Carlo error otherwise.
+    propensity_error: float = 0.0
+    prior: float | None = None  # the calibrated reward probability the policy started from
 
     def as_dict(self) -> dict[str, object]:
         item = self.item.item() if isinstance(self.item, np.generic) else self.item
@@ -94,7 +106,9 @@ class SlateEntry:
             "item_id": item,
             "position": self.position,
             "score": self.score,
+            "prior": self.prior,
             "propensity": self.propensity,
+            "propensity_error": self.propensity_error,
             "explore": self.explore,
             "reason": self.reason,
         }
@@ -108,8 +122,6 @@ class Slate:
     entries: list[SlateEntry]
     policy: str
     exploration_rate: float
-    # Standard error of the propensities: 0 where they are exact, the Monte-Carlo error otherwise.
-    propensity_error: float = 0.0
     extras: dict[str, object] = field(default_factory=dict)
 
     def __len__(self) -> int:
@@ -118,6 +130,15 @@ class Slate:
     @property
     def propensities(self) -> np.ndarray:
         return np.array([e.propensity for e in self.entries])
+
+    @property
+    def propensity_errors(self) -> np.ndarray:
+        return np.array([e.propensity_error for e in self.entries])
+
+    @property
+    def propensity_error(self) -> float:
+        """The largest standard error among the shown items (0 when all are exact)."""
+        return float(max((e.propensity_error for e in self.entries), default=0.0))
 
     @property
     def explore_flags(self) -> np.ndarray:

@@ -2,7 +2,8 @@
 
 `name[:arg,…]` where each arg is a number (the policy's main parameters, in order) or
 `key=value` (any keyword of the policy): `greedy`, `egreedy:0.1`, `softmax:0.2`, `ucb:1`,
-`thompson`, `thompson:discount=0.999`, `linucb:0.5`, `lints:0.1`, `gorse:0.1,0.05`, `uniform`.
+`thompson`, `thompson:discount=0.999`, `linucb:0.5`, `lints:0.1`, `gorse:0.1,0.05`, `uniform`;
+`learn=false` freezes any of them in its prior state (a fixed policy).
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ POSITIONAL: dict[str, tuple[str, ...]] = {
     "gorse": ("popular", "latest"),
 }
 INTEGER_OPTIONS = {"samples", "pool_size"}
-BOOLEAN_OPTIONS = {"by_segment"}
+BOOLEAN_OPTIONS = {"by_segment", "learn"}
 STRING_OPTIONS = {"belief", "draw"}
 
 

@@ -66,6 +66,11 @@ class Store(ABC):
         """One row per shown item, keyed by (`impression_id`, `position`)."""
 
     @abstractmethod
+    def write_rewards(self, rewards: pd.DataFrame) -> int:
+        """Write back what shown items earned when their attribution window closed:
+        `impression_id, position, reward` per row. Returns the number of rows updated."""
+
+    @abstractmethod
     def forget_user(self, user_id: str) -> ForgetResult:
         """Delete everything stored about a user: events, impressions and profile."""
 
@@ -103,7 +108,15 @@ class Store(ABC):
     def users_frame(self) -> pd.DataFrame: ...
 
     @abstractmethod
-    def impressions_frame(self, user_id: str | None = None) -> pd.DataFrame: ...
+    def impressions_frame(
+        self,
+        user_id: str | None = None,
+        since: float | None = None,
+        until: float | None = None,
+        open_only: bool = False,
+    ) -> pd.DataFrame:
+        """Impression-log rows with `since <= timestamp < until` in time order; `open_only`:
+        those whose reward is not written yet (their window was open at the last write)."""
 
     @abstractmethod
     def stats(self) -> StoreStats: ...

@@ -22,7 +22,22 @@ from equilibra.data.columns import (
 from equilibra.store.base import AppendResult, EventPage, ForgetResult, Store, StoreStats
 
 C = Columns
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+# Columns later schema versions added to a table, with their types: a store created by an older
+# version gains them (ALTER TABLE … ADD COLUMN) when it is opened.
+ADDED_COLUMNS: dict[str, tuple[tuple[str, str], ...]] = {
+    "impressions": (
+        (C.placement, "TEXT"),
+        (C.segment, "TEXT"),
+        (C.model_version, "TEXT"),
+        (C.score, "DOUBLE PRECISION"),
+        (C.prior, "DOUBLE PRECISION"),
+        (C.propensity_error, "DOUBLE PRECISION"),
+        (C.reason, "TEXT"),
+        (C.exposure, "DOUBLE PRECISION"),
+        (C.candidates, "TEXT"),
+    ),
+}
 FETCH_BLOCK = 200_000
 
 # Column types are written so the same DDL is valid in SQLite and PostgreSQL.
@@ -59,6 +74,15 @@ TABLES: dict[str, str] = {
         {C.explore} BOOLEAN,
         {C.reward} DOUBLE PRECISION,
         {C.context} TEXT,
+        {C.placement} TEXT,
+        {C.segment} TEXT,
+        {C.model_version} TEXT,
+        {C.score} DOUBLE PRECISION,
+        {C.prior} DOUBLE PRECISION,
+        {C.propensity_error} DOUBLE PRECISION,
+        {C.reason} TEXT,
+        {C.exposure} DOUBLE PRECISION,
+        {C.candidates} TEXT,
         PRIMARY KEY ({C.impression_id}, {C.position})""",
     "meta": "key TEXT PRIMARY KEY, value TEXT",
 }
@@ -66,14 +90,26 @@ INDEXES = (
     f"CREATE INDEX IF NOT EXISTS events_user ON events ({C.user})",
     f"CREATE INDEX IF NOT EXISTS events_time ON events ({C.timestamp})",
     f"CREATE INDEX IF NOT EXISTS impressions_user ON impressions ({C.user})",
+    # Feedback finds its impression; the ledger and `ope` read impressions by time.
+    f"CREATE INDEX IF NOT EXISTS events_impression ON events ({C.impression_id})",
+    f"CREATE INDEX IF NOT EXISTS impressions_time ON impressions ({C.timestamp})",
 )
-SECONDARY_EVENT_INDEXES = ("events_user", "events_time")
+SECONDARY_EVENT_INDEXES = ("events_user", "events_time", "events_impression")
 TABLE_COLUMNS = {
     "events": EVENT_COLUMNS,
     "items": ITEM_COLUMNS,
     "users": USER_COLUMNS,
     "impressions": IMPRESSION_COLUMNS,
 }
+IMPRESSION_NUMBERS = (
+    C.timestamp,
+    C.score,
+    C.prior,
+    C.propensity,
+    C.propensity_error,
+    C.exposure,
+    C.reward,
+)
 KEYS = {
     "events": (C.event_id,),
     "items": (C.item,),
@@ -126,6 +162,12 @@ class SqlStore(Store):
             cur = self._conn.cursor()
             for table, columns in TABLES.items():
                 cur.execute(f"CREATE TABLE IF NOT EXISTS {table} ({columns})")
+            for table, added in ADDED_COLUMNS.items():
+                cur.execute(f"SELECT * FROM {table} WHERE 1 = 0")
+                present = {d[0] for d in cur.description}
+                for name, kind in added:
+                    if name not in present:
+                        cur.execute(f"ALTER TABLE {table} ADD COLUMN {name} {kind}")
             for statement in INDEXES:
                 cur.execute(statement)
             cur.execute(
@@ -133,6 +175,10 @@ class SqlStore(Store):
                     "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO NOTHING"
                 ),
                 ("schema_version", str(SCHEMA_VERSION)),
+            )
+            cur.execute(
+                self._sql("UPDATE meta SET value = ? WHERE key = 'schema_version'"),
+                (str(SCHEMA_VERSION),),
             )
             self._conn.commit()
 
@@ -169,7 +215,12 @@ class SqlStore(Store):
             return AppendResult(0, 0)
         # Columns that are NULL throughout this chunk are left out: binding fewer parameters
         # per row is the cheapest speed-up SQLite's executemany has (~30 % at 5 of 8 columns).
-        columns = [c for c in TABLE_COLUMNS[table] if c in KEYS[table] or frame[c].notna().any()]
+        # Columns the frame does not have are NULL (the impression log's optional fields).
+        columns = [
+            c
+            for c in TABLE_COLUMNS[table]
+            if c in frame and (c in KEYS[table] or frame[c].notna().any())
+        ]
         with self._lock:
             try:
                 inserted = self._bulk_insert_ignore(table, columns, frame)
@@ -205,6 +256,28 @@ class SqlStore(Store):
                 self._conn.rollback()
                 raise
         return len(rows)
+
+    def write_rewards(self, rewards: pd.DataFrame) -> int:
+        """Set `reward` on (`impression_id`, `position`) rows; returns how many rows changed."""
+        if rewards.empty:
+            return 0
+        statement = self._sql(
+            f"UPDATE impressions SET {C.reward} = ?"
+            f" WHERE {C.impression_id} = ? AND {C.position} = ?"
+        )
+        rows = rows_of(rewards, (C.reward, C.impression_id, C.position))
+        with self._lock:
+            try:
+                cur = self._conn.cursor()
+                changed = 0
+                for row in rows:  # executemany's rowcount is not portable across drivers
+                    cur.execute(statement, row)
+                    changed += max(cur.rowcount, 0)
+                self._conn.commit()
+            except BaseException:
+                self._conn.rollback()
+                raise
+        return changed
 
     def forget_user(self, user_id: str) -> ForgetResult:
         counts = {}
@@ -317,14 +390,37 @@ class SqlStore(Store):
             f"SELECT {', '.join(USER_COLUMNS)} FROM users ORDER BY {C.user}", (), USER_COLUMNS
         )
 
-    def impressions_frame(self, user_id: str | None = None) -> pd.DataFrame:
-        where, params = ("", []) if user_id is None else (f" WHERE {C.user} = ?", [user_id])
-        return self._frame(
+    def impressions_frame(
+        self,
+        user_id: str | None = None,
+        since: float | None = None,
+        until: float | None = None,
+        open_only: bool = False,
+    ) -> pd.DataFrame:
+        clauses: list[str] = []
+        params: list[Any] = []
+        for clause, value in (
+            (f"{C.user} = ?", user_id),
+            (f"{C.timestamp} >= ?", since),
+            (f"{C.timestamp} < ?", until),
+        ):
+            if value is not None:
+                clauses.append(clause)
+                params.append(value)
+        if open_only:
+            clauses.append(f"{C.reward} IS NULL")
+        where = (" WHERE " + " AND ".join(clauses)) if clauses else ""
+        frame = self._frame(
             f"SELECT {', '.join(IMPRESSION_COLUMNS)} FROM impressions{where}"
             f" ORDER BY {C.timestamp}, {C.impression_id}, {C.position}",
             params,
             IMPRESSION_COLUMNS,
         )
+        for name in IMPRESSION_NUMBERS:
+            frame[name] = pd.to_numeric(frame[name]).astype("float64")
+        frame[C.position] = pd.to_numeric(frame[C.position]).astype("int64")
+        frame[C.explore] = frame[C.explore].map(lambda v: None if v is None else bool(v))
+        return frame
 
     def stats(self) -> StoreStats:
         ((events,),) = self._query("SELECT COUNT(*) FROM events")
