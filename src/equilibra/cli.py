@@ -110,7 +110,7 @@ def import_command(
     _check_format(fmt)
     mapping = ColumnMapping.parse(map_, type_map, timestamp_unit, sep) if map_ else None
     if rejects is None and events is not None:
-        rejects = Path(str(events.name).split(".")[0] + ".rejects.csv")
+        rejects = default_rejects_path(events)
     with open_store(db) as store, _progress("importing") as update:
         report = import_files(
             store, events, fmt, items, users, mapping, rejects, chunk_size, progress=update
@@ -122,6 +122,19 @@ def import_command(
         f"({report.rows_per_second:,.0f} rows/s)"
         + (f" · rejects in {report.rejects_file}" if report.rejects_file else "")
     )
+
+
+DATA_SUFFIXES = (".csv.gz", ".tsv.gz", ".csv", ".tsv", ".parquet", ".gz", ".dat", ".data", ".txt")
+
+
+def default_rejects_path(events: Path) -> Path:
+    """`sub/shop.v2.csv` -> `sub/shop.v2.rejects.csv`: beside the events, named after them."""
+    name = events.name
+    for suffix in DATA_SUFFIXES:
+        if name.lower().endswith(suffix) and len(name) > len(suffix):
+            name = name[: -len(suffix)]
+            break
+    return events.with_name(f"{name}.rejects.csv")
 
 
 # --- analyse -----------------------------------------------------------------------------------
@@ -316,61 +329,92 @@ def _algorithm(name: str) -> str:
 
 @app.command("fit")
 def fit_command(
-    events: Annotated[Path, typer.Option(help="training events (CSV, CSV.gz, Parquet)")],
-    out_dir: Annotated[Path, typer.Option("--out", help="model directory to write")],
+    out_dir: Annotated[Path, typer.Option("--out", help="model folder (versions are kept)")],
+    events: Annotated[
+        Path | None, typer.Option(help="training events (CSV, CSV.gz, Parquet)")
+    ] = None,
+    db: Annotated[str | None, typer.Option(help="train from this store instead")] = None,
     algorithm: Annotated[str, typer.Option(help="auto or a model name")] = "auto",
     items: Annotated[Path | None, typer.Option(help="item file")] = None,
     users: Annotated[Path | None, typer.Option(help="user file")] = None,
     fmt: Annotated[str, typer.Option("--format")] = "canonical",
     params: Annotated[str | None, typer.Option(help="model parameters as JSON")] = None,
     budget: Annotated[float, typer.Option(help="seconds for --algorithm auto's search")] = 300.0,
+    keep: Annotated[int, typer.Option(min=1, help="model versions kept for rollback")] = 5,
 ) -> None:
-    """Fit a model (or search for the best one with --algorithm auto) and save it to --out."""
-    from equilibra.data.training import load_training_data
-    from equilibra.pipeline.train import fit_artifact
+    """Fit a model (or pick the best with --algorithm auto) and publish it as the next version."""
+    from equilibra.pipeline.train import load_store_data, train
 
     _algorithm(algorithm)
+    if (events is None) == (db is None):
+        raise EquilibraError("fit: give exactly one of --events FILE or --db URL")
+    if db is not None and (items is not None or users is not None):
+        raise EquilibraError("fit: --items and --users go with --events; a store has its own")
     started = time.perf_counter()
-    data = load_training_data(events, _check_format(fmt), items, users)
-    info: dict[str, Any] = {"trained_on": str(events)}
-    chosen, chosen_params = algorithm, _params(params)
-    if algorithm == "auto":
-        from equilibra.pipeline.auto import search
+    if db is not None:
+        data = load_store_data(db)
+        source = db
+    else:
+        from equilibra.data.training import load_training_data
 
-        with Progress(
-            TextColumn("[bold]{task.description}"),
-            BarColumn(),
-            TextColumn("{task.completed}/{task.total}"),
-            TimeElapsedColumn(),
-            console=console,
-            disable=not console.is_terminal,
-        ) as bar:
-            task = bar.add_task("searching", total=None)
+        assert events is not None
+        data = load_training_data(events, _check_format(fmt), items, users)
+        source = str(events)
+    with Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total}"),
+        TimeElapsedColumn(),
+        console=console,
+        disable=not console.is_terminal,
+    ) as bar:
+        task = bar.add_task("searching" if algorithm == "auto" else "fitting", total=None)
 
-            def update(done: int, total: int, label: str) -> None:
-                bar.update(task, completed=done, total=total, description=label[:60])
+        def update(done: int, total: int, label: str) -> None:
+            bar.update(task, completed=done, total=total, description=label[:60])
 
-            result = search(data, budget, update)
-        chosen, chosen_params = result.best.algorithm, result.best.params
-        info["auto"] = {
-            "chosen": result.best.label,
-            "protocol": result.protocol,
-            "validation": result.scores,
-        }
-    artifact = fit_artifact(data, chosen, chosen_params, info)
-    artifact.save(out_dir)
+        artifact = train(
+            data,
+            algorithm,
+            _params(params),
+            budget,
+            update,
+            note=lambda message: console.print(f"[yellow]{message}[/yellow]"),
+            info={"trained_on": source},
+        )
+    version = artifact.publish(out_dir, keep=keep)
     summary = {
         "model": str(out_dir),
-        "algorithm": chosen,
-        "params": chosen_params,
+        "model_version": version,
+        "algorithm": artifact.model.name,
+        "params": artifact.model.get_params(),
         **artifact.info["data"],
         "seconds": round(time.perf_counter() - started, 1),
     }
-    if algorithm == "auto":
+    auto = artifact.info.get("auto")
+    if auto is not None:
+        summary["auto"] = auto.get("chosen")
+        if "fallback" in auto:
+            summary["fallback"] = auto["fallback"]
         summary["validation_ndcg@10"] = max(
-            (s["ndcg@10"] for s in info["auto"]["validation"] if "ndcg@10" in s), default=None
+            (s["ndcg@10"] for s in auto.get("validation", []) if "ndcg@10" in s), default=None
         )
     _print_json(summary)
+
+
+@app.command("rollback")
+def rollback_command(
+    model: Annotated[Path, typer.Option(help="model folder written by fit")],
+    version: Annotated[
+        int | None, typer.Option(help="version to make current (default: the one before)")
+    ] = None,
+) -> None:
+    """Make an older model version current again (the versions fit kept)."""
+    from equilibra.pipeline.artifact import current, rollback, versions
+
+    before = current(model)
+    now = rollback(model, version)
+    _print_json({"model": str(model), "was": before, "model_version": now, "kept": versions(model)})
 
 
 def _read_user_list(path: Path) -> pd.Series:
@@ -420,6 +464,7 @@ def recommend_command(
     cold = int((~pd.Series(ids).isin(set(artifact.users.ids))).sum())
     _print_json(
         {
+            "model_version": artifact.model_version,
             "users": len(ids),
             "cold_users": cold,
             "rows": len(table),
@@ -441,50 +486,26 @@ def evaluate_command(
     json_out: Annotated[Path | None, typer.Option("--json", help="write results here")] = None,
 ) -> None:
     """Temporal split (design.md protocol), fit on the past, score the future; table + JSON."""
-    from equilibra.data.split import test_truth
-    from equilibra.data.training import (
-        TrainingData,
-        build_interactions,
-        default_weights,
-        load_training_data,
-    )
-    from equilibra.evaluate.offline import evaluate_model
-    from equilibra.pipeline.registry import create_model
+    from equilibra.data.training import load_training_data
+    from equilibra.pipeline.evaluation import evaluate_split
 
     _algorithm(algorithm)
     data = load_training_data(events, _check_format(fmt), items)
-    protocol = data.protocol
-    split_name = protocol.split
-    exclude = exclude or protocol.exclude
-    split = protocol.split_events(data.events)
-    train_data = TrainingData(events=split.train, items=data.items)
-    chosen, chosen_params = algorithm, _params(params)
-    if algorithm == "auto":
-        from equilibra.pipeline.auto import search
-
-        best = search(train_data, budget).best
-        chosen, chosen_params = best.algorithm, best.params
-    train = build_interactions(split.train, data.items, default_weights(data))
-    truth = test_truth(train, split.test, exclude=exclude)
-    started = time.perf_counter()
-    model = create_model(chosen, **chosen_params).fit(train, data.items)
-    fit_seconds = time.perf_counter() - started
-    result = evaluate_model(model, train, truth, exclude=exclude)
-    report = {
-        "algorithm": chosen,
-        "params": chosen_params,
-        "split": split_name,
-        "exclude": exclude,
-        "cold_test_users": len(truth.cold_users),
-        "fit_seconds": round(fit_seconds, 2),
-        **result.as_dict(),
-    }
-    table = Table(title=f"{chosen} on {events.name} ({split_name} split, exclude {exclude})")
+    try:
+        report = evaluate_split(data, algorithm, _params(params), exclude, budget)
+    except ValueError as exc:
+        raise EquilibraError(str(exc)) from None
+    title = f"{report['algorithm']} on {events.name} ({report['split']} split"
+    table = Table(title=f"{title}, exclude {report['exclude']})")
     table.add_column("metric")
     table.add_column("value", justify="right")
     for key, value in report.items():
         if isinstance(value, float):
             table.add_row(key, f"{value:.4f}")
+    for group in ("cold", "ratings"):
+        for key, value in report.get(group, {}).items():
+            if isinstance(value, float):
+                table.add_row(f"{group} {key}", f"{value:.4f}")
     console.print(table)
     if json_out:
         json_out.write_text(json.dumps(report, indent=2, default=str))

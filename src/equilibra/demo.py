@@ -15,8 +15,7 @@ from equilibra.data.cleaning import clean_events
 from equilibra.data.synthetic import generate_shop
 from equilibra.data.synthetic import preset as get_preset
 from equilibra.data.training import TrainingData, default_weights, snapshot
-from equilibra.pipeline.auto import best_score, search
-from equilibra.pipeline.train import fit_artifact
+from equilibra.pipeline.train import load_store_data, train
 from equilibra.store import open_store
 from equilibra.store.ingest import import_files
 
@@ -38,6 +37,8 @@ def run_demo(
     db_path = workdir / "shop.db"
     for stale in workdir.glob("shop.db*"):
         stale.unlink()
+    if (workdir / "model" / "equilibra.json").exists():  # an unversioned model of an older run
+        shutil.rmtree(workdir / "model")
 
     console.print(f"[1/5] generating the '{preset}' shop (seed {seed})")
     shop = generate_shop(get_preset(preset, seed=seed))
@@ -56,11 +57,9 @@ def run_demo(
         console.print("[3/5] building interactions")
         events = store.events_frame()
         items = store.items_frame()
-        store_users = store.users_frame()
         stats = store.stats()
     cleaned, cleaning = clean_events(events)
-    data = TrainingData(events=cleaned, items=items, users=store_users)
-    interactions = snapshot(cleaned, items, default_weights(data))
+    interactions = snapshot(cleaned, items, default_weights(TrainingData(events=cleaned)))
 
     console.print("[4/5] analysing behaviour")
     result = analyse(cleaned, items)
@@ -93,17 +92,18 @@ def run_demo(
     summary["report"] = str(paths["html"])
 
     console.print(f"[5/5] choosing a model (auto, {model_budget:.0f} s budget) and training it")
-    search_result = search(data, model_budget)
-    artifact = fit_artifact(
-        data,
-        search_result.best.algorithm,
-        search_result.best.params,
-        {"auto": {"chosen": search_result.best.label, "validation": search_result.scores}},
-        interactions=interactions,
+    artifact = train(
+        load_store_data(f"sqlite:///{db_path}"),
+        "auto",
+        budget=model_budget,
+        note=console.print,
+        info={"trained_on": f"sqlite:///{db_path}"},
     )
-    artifact.save(workdir / "model")
-    summary["model"] = search_result.best.label
-    summary["validation ndcg@10"] = round(best_score(search_result), 4)
-    summary["model directory"] = str(workdir / "model")
+    version = artifact.publish(workdir / "model")
+    auto = artifact.info["auto"]
+    summary["model"] = auto["chosen"]
+    scores = [s["ndcg@10"] for s in auto.get("validation", []) if "ndcg@10" in s]
+    summary["validation ndcg@10"] = round(max(scores), 4) if scores else None
+    summary["model directory"] = f"{workdir / 'model'} (version {version})"
     summary["seconds"] = round(time.perf_counter() - started, 1)
     return summary

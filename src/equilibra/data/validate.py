@@ -307,7 +307,7 @@ def validate_items(
         out[C.created_at] = seconds.where(given, np.nan)
     else:
         out[C.created_at] = np.nan
-    out[C.attributes] = _attributes(frame, set(ITEM_COLUMNS) | {C.source_row})
+    out[C.attributes] = _attributes(frame, set(ITEM_COLUMNS) | {C.source_row}, reasons)
     valid, rejects = reasons.split(out)
     rejects = frame.loc[rejects.index].assign(reason=rejects["reason"])
     valid = valid.drop_duplicates(C.item, keep="last")
@@ -320,7 +320,7 @@ def validate_users(frame: pd.DataFrame) -> Checked:
     reasons = _Reasons(frame.index)
     ids = _check_ids(frame, C.user, reasons)
     out = pd.DataFrame({C.user: ids.astype(object)}, index=frame.index)
-    out[C.attributes] = _attributes(frame, set(USER_COLUMNS) | {C.source_row})
+    out[C.attributes] = _attributes(frame, set(USER_COLUMNS) | {C.source_row}, reasons)
     valid, rejects = reasons.split(out)
     rejects = frame.loc[rejects.index].assign(reason=rejects["reason"])
     valid = valid.drop_duplicates(C.user, keep="last")
@@ -350,15 +350,33 @@ def _parse_bool(value: object) -> bool | None:
     return None
 
 
-def _attributes(frame: pd.DataFrame, known: set[str]) -> pd.Series:
-    """Columns the table does not name become free attributes, stored as JSON."""
+def _attribute_object(value: object) -> dict[str, object] | str:
+    """A cell of the `attributes` column as a dict, or the reason it cannot be one."""
+    if isinstance(value, dict):
+        return value
+    if value is None or (isinstance(value, float) and np.isnan(value)) or value == "":
+        return {}
+    if not isinstance(value, str):
+        return f"attributes: expected a JSON object, got {type(value).__name__}"
+    try:
+        parsed = json.loads(value)
+    except json.JSONDecodeError as exc:
+        return f"attributes: not JSON ({exc.msg} at character {exc.pos})"
+    if not isinstance(parsed, dict):
+        return "attributes: expected a JSON object"
+    return parsed
+
+
+def _attributes(frame: pd.DataFrame, known: set[str], reasons: _Reasons) -> pd.Series:
+    """Columns the table does not name become free attributes, stored as JSON; a malformed
+    `attributes` cell is a reject with its reason."""
     extra = [c for c in frame.columns if c not in known]
     if C.attributes in frame:
-        base = frame[C.attributes].map(
-            lambda v: (
-                json.loads(v) if isinstance(v, str) and v else (v if isinstance(v, dict) else {})
-            )
-        )
+        parsed = frame[C.attributes].map(_attribute_object)
+        broken = parsed.map(lambda v: isinstance(v, str))
+        if broken.any():
+            reasons.flag(broken, parsed.where(broken, ""))
+        base = parsed.where(~broken, pd.Series([{}] * len(frame), index=frame.index))
     else:
         base = pd.Series([{}] * len(frame), index=frame.index)
     if not extra:
@@ -457,6 +475,11 @@ def validate_impressions(
         out[C.explore] = explore.astype(object)
     out[C.candidates] = _candidates_column(frame, reasons)
     out[C.context] = _context_column(frame)
+    for index, text in out[C.context].dropna().items():
+        try:
+            json.loads(text)
+        except (TypeError, json.JSONDecodeError):
+            reasons.flag(frame.index == index, "context: not JSON")
     bad = reasons.reason.notna()
     valid = out.loc[~bad]
     # The row's own `reason` (why the policy showed the item) is kept as `shown_reason`: a

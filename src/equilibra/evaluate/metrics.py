@@ -100,17 +100,22 @@ def popularity_bias_at_k(
 def intra_list_diversity(
     recommended: np.ndarray, item_vectors: np.ndarray | sp.spmatrix, k: int
 ) -> np.ndarray:
-    """Mean pairwise cosine distance between the items of each list (needs >= 2 items)."""
+    """Mean pairwise cosine distance between the items of each list (needs >= 2 items).
+
+    Sparse item vectors stay sparse (a catalogue × users matrix would not fit densified)."""
     shown = recommended[:, :k]
-    dense = item_vectors.toarray() if sp.issparse(item_vectors) else np.asarray(item_vectors)
-    norms = np.linalg.norm(dense, axis=1, keepdims=True)
-    unit = np.divide(dense, norms, out=np.zeros_like(dense, dtype=float), where=norms > 0)
+    vectors = sp.csr_matrix(item_vectors, dtype=np.float64)
+    norms = np.sqrt(np.asarray(vectors.multiply(vectors).sum(axis=1)).ravel())
+    unit = sp.csr_matrix(
+        sp.diags(np.where(norms > 0, 1.0 / np.maximum(norms, 1e-300), 0.0)) @ vectors
+    )
     out = np.full(len(shown), np.nan)
     for row, items in enumerate(shown):
         items = items[items >= 0]
         if len(items) < 2:
             continue
-        sims = unit[items] @ unit[items].T
+        block = unit[items]
+        sims = (block @ block.T).toarray()
         n = len(items)
         out[row] = 1.0 - (sims.sum() - np.trace(sims)) / (n * (n - 1))
     return out

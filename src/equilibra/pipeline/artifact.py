@@ -1,20 +1,35 @@
-"""A trained model as a self-contained directory: the model, its id maps and what to exclude.
+"""A trained model as a self-contained directory, published into a versioned model folder.
 
-`equilibra fit` writes one; `equilibra recommend` (and later the service) reads it and answers in
-external ids. Layout (version 1)::
+`equilibra fit` publishes one; `equilibra recommend` (and the service) reads the current one and
+answers in external ids. A model folder holds numbered versions and a pointer to the current::
 
-    DIR/equilibra.json     algorithm, parameters, data summary, validation scores, version
-    DIR/users.npy          external user ids in dense order (unicode array, no pickle)
-    DIR/items.npy          external item ids in dense order
-    DIR/type_flags.npz     users × items bit flags of the event types seen in training
-    DIR/popularity.npy     distinct users per item (the cold-user fallback)
-    DIR/model/             the Recommender's own artifact
+    ROOT/CURRENT             the current version's folder name, e.g. v000003
+    ROOT/v000003/            one artifact (below); older versions are kept for rollback
+    ROOT/.incoming-…/        a version being written (never read)
+
+Publishing writes the whole artifact into a temporary folder, renames it into place (atomic on
+one filesystem) and then replaces CURRENT (atomic too): a reader sees the old version or the new
+one, never half of one. `model_version` is the version's number: monotonic per model folder.
+
+One artifact (format version 1)::
+
+    equilibra.json     algorithm, parameters, data summary, validation scores, model_version
+    users.npy          external user ids in dense order (unicode array, no pickle)
+    items.npy          external item ids in dense order
+    type_flags.npz     users × items bit flags of the event types seen in training
+    popularity.npy     distinct users per item (the cold-user fallback)
+    unavailable.npy    dense indices of items marked `available=false`: never recommended
+    model/             the Recommender's own artifact
 """
 
 from __future__ import annotations
 
 import json
+import os
+import re
+import shutil
 import time
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,6 +46,11 @@ from equilibra.rank.coldstart import ColdStart
 
 FORMAT_VERSION = 1
 EXCLUDE_CHOICES = ("interacted", "converted", "none")
+CURRENT = "CURRENT"
+VERSION_NAME = re.compile(r"^v(\d{6,})$")
+DEFAULT_KEEP = 5  # versions kept for rollback
+# Per batch of users: at most this many (user, unavailable item) exclusion cells.
+UNAVAILABLE_CELLS = 5_000_000
 
 
 @dataclass
@@ -42,6 +62,12 @@ class ModelArtifact:
     popularity: np.ndarray
     info: dict[str, Any] = field(default_factory=dict)
     cold: ColdStart | None = None
+    unavailable: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+
+    @property
+    def model_version(self) -> int | None:
+        version = self.info.get("model_version")
+        return None if version is None else int(version)
 
     @classmethod
     def from_training(
@@ -52,6 +78,11 @@ class ModelArtifact:
         items: pd.DataFrame | None = None,
         users: pd.DataFrame | None = None,
     ) -> ModelArtifact:
+        unavailable = np.zeros(0, dtype=np.int64)
+        if items is not None and "available" in items:
+            off = items.loc[~items["available"].astype(bool), "item_id"].astype(str).to_numpy()
+            dense = interactions.items.to_dense(off)
+            unavailable = np.unique(dense[dense >= 0]).astype(np.int64)
         return cls(
             model=model,
             users=interactions.users,
@@ -60,6 +91,7 @@ class ModelArtifact:
             popularity=interactions.item_popularity().astype(np.float64),
             info=dict(info or {}),
             cold=ColdStart.fit(interactions, items, users),
+            unavailable=unavailable,
         )
 
     # --- persistence ----------------------------------------------------------------------------
@@ -70,6 +102,7 @@ class ModelArtifact:
         np.save(folder / "items.npy", self.items.ids.astype(str), allow_pickle=False)
         sp.save_npz(folder / "type_flags.npz", self.type_flags)
         np.save(folder / "popularity.npy", self.popularity, allow_pickle=False)
+        np.save(folder / "unavailable.npy", self.unavailable.astype(np.int64), allow_pickle=False)
         self.model.save(folder / "model")
         if self.cold is not None:
             self.cold.save(folder / "coldstart")
@@ -85,9 +118,47 @@ class ModelArtifact:
         (folder / "equilibra.json").write_text(json.dumps(meta, indent=2, default=str))
         return folder
 
+    def publish(self, root: Path | str, keep: int = DEFAULT_KEEP) -> int:
+        """Write this artifact as the next version of model folder `root` and make it current.
+
+        Returns its `model_version`. Versions beyond the newest `keep` are removed (never the
+        current one)."""
+        if keep < 1:
+            raise EquilibraError("keep: at least one version")
+        root = Path(root)
+        if (root / "equilibra.json").exists():
+            raise EquilibraError(
+                f"model: {root} holds a single unversioned model; publish into a new folder"
+            )
+        root.mkdir(parents=True, exist_ok=True)
+        incoming = root / f".incoming-{uuid.uuid4().hex}"
+        try:
+            while True:
+                version = max(versions(root), default=0) + 1
+                self.info["model_version"] = version
+                self.save(incoming)
+                try:
+                    # A rename onto an existing folder fails: a concurrent fit took the number.
+                    os.rename(incoming, root / _version_name(version))
+                    break
+                except OSError:
+                    if not (root / _version_name(version)).exists():
+                        raise
+        finally:
+            if incoming.exists():
+                shutil.rmtree(incoming, ignore_errors=True)
+        _point(root, version)
+        for old in versions(root)[:-keep]:
+            if old != version:
+                shutil.rmtree(root / _version_name(old), ignore_errors=True)
+        return version
+
     @classmethod
-    def load(cls, folder: Path | str) -> ModelArtifact:
+    def load(cls, folder: Path | str, version: int | None = None) -> ModelArtifact:
+        """A model folder's current version (or `version`), or a single artifact folder."""
         folder = Path(folder)
+        if (folder / CURRENT).exists() or version is not None:
+            folder = folder / _version_name(version if version is not None else current(folder))
         meta_path = folder / "equilibra.json"
         if not meta_path.exists():
             raise EquilibraError(f"model: {folder} is not a model directory (no equilibra.json)")
@@ -107,6 +178,9 @@ class ModelArtifact:
             cold=ColdStart.load(folder / "coldstart")
             if (folder / "coldstart" / "coldstart.json").exists()
             else None,
+            unavailable=np.load(folder / "unavailable.npy")
+            if (folder / "unavailable.npy").exists()
+            else np.zeros(0, dtype=np.int64),
         )
 
     # --- answering ------------------------------------------------------------------------------
@@ -140,7 +214,7 @@ class ModelArtifact:
         items = np.full((len(dense), k), -1, dtype=np.int64)
         scores = np.full((len(dense), k), -np.inf)
         if known.any():
-            items[known], scores[known] = self.model.recommend(dense[known], k, exclude=banned)
+            items[known], scores[known] = self._recommend_known(dense[known], k, banned)
         answers: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         for row in np.flatnonzero(~known):
             attrs = (attributes or {}).get(user_ids.iloc[row], {})
@@ -150,7 +224,8 @@ class ModelArtifact:
                     self.cold.scores(context, attrs)
                     if self.cold is not None
                     else self.popularity.astype(float)
-                )
+                ).copy()
+                ranking[self.unavailable] = -np.inf
                 found, values = top_k(ranking[None, :], k)
                 answers[key] = (found[0], values[0])
             items[row], scores[row] = answers[key]
@@ -166,3 +241,86 @@ class ModelArtifact:
                 "score": np.round(scores.ravel()[valid], 6),
             }
         )
+
+    def _recommend_known(
+        self, users: np.ndarray, k: int, banned: sp.csr_matrix | None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The model's lists, with unavailable items excluded for everyone."""
+        if len(self.unavailable) == 0:
+            return self.model.recommend(users, k, exclude=banned)
+        n_users, n_items = len(self.users), len(self.items)
+        batch = max(1, UNAVAILABLE_CELLS // len(self.unavailable))
+        out_items = np.empty((len(users), k), dtype=np.int64)
+        out_scores = np.empty((len(users), k))
+        for lo in range(0, len(users), batch):
+            rows = users[lo : lo + batch]
+            extra = sp.csr_matrix(
+                (
+                    np.ones(len(rows) * len(self.unavailable), dtype=bool),
+                    (np.repeat(rows, len(self.unavailable)), np.tile(self.unavailable, len(rows))),
+                ),
+                shape=(n_users, n_items),
+            )
+            if banned is not None:
+                # Only the batch's rows of `banned`: a row selector keeps the cost to them.
+                pick = sp.csr_matrix(
+                    (np.ones(len(rows), dtype=bool), (rows, rows)), shape=(n_users, n_users)
+                )
+                extra = (extra + pick @ banned).astype(bool).tocsr()
+            found = self.model.recommend(rows, k, exclude=extra)
+            out_items[lo : lo + batch], out_scores[lo : lo + batch] = found
+        return out_items, out_scores
+
+
+def _version_name(version: int) -> str:
+    return f"v{version:06d}"
+
+
+def versions(root: Path | str) -> list[int]:
+    """The complete versions in a model folder, oldest first."""
+    root = Path(root)
+    if not root.is_dir():
+        return []
+    found = []
+    for entry in root.iterdir():
+        match = VERSION_NAME.match(entry.name)
+        if match and (entry / "equilibra.json").exists():
+            found.append(int(match.group(1)))
+    return sorted(found)
+
+
+def current(root: Path | str) -> int:
+    """The model folder's current version."""
+    root = Path(root)
+    pointer = root / CURRENT
+    if not pointer.exists():
+        raise EquilibraError(f"model: {root} has no current version (no {CURRENT} file)")
+    match = VERSION_NAME.match(pointer.read_text().strip())
+    if not match:
+        raise EquilibraError(f"model: {pointer} does not name a version")
+    return int(match.group(1))
+
+
+def _point(root: Path, version: int) -> None:
+    """Make `version` current: write the pointer beside it, then rename over the old one."""
+    staged = root / f".{CURRENT}-{uuid.uuid4().hex}"
+    staged.write_text(_version_name(version) + "\n")
+    os.replace(staged, root / CURRENT)
+
+
+def rollback(root: Path | str, version: int | None = None) -> int:
+    """Make an older version current again (by default the one before the current)."""
+    root = Path(root)
+    kept = versions(root)
+    now = current(root)
+    if version is None:
+        older = [v for v in kept if v < now]
+        if not older:
+            raise EquilibraError(f"model: {root} keeps no version older than {now}")
+        version = older[-1]
+    if version not in kept:
+        raise EquilibraError(
+            f"model: version {version} is not in {root} (kept: {', '.join(map(str, kept))})"
+        )
+    _point(root, version)
+    return version
