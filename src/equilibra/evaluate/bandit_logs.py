@@ -208,16 +208,15 @@ def log_from_frame(
     )
     if bad.any():
         i = int(np.flatnonzero(bad)[0])
-        raise EquilibraError(
-            f"{source}: {place(i)}: propensity {frame.at[i, C.propensity]!r} must lie in (0, 1]"
-        )
+        shown = _shown(frame.at[i, C.propensity])
+        raise EquilibraError(f"{source}: {place(i)}: propensity {shown} must lie in (0, 1]")
     reward = pd.to_numeric(frame[C.reward], errors="coerce")
     given = frame[C.reward].notna() & (frame[C.reward].astype("string").str.strip() != "")
     bad = given & (reward.isna() | ~np.isfinite(reward.fillna(0)) | (reward < 0))
     if bad.any():
         i = int(np.flatnonzero(bad)[0])
         raise EquilibraError(
-            f"{source}: {place(i)}: reward {frame.at[i, C.reward]!r} is not a number >= 0"
+            f"{source}: {place(i)}: reward {_shown(frame.at[i, C.reward])} is not a number >= 0"
         )
     frame = frame.assign(**{C.position: position.astype(np.int64), C.propensity: propensity})
     frame[C.reward] = reward.where(given)
@@ -292,6 +291,13 @@ def log_from_frame(
         skipped=skipped,
     )
     return log
+
+
+def _shown(value: object) -> str:
+    """A logged value as a message shows it: numbers plainly, text quoted."""
+    if isinstance(value, np.generic):
+        value = value.item()
+    return repr(value)
 
 
 def _text(value: object) -> str:

@@ -102,7 +102,7 @@ def train(
             reason = str(exc)
             info["auto"] = {"chosen": chosen, "fallback": reason}
             if note is not None:
-                note(f"auto: {reason}; falling back to {chosen}")
+                note(f"{reason}; falling back to {chosen}")
         else:
             chosen, chosen_params = result.best.algorithm, result.best.params
             info["auto"] = {
