@@ -89,6 +89,8 @@ class Policy(ABC):
         self.arms = ArmStats(discount)
         self.spec = self.name
         self._explore_share = 0.0
+        # (candidates, statistics, their step, evidence) of the last request asked about
+        self._evidence_memo: tuple[Candidates, ArmStats, int, Evidence] | None = None
 
     # --- beliefs ------------------------------------------------------------------------------
     #
@@ -109,7 +111,16 @@ class Policy(ABC):
         return f"{placement}/{segment}" if placement else segment
 
     def _evidence(self, c: Candidates) -> Evidence:
-        """Everything the belief needs about the candidates, read from the statistics once."""
+        """Everything the belief needs about the candidates, read from the statistics once per
+        request and state (a slate asks for it to draw, and again for the exploit reference)."""
+        memo = self._evidence_memo
+        if memo is not None and memo[0] is c and memo[1] is self.arms and memo[2] == self.arms.step:
+            return memo[3]
+        evidence = self._read_evidence(c)
+        self._evidence_memo = (c, self.arms, self.arms.step, evidence)
+        return evidence
+
+    def _read_evidence(self, c: Candidates) -> Evidence:
         key = self._key(c.segment, c.placement)
         rewards, counts = self.arms.lookup(key, c.items)
         shared = 1.0
