@@ -1,5 +1,7 @@
 # Shortcuts for the scripts CI and the README use; the scripts are the source of truth.
-.PHONY: demo test lint bench
+.PHONY: demo test lint bench bench-exploration bench-offline bench-scale
+
+DATA ?= ../shared/datasets
 
 demo:
 	bash scripts/demo.sh
@@ -8,7 +10,22 @@ test:
 	bash scripts/test.sh
 
 lint:
-	bash scripts/setup.sh && .venv/bin/ruff check src tests benchmarks
+	bash scripts/setup.sh && .venv/bin/ruff check src tests benchmarks && .venv/bin/ruff format --check src tests benchmarks
 
-bench:
-	bash scripts/setup.sh && .venv/bin/python benchmarks/import_speed.py
+# The benchmarks behind the numbers in docs/ (long; run one at a time on a quiet machine).
+bench: bench-offline bench-exploration bench-scale
+
+bench-offline:
+	bash scripts/setup.sh
+	.venv/bin/python benchmarks/offline.py --data-dir $(DATA) --dataset ml-100k --dataset ml-latest-small --dataset taobao --budget 300
+
+bench-exploration:
+	bash scripts/setup.sh && .venv/bin/python -m pip install --quiet -e '.[dev,bench]'
+	.venv/bin/python benchmarks/exploration.py --data-dir $(DATA) --part obd --out docs/exploration
+	.venv/bin/python benchmarks/exploration.py --data-dir $(DATA) --part timing --out docs/exploration
+	.venv/bin/python benchmarks/exploration.py --data-dir $(DATA) --part simulate --dataset ml-100k --requests 5000 --seeds 3 --jobs 2 --out docs/exploration
+
+bench-scale:
+	bash scripts/setup.sh
+	.venv/bin/python benchmarks/retailrocket_scale.py --runs 3
+	.venv/bin/python benchmarks/retailrocket_models.py --runs 3

@@ -116,6 +116,59 @@ def run_obd(data_dir: Path, runs: int, n_boot: int) -> dict[str, Any]:
     }
 
 
+# --- off-policy evaluation of simulator logs against on-policy values ---
+
+OPE_LOGGERS = ("softmax:0.5", "softmax:0.5,learn=false")
+OPE_TARGETS = ("egreedy:0.2,learn=false", "softmax:0.2,learn=false")
+
+
+def run_ope_simulation(seeds: int, requests: int) -> dict[str, Any]:
+    """Logs of a learning and a frozen logger on the tiny synthetic shop, each evaluated for
+    two fixed policies, against what those earn per shown slot on the same world."""
+    from equilibra.data.synthetic import generate_shop
+    from equilibra.evaluate.bandit_logs import log_from_frame
+
+    events = generate_shop("tiny", seed=7).events
+    rows = []
+    for seed in range(seeds):
+        config = SimConfig(
+            scenario="stationary",
+            requests=requests,
+            slate_size=5,
+            candidates=40,
+            factors=8,
+            segments=3,
+            feedback_delay=10,
+            seed=seed,
+            log_impressions=True,
+        )
+        simulator = Simulator(World.build(events, config), config)
+        slots = config.requests * config.slate_size
+        values = {
+            target: simulator.run(parse_policy(target), log_propensities=False).summary[
+                "expected_reward"
+            ]
+            / slots
+            for target in OPE_TARGETS
+        }
+        for logger in OPE_LOGGERS:
+            logged = simulator.run(parse_policy(logger))
+            log = log_from_frame(pd.DataFrame(logged.impressions), "simulation")
+            for target in OPE_TARGETS:
+                estimates = evaluate_on_log(log, target, n_boot=500, seed=seed).estimates
+                rows.append(
+                    {
+                        "seed": seed,
+                        "logger": logger,
+                        "target": target,
+                        "on_policy": values[target],
+                        **{name: e.as_dict() for name, e in estimates.items()},
+                    }
+                )
+                print(f"ope-sim {seed} {logger} → {target}: {rows[-1]}", file=sys.stderr)
+    return {"seeds": seeds, "requests": requests, "rows": rows}
+
+
 # --- cost of choosing a slate ---
 
 
@@ -252,6 +305,32 @@ def _spread(value: float) -> str:
     return f" ± {value:.3f}" if np.isfinite(value) else ""
 
 
+def _ope_simulation_lines(ope: dict[str, Any]) -> list[str]:
+    frame = pd.DataFrame(ope["rows"])
+    lines = [
+        "",
+        "## Off-policy estimates of simulator logs against on-policy values",
+        "",
+        f"Tiny synthetic shop, stationary, {ope['requests']:,} requests of 5 from 40 candidates, "
+        f"{ope['seeds']} seeds; each fixed target also run on the same world (same users and "
+        "responses): its expected reward per shown slot is the value to cover.",
+        "",
+        "| logger | estimator | intervals covering the value | estimate / value, mean | min–max |",
+        "|---|---|---:|---:|---:|",
+    ]
+    for logger, part in frame.groupby("logger", sort=False):
+        for name in ("ips", "snips", "dr", "dm"):
+            low = part[name].map(lambda e: e["ci"][0])
+            high = part[name].map(lambda e: e["ci"][1])
+            ratio = part[name].map(lambda e: e["value"]) / part["on_policy"]
+            covered = int(((low <= part["on_policy"]) & (part["on_policy"] <= high)).sum())
+            lines.append(
+                f"| {logger} | {name} | {covered} / {len(part)} | {ratio.mean():.3f} | "
+                f"{ratio.min():.3f}–{ratio.max():.3f} |"
+            )
+    return lines
+
+
 def markdown(results: dict[str, Any]) -> str:
     lines = ["# Exploration benchmark", "", "Made by:", ""]
     lines += [f"- {part}: `{cmd}`" for part, cmd in results.get("commands", {}).items()]
@@ -293,6 +372,8 @@ def markdown(results: dict[str, Any]) -> str:
                 for n in ("ips", "snips", "dm", "dr")
             ]
             lines.append(f"| {spec} | " + " | ".join(cells) + f" | {est['seconds']:.1f} |")
+    if "ope_sim" in results:
+        lines += _ope_simulation_lines(results["ope_sim"])
         lines.append("")
     if "timing" in results:
         lines += [
@@ -375,7 +456,9 @@ def plot_simulation(rows: list[dict[str, Any]], out: Path) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-dir", type=Path, default=Path("../shared/datasets"))
-    parser.add_argument("--part", action="append", choices=["obd", "timing", "simulate"])
+    parser.add_argument("--part", action="append", choices=["obd", "ope-sim", "timing", "simulate"])
+    parser.add_argument("--ope-seeds", type=int, default=8)
+    parser.add_argument("--ope-requests", type=int, default=3000)
     parser.add_argument("--dataset", action="append")
     parser.add_argument("--requests", type=int, default=5000)
     parser.add_argument("--seeds", type=int, default=2)
@@ -387,7 +470,7 @@ def main() -> None:
     parser.add_argument("--scenario", action="append", choices=SCENARIOS)
     parser.add_argument("--out", type=Path, default=Path("docs/exploration"))
     args = parser.parse_args()
-    parts = args.part or ["obd", "timing", "simulate"]
+    parts = args.part or ["obd", "ope-sim", "timing", "simulate"]
     args.out.mkdir(parents=True, exist_ok=True)
     # Parts run separately land in one report: earlier parts are kept unless re-run.
     saved = args.out / "results.json"
@@ -398,6 +481,8 @@ def main() -> None:
         commands[part] = command
     if "obd" in parts:
         results["obd"] = run_obd(args.data_dir, args.runs, args.n_boot)
+    if "ope-sim" in parts:
+        results["ope_sim"] = run_ope_simulation(args.ope_seeds, args.ope_requests)
     if "timing" in parts:
         results["timing"] = run_timing()
     if "simulate" in parts:

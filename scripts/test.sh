@@ -17,4 +17,5 @@ if [ -z "${EQUILIBRA_TEST_POSTGRES:-}" ]; then
 fi
 
 .venv/bin/ruff check src tests benchmarks
+.venv/bin/ruff format --check src tests benchmarks
 exec .venv/bin/pytest "$@"

@@ -109,3 +109,14 @@ def test_open_impressions_survive_a_restart(store) -> None:
     assert store.write_rewards(outcome_rewards(outcomes)) == 2
     assert store.impressions_frame(open_only=True).empty
     assert store.impressions_frame()["reward"].tolist() == [1.0, 0.0]
+
+
+def test_without_impression_id_the_latest_shown_impression_by_time_is_credited() -> None:
+    ledger = FeedbackLedger(window_s=60)
+    ledger.record("later", "u1", 20.0, ["a"], np.full(1, 0.1))
+    ledger.record("earlier", "u1", 10.0, ["a"], np.full(1, 0.1))  # recorded second
+    assert ledger.observe("u1", "a", "click", 25.0)
+    earned = {o.impression_id: o.raw_reward for o in ledger.close(1_000.0)}
+    assert earned == {"later": 1.0, "earlier": 0.0}
+    with pytest.raises(ValueError, match="cap"):
+        RewardConfig.parse("cap=nan")

@@ -143,3 +143,53 @@ def test_slate_rows_follow_the_contract() -> None:
     assert rows[0]["context"] == '{"page": "front"}' and rows[1]["context"] is None
     assert all(r["reward"] is None for r in rows)
     assert decode_candidates(rows[0]["candidates"]).items.tolist() == ["a", "b", "c"]
+
+
+def test_linear_thompson_without_features_shares_tied_places() -> None:
+    """Candidates with no features and equal scores tie in every draw: each of g tied items
+    holds each of their g places with chance 1/g, and every position's column sums to 1."""
+    c = Candidates(
+        items=np.array(list("abcd")),
+        scores=np.array([1.0, 1.0, 1.0, 0.0]),
+        features=np.zeros((4, 2)),
+    )
+    policy = parse_policy("lints:0.1")
+    slate = policy.select(c, 3, np.random.default_rng(0))
+    assert [e.propensity for e in slate.entries] == pytest.approx([1 / 3] * 3)
+    matrix = policy.marginals(c, 3, np.random.default_rng(1)).matrix
+    np.testing.assert_allclose(matrix.sum(axis=0), 1.0)
+    np.testing.assert_allclose(matrix[:3], 1 / 3)
+
+
+def test_nearly_parallel_linear_candidates_keep_both_orders() -> None:
+    from equilibra.explore.marginals import linear_conditional_marginals
+
+    rng = np.random.default_rng(0)
+    x = np.array([[1.0, 0.5], [1.0, 0.5]])
+    x[1] *= 1 + 1e-10
+    mean = np.array([0.3, 0.3 + 1e-12])
+    covariance = np.eye(2) * 0.01
+    scores = mean + (rng.standard_normal((400, 2)) @ np.linalg.cholesky(covariance).T) @ x.T
+    matrix, _ = linear_conditional_marginals(scores, mean, x, covariance, np.arange(2), 2)
+    assert (matrix > 0.3).all()  # before: [[0, 1], [1, 0]], a shown item at propensity 0
+    assert matrix[0, 0] == pytest.approx((scores[:, 0] > scores[:, 1]).mean(), abs=0.1)
+
+
+def test_exact_thompson_with_priors_near_zero_never_ties() -> None:
+    """Beta(2e-5, 20) draws are exactly 0.0 98 % of the time in floating point; the policy draws
+    logits (exact even there), so such items still get distinct scores and honest chances."""
+    c = Candidates(
+        items=np.array(list("abcdef")),
+        scores=np.zeros(6),
+        prior=np.array([0.3, 0.2, 1e-6, 1e-6, 1e-6, 1e-6]),
+    )
+    policy = parse_policy("thompson:draw=exact")
+    rng = np.random.default_rng(1)
+    third = {i: 0 for i in range(2, 6)}
+    for _ in range(800):
+        slate = policy.select(c, 4, rng)
+        assert all(e.propensity > 0 for e in slate.entries)
+        third[int(slate.indices[2])] += 1
+    assert min(third.values()) > 120  # the four tiny-prior items share the third place
+    matrix = policy.marginals(c, 4, np.random.default_rng(2)).matrix
+    np.testing.assert_allclose(matrix[2:, 2:], 0.25, atol=0.05)

@@ -81,6 +81,15 @@ def test_a_bad_log_is_an_error_naming_its_row_and_field(tmp_path, column, row, v
     assert len(lines) == 1 and message in lines[0], lines
 
 
+def test_an_error_in_a_log_out_of_time_order_names_the_right_line(tmp_path):
+    frame = log_frame(impressions=3)
+    frame = frame.iloc[::-1].reset_index(drop=True)  # newest first
+    frame.loc[5, "item_id"] = "zzz"  # line 7: the first slot of imp0, the earliest impression
+    done, _ = ope(tmp_path, frame)
+    assert done.returncode == 2
+    assert "line 7 (impression imp0, position 1): item zzz" in done.stderr, done.stderr
+
+
 def test_unreadable_candidates_and_open_impressions_are_counted_not_hidden(tmp_path):
     """Before: impressions whose candidates JSON did not parse were skipped silently."""
     frame = log_frame()

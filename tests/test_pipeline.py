@@ -129,6 +129,10 @@ def test_versions_are_published_atomically_kept_and_rolled_back(tiny_shop, tmp_p
         rollback(root, 1)
     # The next publish continues the sequence from the newest, not from the current.
     assert artifact.publish(root, keep=3) == 5 and current(root) == 5
+    # A version folder left half-written (a crash, an interrupted prune) keeps its number.
+    (root / "v000006").mkdir()
+    (root / "v000006" / "users.npy").write_bytes(b"")
+    assert artifact.publish(root, keep=3) == 7 and 6 not in versions(root)
 
 
 def test_readers_never_see_half_a_version(tiny_shop, tmp_path):

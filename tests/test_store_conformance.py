@@ -236,6 +236,7 @@ def test_a_store_of_schema_one_gains_the_impression_log_columns(tmp_path):
     with open_store(f"sqlite:///{path}") as store:
         frame = store.impressions_frame()
         assert frame["propensity"].tolist() == [0.2] and pd.isna(frame["prior"].iloc[0])
+        assert frame["explore"].iloc[0] is None  # NULL stays unknown, not True
         store.append_impressions(impression_rows("new", "u1", 1767000100, ["a"]))
         assert len(store.impressions_frame()) == 2
         names = {row[1] for row in store._query("PRAGMA index_list(events)")}

@@ -252,7 +252,8 @@ def log_from_frame(
         )
     order = np.concatenate(keep_rows)
     kept = frame.iloc[order].reset_index(drop=True)
-    original = order  # row i of the log is row original[i] of the checked frame
+    # Row i of the log is row original[i] of the frame as given (the sort kept its labels).
+    original = frame.index.to_numpy()[order]
     impressions = kept[C.impression_id].astype(str).to_numpy()
     items = kept[C.item].astype(str).to_numpy()
     action = np.empty(len(kept), dtype=np.int64)

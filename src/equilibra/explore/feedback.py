@@ -52,8 +52,8 @@ class RewardConfig:
             value = getattr(self, name)
             if not math.isfinite(value) or value < 0:
                 raise ValueError(f"{name}: reward values must be finite and non-negative")
-        if self.scale <= 0:
-            raise ValueError("cap: must be positive (or give clicks a positive value)")
+        if not math.isfinite(self.scale) or self.scale <= 0:
+            raise ValueError("cap: must be positive and finite (or give clicks a positive value)")
 
     @classmethod
     def parse(cls, spec: str) -> RewardConfig:
@@ -198,12 +198,16 @@ class FeedbackLedger:
             if pending is None:
                 self.late += 1
         else:
+            # The latest impression (by its time, not by when it was recorded) that showed it.
             pending = None
-            for candidate in reversed(self._by_user.get(str(user_id), [])):
+            for candidate in self._by_user.get(str(user_id), []):
                 shown = self._open[candidate]
-                if item in shown.items and shown.timestamp <= timestamp:
+                if (
+                    item in shown.items
+                    and shown.timestamp <= timestamp
+                    and (pending is None or shown.timestamp > pending.timestamp)
+                ):
                     pending = shown
-                    break
         if (
             pending is None
             or item not in pending.items

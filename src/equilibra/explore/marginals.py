@@ -257,7 +257,10 @@ def linear_conditional_marginals(
     gap = sigma[:, None] - slope  # (T, n)
     peer = groups[None, :] == groups[rows][:, None]  # i's own tie group, i included
     size = peer.sum(axis=1)  # g per row
-    flat = (np.abs(gap) <= 1e-9 * np.maximum(sigma, 1e-300)[:, None]) & ~peer
+    # A line parallel to i's (gap exactly 0; e.g. every line when σ_i = 0, which makes i's score
+    # fixed) beats i for every z or for none: its offset decides. Any other gap, however small,
+    # has a crossing (perhaps far out, which is harmless).
+    flat = (gap == 0) & ~peer
     always = (flat[:, None, :] & (offset > 0)).sum(axis=2)  # beat i whatever z: (T, S)
     moving = ~flat & ~peer
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -300,17 +303,6 @@ def linear_conditional_marginals(
             use = (place >= 0) & (place < k) & (extra < size[t_idx])
             flat_draw += np.bincount(cell[use] + place[use], share[use], len(flat_draw))
         per_draw = flat_draw.reshape(n_rows, n_samples, k)
-    # A row with σ = 0 (no features) has a fixed score: its place is what each draw says.
-    fixed = np.flatnonzero(sigma == 0)
-    if len(fixed):
-        placed = (scores[:, None, :] > scores[:, rows[fixed]][:, :, None]).sum(axis=2)  # (S, F)
-        for f, row in enumerate(fixed):
-            if positions is None:
-                per_draw[row] = 0.0
-                ok = placed[:, f] < k
-                per_draw[row, np.flatnonzero(ok), placed[ok, f]] = 1.0
-            else:
-                per_draw[row] = (placed[:, f] == positions[row]).astype(float)
     return _mean_and_error(np.moveaxis(per_draw, 1, 0))
 
 

@@ -133,8 +133,10 @@ class ModelArtifact:
         root.mkdir(parents=True, exist_ok=True)
         incoming = root / f".incoming-{uuid.uuid4().hex}"
         try:
-            while True:
-                version = max(versions(root), default=0) + 1
+            for _attempt in range(100):
+                # Numbers already taken, complete or not: a half-removed or crashed version
+                # folder keeps its number.
+                version = max(_taken(root), default=0) + 1
                 self.info["model_version"] = version
                 self.save(incoming)
                 try:
@@ -144,6 +146,8 @@ class ModelArtifact:
                 except OSError:
                     if not (root / _version_name(version)).exists():
                         raise
+            else:
+                raise EquilibraError(f"model: could not take a version number in {root}")
         finally:
             if incoming.exists():
                 shutil.rmtree(incoming, ignore_errors=True)
@@ -287,6 +291,15 @@ def versions(root: Path | str) -> list[int]:
         if match and (entry / "equilibra.json").exists():
             found.append(int(match.group(1)))
     return sorted(found)
+
+
+def _taken(root: Path) -> list[int]:
+    """Every version number a folder name holds, whether or not the version is complete."""
+    return [
+        int(match.group(1))
+        for entry in root.iterdir()
+        if (match := VERSION_NAME.match(entry.name)) is not None
+    ]
 
 
 def current(root: Path | str) -> int:

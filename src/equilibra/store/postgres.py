@@ -28,6 +28,10 @@ class PostgresStore(SqlStore):
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else "connection failed"
             raise EquilibraError(f"db: cannot connect to PostgreSQL: {first}") from exc
 
+    def _add_column(self, cur: Any, table: str, name: str, kind: str) -> None:
+        # Two processes opening an old store at once must not both fail on the second ALTER.
+        cur.execute(f"ALTER TABLE {table} ADD COLUMN IF NOT EXISTS {name} {kind}")
+
     def _bulk_insert_ignore(self, table: str, columns: Sequence[str], frame: pd.DataFrame) -> int:
         names = ", ".join(columns)
         staging = f"_incoming_{table}"

@@ -167,7 +167,7 @@ class SqlStore(Store):
                 present = {d[0] for d in cur.description}
                 for name, kind in added:
                     if name not in present:
-                        cur.execute(f"ALTER TABLE {table} ADD COLUMN {name} {kind}")
+                        self._add_column(cur, table, name, kind)
             for statement in INDEXES:
                 cur.execute(statement)
             cur.execute(
@@ -181,6 +181,10 @@ class SqlStore(Store):
                 (str(SCHEMA_VERSION),),
             )
             self._conn.commit()
+
+    def _add_column(self, cur: Any, table: str, name: str, kind: str) -> None:
+        """Add a column an older schema lacks (the PostgreSQL backend makes it race-free)."""
+        cur.execute(f"ALTER TABLE {table} ADD COLUMN {name} {kind}")
 
     def _sql(self, statement: str) -> str:
         return statement if self.placeholder == "?" else statement.replace("?", self.placeholder)
@@ -400,9 +404,9 @@ class SqlStore(Store):
         clauses: list[str] = []
         params: list[Any] = []
         for clause, value in (
-            (f"{C.user} = ?", user_id),
-            (f"{C.timestamp} >= ?", since),
-            (f"{C.timestamp} < ?", until),
+            (f"{C.user} = ?", None if user_id is None else str(user_id)),
+            (f"{C.timestamp} >= ?", None if since is None else float(since)),
+            (f"{C.timestamp} < ?", None if until is None else float(until)),
         ):
             if value is not None:
                 clauses.append(clause)
@@ -419,7 +423,7 @@ class SqlStore(Store):
         for name in IMPRESSION_NUMBERS:
             frame[name] = pd.to_numeric(frame[name]).astype("float64")
         frame[C.position] = pd.to_numeric(frame[C.position]).astype("int64")
-        frame[C.explore] = frame[C.explore].map(lambda v: None if v is None else bool(v))
+        frame[C.explore] = frame[C.explore].map(lambda v: None if pd.isna(v) else bool(v))
         return frame
 
     def stats(self) -> StoreStats:

@@ -68,6 +68,13 @@ class SqliteStore(SqlStore):
                 self._conn.execute(f"PRAGMA cache_size=-{CACHE_KIB}")
                 self._conn.commit()
 
+    def _add_column(self, cur: Any, table: str, name: str, kind: str) -> None:
+        try:
+            cur.execute(f"ALTER TABLE {table} ADD COLUMN {name} {kind}")
+        except sqlite3.OperationalError as exc:  # another process added it first
+            if "duplicate column" not in str(exc):
+                raise
+
     def _bulk_insert_ignore(self, table: str, columns: Sequence[str], frame: pd.DataFrame) -> int:
         before = self._conn.total_changes
         self._conn.executemany(
