@@ -478,7 +478,10 @@ def main() -> None:
     command = "python benchmarks/exploration.py " + " ".join(sys.argv[1:])
     commands = results.setdefault("commands", {})
     for part in parts:
-        commands[part] = command
+        if part == "simulate" and args.policy and commands.get(part):
+            commands[part] = f"{commands[part]}`, then for some policies `{command}"
+        else:
+            commands[part] = command
     if "obd" in parts:
         results["obd"] = run_obd(args.data_dir, args.runs, args.n_boot)
     if "ope-sim" in parts:
@@ -496,9 +499,20 @@ def main() -> None:
             specs,
             tuple(args.scenario or SCENARIOS),
         )
-        plot_simulation(rows, args.out)
+        if not args.policy:  # the curves of a partial run would leave the others out
+            plot_simulation(rows, args.out)
         # The curves are in the plots; the saved results keep the summaries only.
-        results["simulate"] = [{k: v for k, v in row.items() if k != "curve"} for row in rows]
+        fresh = [{k: v for k, v in row.items() if k != "curve"} for row in rows]
+        # A run of some policies replaces their rows and keeps the others' (same settings).
+        ran = {(r["dataset"], r["scenario"], r["seed"], r["policy"]) for r in fresh}
+        kept = [
+            r
+            for r in results.get("simulate", [])
+            if (r["dataset"], r["scenario"], r["seed"], r["policy"]) not in ran
+            and r.get("requests") == args.requests
+        ]
+        order = {spec: i for i, spec in enumerate(OURS + PEERS)}
+        results["simulate"] = sorted(kept + fresh, key=lambda r: order.get(r["policy"], len(order)))
     saved.write_text(json.dumps(results, default=float))
     report = markdown(results)
     (args.out / "exploration.md").write_text(report)

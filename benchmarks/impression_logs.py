@@ -4,8 +4,8 @@
 
 Runs `equilibra simulate --scenario stationary --policy SPEC --requests N --log F` (synthetic
 shop, 10 of 100 candidates per request) for every policy, then reads each log back: positions,
-the propensity range, how many rows carry a Monte-Carlo error and its median, and what
-`equilibra ope` makes of the log. Writes `impression_logs.md` and `impression_logs.json`.
+the propensity range, how many rows carry a Monte-Carlo error and its median, and whether
+`equilibra ope` reads the log back whole. Writes `impression_logs.md` and `impression_logs.json`.
 """
 
 from __future__ import annotations
@@ -47,7 +47,7 @@ def check(spec: str, requests: int, folder: Path) -> dict[str, object]:
          "equilibra", "--policy", "uniform", "--n-boot", "50"],
         capture_output=True, text=True,
     )  # fmt: skip
-    snips = json.loads(ope.stdout)["estimates"]["snips"] if ope.returncode == 0 else None
+    read = json.loads(ope.stdout) if ope.returncode == 0 else None
     return {
         "policy": spec,
         "rows": len(frame),
@@ -62,7 +62,8 @@ def check(spec: str, requests: int, folder: Path) -> dict[str, object]:
         if (errors > 0).any()
         else 0.0,
         "open_rewards": int(frame["reward"].isna().sum()),
-        "ope_uniform_snips": snips,
+        "ope_rounds": None if read is None else read["rounds"],
+        "ope_skipped": None if read is None else read["skipped"],
         "ope_exit": ope.returncode,
     }
 
@@ -74,16 +75,15 @@ def markdown(rows: list[dict[str, object]], command: str) -> str:
         f"Made by `{command}`.",
         "",
         "| policy | rows | positions | propensity min–max | rows at 0 | rows with MC error |"
-        " median error | median relative error | `ope --policy uniform` SNIPS |",
+        " median error | median relative error | read back by `equilibra ope` |",
         "|---|---:|---|---|---:|---:|---:|---:|---|",
     ]
     for r in rows:
-        snips = r["ope_uniform_snips"]
-        if snips is None:
-            cell = "error"
+        if r["ope_rounds"] is None:
+            cell = f"error (exit {r['ope_exit']})"
         else:
-            low, high = snips["ci"]  # type: ignore[index]
-            cell = f"{snips['value']:.4f} [{low:.4f}, {high:.4f}]"  # type: ignore[index]
+            left_out = sum(r["ope_skipped"].values())  # type: ignore[union-attr]
+            cell = f"{r['ope_rounds']:,} rounds, {left_out} impressions left out"
         share = 100 * float(r["share_with_error"])  # type: ignore[arg-type]
         lines.append(
             f"| {r['policy']} | {r['rows']:,} | {r['min_position']}–{r['max_position']} | "

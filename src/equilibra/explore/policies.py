@@ -645,9 +645,11 @@ class RandomScorePolicy(Policy):
     def _served(
         self, c: Candidates, indices: np.ndarray, shown: np.ndarray, errors: np.ndarray, k: int
     ) -> Slate:
-        exploit = np.zeros(len(c), dtype=bool)
-        exploit[_top(self._reference(c), k)] = True
-        explore = ~exploit[indices]
+        # Exploitation is what the posterior means rank in the top k — ties with the k-th
+        # included, since the draw may order tied items either way.
+        reference = self._reference(c)
+        kth = reference[_top(reference, k)[-1]]
+        explore = reference[indices] < kth
         reasons = [self._reason(bool(f)) for f in explore]
         return self._slate(c, indices, shown, explore, reasons, errors)
 
