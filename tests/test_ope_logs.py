@@ -97,7 +97,11 @@ def test_unreadable_candidates_and_open_impressions_are_counted_not_hidden(tmp_p
     frame.loc[frame["impression_id"] == "imp5", "reward"] = None  # its window is still open
     done, report = ope(tmp_path, frame)
     assert done.returncode == 0, done.stderr
-    assert report["skipped"] == {"open_impressions": 1, "impressions_without_candidates": 1}
+    assert report["skipped"] == {
+        "open_impressions": 1,
+        "impressions_without_candidates": 1,
+        "pinned_rows": 0,
+    }
     assert report["impressions"] == 38 and report["rounds"] == 76
     assert "left out: 1 open impressions, 1 impressions without candidates" in done.stderr
 

@@ -641,6 +641,27 @@ def simulate_command(
     _print_json({**report, "runs": [{**r, "curve": "…"} for r in report["runs"]]})
 
 
+# --- serve -----------------------------------------------------------------------------------
+
+
+@app.command("serve")
+def serve_command(
+    host: Annotated[str, typer.Option(help="interface to listen on")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=1, max=65535)] = 8000,
+    config: Annotated[
+        Path | None, typer.Option(help="TOML file with the settings (the environment wins)")
+    ] = None,
+    db: Annotated[str | None, typer.Option(help="overrides EQUILIBRA_DB")] = None,
+    model_dir: Annotated[Path | None, typer.Option(help="overrides EQUILIBRA_MODEL_DIR")] = None,
+    policy: Annotated[str | None, typer.Option(help="overrides EQUILIBRA_POLICY")] = None,
+    log_level: Annotated[str, typer.Option(help="debug, info, warning or error")] = "info",
+) -> None:
+    """The HTTP service (API v1, OpenAPI at /docs), configured by EQUILIBRA_* variables."""
+    from equilibra.service.serve import run
+
+    run(host, port, config, log_level, db=db, model_dir=model_dir, policy=policy)
+
+
 # --- demo --------------------------------------------------------------------------------------
 
 

@@ -33,6 +33,7 @@ from equilibra.evaluate.ope import (
     estimate,
     ratio_bootstrap,
 )
+from equilibra.explore.feedback import PINNED
 from equilibra.explore.policies import Policy
 from equilibra.explore.slate import Candidates
 from equilibra.explore.spec import parse_policy
@@ -222,7 +223,12 @@ def log_from_frame(
     frame[C.reward] = reward.where(given)
     if C.timestamp in frame:
         frame = frame.sort_values([C.timestamp, C.impression_id, C.position], kind="stable")
-    skipped = {"open_impressions": 0, "impressions_without_candidates": 0}
+    skipped = {"open_impressions": 0, "impressions_without_candidates": 0, "pinned_rows": 0}
+    if C.policy in frame:
+        # A business rule's pin is shown with certainty, outside any policy's choice.
+        pinned = frame[C.policy].astype(str) == PINNED
+        skipped["pinned_rows"] = int(pinned.sum())
+        frame = frame[~pinned]
     contexts: dict[str, Candidates] = {}
     keep_rows: list[np.ndarray] = []
     for impression, rows in frame.groupby(C.impression_id, sort=False).indices.items():

@@ -27,6 +27,7 @@ from equilibra.data.columns import Columns as C
 from equilibra.explore.slate import SlatePolicy
 
 DEFAULT_WINDOW_S = 30 * 60.0
+PINNED = "pin"  # the `policy` of an impression-log row a business rule put there
 REWARD_TYPES = ("click", "view", "add_to_cart", "purchase")
 
 
@@ -98,10 +99,18 @@ class PendingImpression:
     features: np.ndarray | None
     placement: str = ""
     exposure: np.ndarray | None = None  # per position; None: the ledger's default
+    # Where each item sits in the stored log (1 = top), and whether the policy chose it (a
+    # pinned item is shown and rewarded but teaches the policy nothing).
+    positions: list[int] | None = None
+    learnable: np.ndarray | None = None
     earned: np.ndarray = field(init=False)
 
     def __post_init__(self) -> None:
         self.earned = np.zeros(len(self.items))
+        if self.positions is None:
+            self.positions = list(range(1, len(self.items) + 1))
+        if self.learnable is None:
+            self.learnable = np.ones(len(self.items), dtype=bool)
 
 
 @dataclass(frozen=True)
@@ -118,6 +127,7 @@ class Outcome:
     features: np.ndarray | None
     exposure: float = 1.0
     placement: str = ""
+    learnable: bool = True  # False: not the policy's choice (e.g. pinned); not learned
 
 
 class FeedbackLedger:
@@ -160,6 +170,8 @@ class FeedbackLedger:
         segment: str = "",
         placement: str = "",
         exposure: Sequence[float] | None = None,
+        positions: Sequence[int] | None = None,
+        learnable: Sequence[bool] | None = None,
     ) -> None:
         if impression_id in self._open:
             raise ValueError(f"impression_id: {impression_id!r} is already open")
@@ -173,6 +185,8 @@ class FeedbackLedger:
             None if features is None else np.asarray(features, dtype=float),
             placement,
             _check_exposure(exposure),
+            None if positions is None else [int(p) for p in positions],
+            None if learnable is None else np.asarray(learnable, dtype=bool),
         )
         self._open[impression_id] = pending
         self._by_user.setdefault(pending.user_id, []).append(impression_id)
@@ -223,17 +237,20 @@ class FeedbackLedger:
         outcomes: list[Outcome] = []
         while self._due and self._due[0][0] <= now:
             _, _, impression_id = heapq.heappop(self._due)
-            pending = self._open.pop(impression_id)
+            pending = self._open.pop(impression_id, None)
+            if pending is None:  # forgotten with its user
+                continue
             users = self._by_user[pending.user_id]
             users.remove(impression_id)
             if not users:
                 del self._by_user[pending.user_id]
+            assert pending.positions is not None and pending.learnable is not None
             for index, item in enumerate(pending.items):
                 raw = float(pending.earned[index])
                 outcomes.append(
                     Outcome(
                         impression_id,
-                        index + 1,
+                        pending.positions[index],
                         item,
                         self.config.scaled(raw),
                         raw,
@@ -242,9 +259,18 @@ class FeedbackLedger:
                         None if pending.features is None else pending.features[index],
                         self._exposure(pending, index),
                         pending.placement,
+                        bool(pending.learnable[index]),
                     )
                 )
         return outcomes
+
+    def forget_user(self, user_id: str) -> int:
+        """Drop a forgotten user's open impressions (their rows are deleted with them)."""
+        dropped = self._by_user.pop(str(user_id), [])
+        for impression_id in dropped:
+            self._open.pop(impression_id, None)
+        # Their heap entries stay until due; `close` skips ids no longer open.
+        return len(dropped)
 
     def _exposure(self, pending: PendingImpression, index: int) -> float:
         exposure = pending.exposure if pending.exposure is not None else self.exposure
@@ -256,6 +282,8 @@ class FeedbackLedger:
         """Close what is due and teach the policy each outcome."""
         outcomes = self.close(now)
         for outcome in outcomes:
+            if not outcome.learnable:
+                continue
             policy.learn_one(
                 outcome.item,
                 outcome.reward,
@@ -283,6 +311,7 @@ class FeedbackLedger:
             first = group.iloc[0]
             priors = group[C.prior].to_numpy(dtype=float)
             exposure = group[C.exposure].to_numpy(dtype=float)
+            policies = group[C.policy].astype(str).to_numpy() if C.policy in group else None
             self.record(
                 str(impression_id),
                 str(first[C.user]),
@@ -292,6 +321,8 @@ class FeedbackLedger:
                 segment=_text(first.get(C.segment)),
                 placement=_text(first.get(C.placement)),
                 exposure=None if np.isnan(exposure).all() else np.nan_to_num(exposure, nan=1.0),
+                positions=group[C.position].astype(int).tolist(),
+                learnable=None if policies is None else policies != PINNED,
             )
             reopened += 1
         ordered = events.sort_values(C.timestamp, kind="stable")

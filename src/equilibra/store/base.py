@@ -8,9 +8,10 @@ an :class:`~equilibra.data.interactions.Interactions` snapshot built from `event
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any
 
 import pandas as pd
 
@@ -64,6 +65,18 @@ class Store(ABC):
     @abstractmethod
     def append_impressions(self, impressions: pd.DataFrame) -> AppendResult:
         """One row per shown item, keyed by (`impression_id`, `position`)."""
+
+    @abstractmethod
+    def event_time_range(self) -> tuple[float | None, float | None]:
+        """The earliest and latest event timestamps (None, None for an empty store)."""
+
+    @abstractmethod
+    def existing_event_ids(self, event_ids: Sequence[str]) -> set[str]:
+        """Which of these event ids are stored already (the service learns each event once)."""
+
+    @abstractmethod
+    def append_impression_rows(self, rows: Sequence[Mapping[str, Any]]) -> int:
+        """Impression-log rows as dicts (one served slate): the server's path, no frame."""
 
     @abstractmethod
     def write_rewards(self, rewards: pd.DataFrame) -> int:

@@ -6,7 +6,7 @@ import base64
 import json
 import threading
 from abc import abstractmethod
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -261,6 +261,43 @@ class SqlStore(Store):
                 raise
         return len(rows)
 
+    def event_time_range(self) -> tuple[float | None, float | None]:
+        ((low, high),) = self._query(f"SELECT MIN({C.timestamp}), MAX({C.timestamp}) FROM events")
+        return (None if low is None else float(low), None if high is None else float(high))
+
+    def existing_event_ids(self, event_ids: Sequence[str]) -> set[str]:
+        found: set[str] = set()
+        ids = list(dict.fromkeys(event_ids))
+        for start in range(0, len(ids), 500):  # SQLite allows 999 parameters per statement
+            block = ids[start : start + 500]
+            rows = self._query(
+                f"SELECT {C.event_id} FROM events WHERE {C.event_id} IN"
+                f" ({', '.join('?' * len(block))})",
+                block,
+            )
+            found.update(str(r[0]) for r in rows)
+        return found
+
+    def append_impression_rows(self, rows: Sequence[Mapping[str, Any]]) -> int:
+        """`append_impressions` for rows a server builds one request at a time (no frame)."""
+        if not rows:
+            return 0
+        columns = IMPRESSION_COLUMNS
+        statement = self._sql(
+            f"INSERT INTO impressions ({', '.join(columns)}) VALUES"
+            f" ({', '.join('?' * len(columns))}) ON CONFLICT ({C.impression_id}, {C.position})"
+            " DO NOTHING"
+        )
+        values = [tuple(_plain(row.get(c)) for c in columns) for row in rows]
+        with self._lock:
+            try:
+                self._conn.cursor().executemany(statement, values)
+                self._conn.commit()
+            except BaseException:
+                self._conn.rollback()
+                raise
+        return len(values)
+
     def write_rewards(self, rewards: pd.DataFrame) -> int:
         """Set `reward` on (`impression_id`, `position`) rows; returns how many rows changed."""
         if rewards.empty:
@@ -444,6 +481,15 @@ class SqlStore(Store):
     def close(self) -> None:
         with self._lock:
             self._conn.close()
+
+
+def _plain(value: Any) -> Any:
+    """A value as the drivers take it: numpy scalars to Python, NaN to NULL."""
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and value != value:
+        return None
+    return value
 
 
 def _encode_cursor(timestamp: float, event_id: str) -> str:

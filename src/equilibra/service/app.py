@@ -1,0 +1,151 @@
+"""The HTTP service: `create_app(settings)`; the engine, trainer and watcher live in `lifespan`.
+
+equilibra serve --host 127.0.0.1 --port 8000        (settings from the environment)
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request, Response
+from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import JSONResponse
+from fastapi.staticfiles import StaticFiles
+
+from equilibra import __version__
+from equilibra.errors import EquilibraError
+from equilibra.service.engine import Engine
+from equilibra.service.metrics import Metrics
+from equilibra.service.retrain import Trainer
+from equilibra.service.routes import browse, catalog, events, recommend, rules, status
+from equilibra.service.settings import Settings
+
+log = logging.getLogger("equilibra.service")
+MAX_BODY_BYTES = 16 * 2**20  # a larger body is refused with 413 before it is read
+
+
+def create_app(
+    settings: Settings, engine: Engine | None = None, background: bool = True
+) -> FastAPI:
+    """`engine`: a prepared one (tests); `background`: run the trainer and model watcher."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        own = engine or Engine(settings)
+        own.start()
+        if not settings.admin_key:
+            log.warning("no EQUILIBRA_ADMIN_KEY: the API is open to anyone who can reach it")
+        app.state.engine = own
+        trainer = Trainer(own) if background else None
+        app.state.trainer = trainer
+        if trainer is not None:
+            trainer.start()
+        try:
+            yield
+        finally:
+            if trainer is not None:
+                trainer.stop()
+            own.close()
+
+    app = FastAPI(
+        title="Equilibra",
+        version=__version__,
+        summary="Recommendations for online shops with a dynamic exploration/exploitation balance",
+        lifespan=lifespan,
+        docs_url=None,  # served below from the packaged Swagger UI: no CDN at run time
+    )
+    app.state.settings = settings
+    app.state.metrics = Metrics()
+    for router in (
+        events.router,
+        catalog.router,
+        recommend.router,
+        browse.router,
+        rules.router,
+        status.router,
+    ):
+        app.include_router(router)
+    _docs(app)
+    _middleware(app)
+    _errors(app)
+    return app
+
+
+def _docs(app: FastAPI) -> None:
+    try:
+        from swagger_ui_bundle import swagger_ui_path
+    except ImportError:  # the page is optional; /openapi.json is always there
+        return
+    app.mount("/static/swagger", StaticFiles(directory=swagger_ui_path), name="swagger")
+
+    @app.get("/docs", include_in_schema=False)
+    def docs() -> Response:
+        return get_swagger_ui_html(
+            openapi_url="/openapi.json",
+            title="Equilibra API",
+            swagger_js_url="/static/swagger/swagger-ui-bundle.js",
+            swagger_css_url="/static/swagger/swagger-ui.css",
+            swagger_favicon_url="/static/swagger/favicon-32x32.png",
+        )
+
+
+def _middleware(app: FastAPI) -> None:
+    @app.middleware("http")
+    async def measure(
+        request: Request, call_next: Callable[[Request], Awaitable[Response]]
+    ) -> Response:
+        size = request.headers.get("content-length")
+        if size is not None and size.isdigit() and int(size) > MAX_BODY_BYTES:
+            return JSONResponse(
+                {"detail": f"body: {int(size):,} bytes; at most {MAX_BODY_BYTES:,} per request"},
+                status_code=413,
+            )
+        started = time.perf_counter()
+        response = await call_next(request)
+        route = request.scope.get("route")
+        path = getattr(route, "path", "unmatched")
+        app.state.metrics.latency.labels(path, request.method, str(response.status_code)).observe(
+            time.perf_counter() - started
+        )
+        return response
+
+
+def _errors(app: FastAPI) -> None:
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = exc.errors()
+        first = errors[0] if errors else {"loc": ("body",), "msg": "invalid"}
+        message = f"{_where(request, first.get('loc', ()))}: {_message(first)}"
+        return JSONResponse(
+            {"detail": message, "errors": json.loads(json.dumps(errors, default=str))},
+            status_code=422,
+        )
+
+    @app.exception_handler(EquilibraError)
+    async def bad_input(request: Request, exc: EquilibraError) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=400)
+
+
+def _where(request: Request, loc: tuple[object, ...] | list[object]) -> str:
+    """("body", 0, "type") on /v1/events -> "events[0].type"; ("query", "k") -> "k"."""
+    parts = list(loc)
+    if parts and parts[0] == "body":
+        parts = parts[1:]
+        if parts and isinstance(parts[0], int):
+            parts.insert(0, request.url.path.rstrip("/").rsplit("/", 1)[-1])
+    elif parts and parts[0] in ("query", "path", "header"):
+        parts = parts[1:]
+    text = ""
+    for part in parts:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text or "body"
+
+
+def _message(error: dict[str, object]) -> str:
+    text = str(error.get("msg", "invalid"))
+    return text.removeprefix("Value error, ")

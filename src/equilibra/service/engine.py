@@ -1,0 +1,249 @@
+"""The service's state and the few operations that change it, behind one lock where they must
+not interleave: the store, the catalogue, the online state, the model version being served,
+the policy, the feedback ledger and the clock.
+
+The clock is event time (design.md "Attribution and time"): the latest timestamp seen on events
+and recommend requests. Whenever it moves, impressions whose attribution window has ended are
+closed: the policy learns each shown item once and the reward is written onto the log.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from equilibra.data.columns import Columns as C
+from equilibra.errors import EquilibraError
+from equilibra.explore.feedback import PINNED, FeedbackLedger, outcome_rewards
+from equilibra.explore.policies import Policy
+from equilibra.explore.slate import Candidates, Slate
+from equilibra.explore.spec import parse_policy
+from equilibra.online.catalog import Catalog
+from equilibra.online.state import InProcessState
+from equilibra.pipeline.artifact import CURRENT, ModelArtifact, current
+from equilibra.rank.rules import Rule
+from equilibra.service.model import ServingModel
+from equilibra.service.settings import Settings
+from equilibra.store import Store, open_store
+
+log = logging.getLogger("equilibra.service")
+DAY = 86_400.0
+
+
+@dataclass
+class Counters:
+    events: int = 0
+    impressions: int = 0
+    rewards: int = 0
+    rewarded_slots: int = 0
+    closed_slots: int = 0
+    explore_slots: dict[tuple[str, str], int] = field(default_factory=dict)
+    shown_slots: dict[tuple[str, str], int] = field(default_factory=dict)
+
+
+class Engine:
+    def __init__(self, settings: Settings, store: Store | None = None):
+        self.settings = settings
+        self.store = store or open_store(settings.db)
+        self.catalog = Catalog()
+        self.state = InProcessState()
+        self.model: ServingModel | None = None
+        self.policy: Policy = parse_policy(settings.policy_spec)
+        self.ledger = FeedbackLedger(settings.rewards, window_s=settings.attribution_window)
+        self.rules: dict[str, Rule] = {}
+        self.counters = Counters()
+        self.clock = float("-inf")
+        self.rng = np.random.default_rng(settings.seed)
+        self.lock = threading.RLock()  # policy, ledger, clock
+        self.ingest_lock = threading.Lock()  # one batch of events at a time
+        self.started = time.time()
+        self._model_pointer: str | None = None
+
+    # --- start ----------------------------------------------------------------------------------
+    def start(self) -> None:
+        """Catalogue, model, online state (recent events replayed), open impressions."""
+        items = self.store.items_frame()
+        self.catalog.upsert_frame(items)
+        self.load_model()
+        stats = self.store.stats()
+        self.counters.events = stats.events
+        self.counters.impressions = stats.impressions
+        since = self._replay_from()
+        replayed = self.store.events_frame(since=since)
+        for row in replayed[[C.user, C.item, C.event_type, C.timestamp]].itertuples(index=False):
+            self.state.learn_one(str(row[0]), str(row[1]), str(row[2]), float(row[3]))
+        if len(replayed):
+            self.clock = float(replayed[C.timestamp].max())
+        opened = self.store.impressions_frame(open_only=True)
+        if len(opened):
+            earliest = float(opened[C.timestamp].min())
+            reopened = self.ledger.reopen(opened, self.store.events_frame(since=earliest))
+            self.clock = max(self.clock, float(opened[C.timestamp].max()))
+            log.info("reopened %d impressions still waiting for feedback", reopened)
+        log.info(
+            "started: %d events (%d replayed into the online state), %d items, model %s",
+            stats.events,
+            len(replayed),
+            len(self.catalog),
+            self.model.version if self.model else "none",
+        )
+
+    def _replay_from(self) -> float | None:
+        if self.settings.replay_days <= 0:
+            return None
+        _, latest = self.store.event_time_range()
+        return None if latest is None else latest - self.settings.replay_days * DAY
+
+    # --- the model ------------------------------------------------------------------------------
+    def load_model(self) -> bool:
+        """Load the model folder's current version if it is not the one served; True if swapped."""
+        root = Path(self.settings.model_dir)
+        pointer = root / CURRENT
+        if not pointer.exists():
+            if (root / "equilibra.json").exists() and self.model is None:  # unversioned
+                self.swap(ServingModel(ModelArtifact.load(root)))
+                return True
+            return False
+        try:
+            version = current(root)
+        except EquilibraError as exc:
+            log.warning("model: %s", exc)
+            return False
+        if self.model is not None and self.model.version == version:
+            return False
+        started = time.perf_counter()
+        model = ServingModel(ModelArtifact.load(root))
+        self.swap(model)
+        log.info(
+            "model version %s (%s) loaded in %.1f s",
+            version,
+            model.algorithm,
+            time.perf_counter() - started,
+        )
+        return True
+
+    def swap(self, model: ServingModel) -> None:
+        """A request holds the version it started with; the next one gets the new version."""
+        self.model = model
+
+    # --- writes ---------------------------------------------------------------------------------
+    def ingest(self, events: pd.DataFrame) -> tuple[int, int]:
+        """Store validated events (durable before this returns), then learn the new ones.
+        -> (accepted, duplicates)."""
+        with self.ingest_lock:
+            known = self.store.existing_event_ids(events[C.event_id].astype(str).tolist())
+            fresh = events[~events[C.event_id].isin(known)].drop_duplicates(C.event_id)
+            result = self.store.append_events(events)
+            self.counters.events += result.accepted
+            self.catalog.ensure(fresh[C.item].astype(str).unique().tolist())
+            for row in fresh[
+                [C.user, C.item, C.event_type, C.timestamp, C.value, C.impression_id]
+            ].itertuples(index=False):
+                user, item, kind, stamp = str(row[0]), str(row[1]), str(row[2]), float(row[3])
+                self.state.learn_one(user, item, kind, stamp)
+                value = None if pd.isna(row[4]) else float(row[4])
+                impression = None if row[5] is None or pd.isna(row[5]) else str(row[5])
+                with self.lock:
+                    self.ledger.observe(user, item, kind, stamp, value, impression)
+            if len(fresh):
+                self.advance(float(fresh[C.timestamp].max()))
+        return result.accepted, result.duplicates
+
+    def advance(self, now: float) -> None:
+        """Move the clock; close what is due (the policy learns, rewards are written back)."""
+        with self.lock:
+            if now <= self.clock:
+                return
+            self.clock = now
+            outcomes = self.ledger.settle(self.policy, now)
+        if outcomes:
+            self.store.write_rewards(outcome_rewards(outcomes))
+            rewarded = sum(1 for o in outcomes if o.raw_reward > 0)
+            self.counters.rewards += rewarded
+            self.counters.rewarded_slots += rewarded
+            self.counters.closed_slots += len(outcomes)
+
+    def forget(self, user_id: str) -> dict[str, int]:
+        """Events, profile, impressions, online state and open impressions of one user."""
+        result = self.store.forget_user(user_id)
+        self.state.forget_user(user_id)
+        with self.lock:
+            dropped = self.ledger.forget_user(user_id)
+        self.counters.events -= result.events
+        return {
+            "events": result.events,
+            "impressions": result.impressions,
+            "profile": result.profile,
+            "open_impressions": dropped,
+        }
+
+    # --- serving --------------------------------------------------------------------------------
+    @property
+    def base_rate(self) -> float:
+        """The reward rate per shown slot so far (the prior's centre), 0.05 until it is known."""
+        c = self.counters
+        if c.closed_slots < 1000:
+            return 0.05
+        return float(min(max(c.rewarded_slots / c.closed_slots, 0.005), 0.3))
+
+    def segment(self, user_id: str) -> str:
+        user = self.state.user(user_id)
+        known = (self.model is not None and self.model.knows_user(user_id)) or (
+            user is not None and user.events >= 3
+        )
+        return "known" if known else "new"
+
+    def explore(self, candidates: Candidates, k: int) -> Slate:
+        with self.lock:
+            return self.policy.select(candidates, k, self.rng)
+
+    def record(
+        self,
+        impression_id: str,
+        user_id: str,
+        timestamp: float,
+        slate: Slate,
+        candidates: Candidates,
+        rows: Sequence[dict[str, object]],
+    ) -> None:
+        """Log the impression (`rows`, pins included) and open it in the ledger."""
+        self.store.append_impression_rows(rows)
+        index = {str(item): i for i, item in enumerate(candidates.items.tolist())}
+        priors = candidates.prior_or(self.policy.base_rate)
+        items = [str(r[C.item]) for r in rows]
+        chosen = [r[C.policy] != PINNED for r in rows]
+        rows_of = [index.get(item, 0) for item in items]
+        features = candidates.features
+        with self.lock:
+            self.ledger.record(
+                impression_id,
+                user_id,
+                timestamp,
+                items,
+                np.where(chosen, priors[rows_of], 0.5),
+                None if features is None else features[rows_of],
+                candidates.segment,
+                candidates.placement,
+                positions=[int(r[C.position]) for r in rows],  # type: ignore[call-overload]
+                learnable=chosen,
+            )
+            key = (candidates.placement, candidates.segment)
+            c = self.counters
+            c.impressions += 1
+            c.shown_slots[key] = c.shown_slots.get(key, 0) + len(slate)
+            c.explore_slots[key] = c.explore_slots.get(key, 0) + int(slate.explore_flags.sum())
+
+    @staticmethod
+    def new_impression_id() -> str:
+        return uuid.uuid4().hex
+
+    def close(self) -> None:
+        self.store.close()

@@ -1,0 +1,46 @@
+"""Prometheus metrics of one service instance (its own registry: tests run several apps)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+LATENCY_BUCKETS = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0)
+
+
+@dataclass
+class Metrics:
+    registry: CollectorRegistry = field(default_factory=CollectorRegistry)
+
+    def __post_init__(self) -> None:
+        r = self.registry
+        self.latency = Histogram(
+            "equilibra_request_seconds",
+            "Request latency by route",
+            ["route", "method", "status"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.events = Counter("equilibra_events_ingested_total", "Events stored", registry=r)
+        self.duplicates = Counter(
+            "equilibra_events_duplicate_total", "Events already stored (retries)", registry=r
+        )
+        self.impressions = Counter(
+            "equilibra_impressions_total",
+            "Impressions served and logged",
+            ["placement"],
+            registry=r,
+        )
+        self.slots = Counter(
+            "equilibra_shown_items_total", "Items shown", ["placement", "explore"], registry=r
+        )
+        self.rewards = Counter(
+            "equilibra_rewarded_items_total", "Shown items that earned a reward", registry=r
+        )
+        self.exploration = Gauge(
+            "equilibra_exploration_share", "Running share of exploratory slots", registry=r
+        )
+        self.model_version = Gauge(
+            "equilibra_model_version", "Model version served (0: none)", registry=r
+        )

@@ -1,0 +1,141 @@
+"""A model version as the service serves it: the artifact plus what a request must not compute
+again (exclusion matrices, id lookups, the cold-start ranking, a fold-in solver for factor
+models). Built once per version, off the request path, then swapped in whole."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+
+from equilibra.models.base import top_k
+from equilibra.online.foldin import FoldIn
+from equilibra.pipeline.artifact import ModelArtifact
+
+Scored = list[tuple[str, float]]
+
+
+def _factor_model(model: Any) -> Any | None:
+    """The ALS model inside a model (itself, or a part of a hybrid or learned ranker)."""
+    if getattr(model, "name", None) == "als" and hasattr(model, "item_factors_"):
+        return model
+    for part in getattr(model, "models_", []) or []:
+        found = _factor_model(part)
+        if found is not None:
+            return found
+    return None
+
+
+@dataclass
+class ServingModel:
+    artifact: ModelArtifact
+    user_index: dict[str, int] = field(init=False)
+    item_index: dict[str, int] = field(init=False)
+    item_ids: np.ndarray = field(init=False)
+    exclusions: dict[str, sp.csr_matrix | None] = field(init=False)
+    unavailable: np.ndarray = field(init=False)
+    cold: Scored = field(init=False)
+    foldin: FoldIn | None = field(init=False)
+    _unit_factors: np.ndarray | None = field(init=False, default=None)
+
+    def __post_init__(self) -> None:
+        a = self.artifact
+        self.item_ids = np.asarray(a.items.ids).astype(str)
+        self.item_index = {item: i for i, item in enumerate(self.item_ids.tolist())}
+        self.user_index = {u: i for i, u in enumerate(np.asarray(a.users.ids).astype(str).tolist())}
+        self.exclusions = {name: a.exclusion(name) for name in ("interacted", "converted", "none")}
+        self.unavailable = np.zeros(len(self.item_ids), dtype=bool)
+        self.unavailable[a.unavailable] = True
+        ranking = (a.cold.scores() if a.cold is not None else a.popularity).astype(float).copy()
+        ranking[self.unavailable] = -np.inf
+        found, values = top_k(ranking[None, :], min(1000, len(ranking)))
+        keep = found[0] >= 0
+        self.cold = list(
+            zip(self.item_ids[found[0][keep]].tolist(), values[0][keep].tolist(), strict=True)
+        )
+        als = _factor_model(a.model)
+        self.foldin = (
+            FoldIn(np.asarray(als.item_factors_), float(als.alpha), float(als.regularization))
+            if als is not None
+            else None
+        )
+        if als is not None:
+            factors = np.asarray(als.item_factors_, dtype=np.float32)
+            norms = np.linalg.norm(factors, axis=1, keepdims=True)
+            self._unit_factors = factors / np.maximum(norms, 1e-12)
+
+    @property
+    def version(self) -> int | None:
+        return self.artifact.model_version
+
+    @property
+    def algorithm(self) -> str:
+        return str(self.artifact.model.name)
+
+    def knows_user(self, user_id: str) -> bool:
+        return user_id in self.user_index
+
+    def _listed(self, items: np.ndarray, scores: np.ndarray) -> Scored:
+        keep = (items >= 0) & np.isfinite(scores)
+        items, scores = items[keep], scores[keep]
+        allowed = ~self.unavailable[items]
+        return list(
+            zip(self.item_ids[items[allowed]].tolist(), scores[allowed].tolist(), strict=True)
+        )
+
+    def user_candidates(self, user_id: str, n: int, exclude: str = "converted") -> Scored:
+        """The model's top n for a user it was trained on (empty for anyone else)."""
+        user = self.user_index.get(user_id)
+        if user is None:
+            return []
+        items, scores = self.artifact.model.recommend(
+            np.array([user]), n, exclude=self.exclusions.get(exclude)
+        )
+        return self._listed(items[0], scores[0])
+
+    def trained_items(self, user_id: str, exclude: str) -> set[str]:
+        """What the training data says this user may not be shown under `exclude`."""
+        user = self.user_index.get(user_id)
+        matrix = self.exclusions.get(exclude)
+        if user is None or matrix is None:
+            return set()
+        row = matrix[user]
+        return set(self.item_ids[row.indices].tolist())
+
+    def folded_candidates(self, items: list[str], strengths: list[float], n: int) -> Scored:
+        """Top n by a user vector folded in from these (item, weight) events."""
+        if self.foldin is None:
+            return []
+        pairs = [(self.item_index.get(i), w) for i, w in zip(items, strengths, strict=True)]
+        pairs = [(i, w) for i, w in pairs if i is not None]
+        if not pairs:
+            return []
+        dense, weights = zip(*pairs, strict=True)
+        vector = self.foldin.user_vector(np.array(dense), np.array(weights))
+        scores = self.foldin.scores(vector).astype(np.float64)
+        scores[list(dense)] = -np.inf  # what the user just touched comes from the session
+        found, values = top_k(scores[None, :], n)
+        return self._listed(found[0], values[0])
+
+    def similar(self, item_id: str, n: int) -> Scored:
+        """Items like this one by the model (factor cosine, or the model's own neighbours)."""
+        item = self.item_index.get(item_id)
+        if item is None:
+            return []
+        if self._unit_factors is not None:
+            scores = (self._unit_factors @ self._unit_factors[item]).astype(np.float64)
+            scores[item] = -np.inf
+            found, values = top_k(scores[None, :], n)
+            return self._listed(found[0], values[0])
+        try:
+            found, values = self.artifact.model.similar_items(np.array([item]), n)
+        except NotImplementedError:
+            return []
+        return self._listed(found[0], values[0])
+
+    def popularity(self, items: list[str]) -> np.ndarray:
+        index = self.item_index
+        pop = self.artifact.popularity
+        return np.array([pop[index[i]] if i in index else 0.0 for i in items])

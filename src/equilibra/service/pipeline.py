@@ -1,0 +1,402 @@
+"""One recommend request, stage by stage (design.md "How data flows"):
+
+1. `gather`   candidates from the model and the online generators (the user's session and
+              co-visitation from their last items, a fold-in user vector, trending, new items);
+2. `blend`    one score per candidate from every generator that proposed it, and its reason;
+3. `screen`   filters (exclusions, availability, the request's filters) and business rules
+              (exclude, boost, bury);
+4. `to_candidates` calibrated priors, features, segment and placement for the policy;
+5. the policy draws the slate with its propensities (`Policy.select`);
+6. `place_pins` pinned items at their positions;
+7. `respond`  the response and the impression-log rows.
+
+Each stage is a plain function of its inputs; the route calls them in order.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from equilibra.explore.feedback import PINNED
+from equilibra.explore.impressions import slate_rows
+from equilibra.explore.slate import Candidates, Slate
+from equilibra.online.catalog import Catalog
+from equilibra.online.state import EVENT_WEIGHT, InProcessState
+from equilibra.rank.rules import Rule, apply_scores
+from equilibra.service.model import ServingModel
+
+GENERATORS = ("model", "foldin", "session", "trending", "cold", "new")
+# How much each generator's (normalised) score counts in the blend. The session weighs most:
+# a shop visitor's next click follows their last few items more than anything else.
+WEIGHTS = {"model": 1.0, "foldin": 0.7, "session": 1.3, "trending": 0.25, "cold": 0.4, "new": 0.1}
+RECENT_ITEMS = 5  # the session items co-visitation starts from
+
+
+@dataclass(frozen=True)
+class Request:
+    user_id: str
+    k: int
+    placement: str = "default"
+    context: dict[str, Any] | None = None
+    exclude: str = "converted"
+    filters: dict[str, Any] | None = None
+    timestamp: float = 0.0
+
+
+@dataclass
+class Pool:
+    """Candidates by generator: item -> generator -> raw score; and why each was proposed."""
+
+    scores: dict[str, dict[str, float]] = field(default_factory=dict)
+    anchors: dict[str, str] = field(default_factory=dict)  # item -> the session item behind it
+
+    def add(self, generator: str, scored: Sequence[tuple[str, float]]) -> None:
+        for item, score in scored:
+            if math.isfinite(score):
+                self.scores.setdefault(item, {})[generator] = float(score)
+
+    def __len__(self) -> int:
+        return len(self.scores)
+
+
+@dataclass
+class Blended:
+    items: list[str]
+    scores: np.ndarray
+    contributions: np.ndarray  # (n, len(GENERATORS)) weighted, normalised generator scores
+    reasons: list[str]
+
+    def subset(self, keep: np.ndarray) -> Blended:
+        index = np.flatnonzero(keep)
+        return Blended(
+            [self.items[i] for i in index],
+            self.scores[index],
+            self.contributions[index],
+            [self.reasons[i] for i in index],
+        )
+
+
+@dataclass(frozen=True)
+class Shown:
+    item_id: str
+    position: int
+    score: float
+    propensity: float
+    propensity_error: float
+    explore: bool
+    reason: str
+    prior: float | None
+
+
+# --- 1. candidates ----------------------------------------------------------------------------
+
+
+def gather(
+    request: Request,
+    model: ServingModel | None,
+    state: InProcessState,
+    catalog: Catalog,
+    n: int,
+) -> Pool:
+    pool = Pool()
+    user = state.user(request.user_id)
+    recent = user.recent_items(RECENT_ITEMS) if user is not None else []
+    if model is not None:
+        pool.add("model", model.user_candidates(request.user_id, n, "none"))
+        if user is not None and model.foldin is not None:
+            history = list(user.history)
+            pool.add(
+                "foldin",
+                model.folded_candidates(
+                    [s.item for s in history],
+                    [EVENT_WEIGHT.get(s.event_type, 1.0) for s in history],
+                    n,
+                ),
+            )
+    if recent:
+        session = state.neighbours(recent, n)
+        if model is not None:
+            # The model's neighbours of the last item fill in where online counts are thin.
+            session += [(item, 0.5 * score) for item, score in model.similar(recent[0], n // 2)]
+        pool.add("session", _merge(session))
+        for item, _ in session:
+            pool.anchors.setdefault(item, recent[0])
+    trending = state.trending(n)
+    pool.add("trending", trending)
+    if model is not None and (not trending or not model.knows_user(request.user_id)):
+        pool.add("cold", model.cold[:n])
+    pool.add("new", [(item, 1.0 / (1.0 + age / 3600.0)) for item, age in state.newest(n // 5)])
+    return pool
+
+
+def _merge(scored: Sequence[tuple[str, float]]) -> list[tuple[str, float]]:
+    out: dict[str, float] = {}
+    for item, score in scored:
+        out[item] = out.get(item, 0.0) + score
+    return list(out.items())
+
+
+# --- 2. one score per candidate ---------------------------------------------------------------
+
+
+def blend(pool: Pool, catalog: Catalog, context: dict[str, Any] | None = None) -> Blended:
+    items = list(pool.scores)
+    raw = np.zeros((len(items), len(GENERATORS)))
+    for row, item in enumerate(items):
+        for generator, score in pool.scores[item].items():
+            raw[row, GENERATORS.index(generator)] = score
+    # Each generator's scores on [0, 1] by its best (scores may be negative: shift first).
+    low = np.minimum(raw.min(axis=0, initial=0.0), 0.0)
+    shifted = np.where(raw != 0, raw - low, 0.0)
+    top = shifted.max(axis=0, initial=0.0)
+    normalised = np.divide(shifted, top, out=np.zeros_like(shifted), where=top > 0)
+    contributions = normalised * np.array([WEIGHTS[g] for g in GENERATORS])
+    scores = contributions.sum(axis=1)
+    category = (context or {}).get("category")
+    reasons = [
+        _reason(GENERATORS[int(np.argmax(contributions[row]))], item, pool, catalog, category)
+        for row, item in enumerate(items)
+    ]
+    return Blended(items, scores, contributions, reasons)
+
+
+def _reason(generator: str, item: str, pool: Pool, catalog: Catalog, category: Any) -> str:
+    if generator == "session":
+        anchor = pool.anchors.get(item)
+        info = catalog.get(anchor) if anchor else None
+        name = info.title if info is not None and info.title else anchor
+        return f"because you viewed {name}"
+    if generator in ("model", "foldin"):
+        return "picked for you from your history"
+    if generator == "new":
+        return "new"
+    categories = catalog.categories_of(item)
+    if category is not None and str(category) in categories:
+        return f"trending in {category}"
+    if categories:
+        return f"trending in {categories[0]}"
+    return "trending"
+
+
+# --- 3. filters and rules ---------------------------------------------------------------------
+
+
+def screen(
+    blended: Blended,
+    request: Request,
+    model: ServingModel | None,
+    state: InProcessState,
+    catalog: Catalog,
+    rules: Sequence[Rule],
+) -> Blended:
+    """Drop what may not be shown; boost and bury by rule."""
+    banned: set[str] = set()
+    if request.exclude != "none":
+        if model is not None:
+            banned |= model.trained_items(request.user_id, request.exclude)
+        user = state.user(request.user_id)
+        if user is not None:
+            banned |= user.converted
+            if request.exclude == "interacted":
+                banned |= {s.item for s in user.history}
+    filters = request.filters or {}
+    wanted = _as_set(filters.get("category", filters.get("categories")))
+    not_items = _as_set(filters.get("exclude_items"))
+    low, high = filters.get("price_min"), filters.get("price_max")
+    keep = np.array(
+        [
+            item not in banned
+            and item not in not_items
+            and _showable(item, catalog.get(item), model, wanted, low, high)
+            for item in blended.items
+        ],
+        dtype=bool,
+    )
+    scores, allowed, _ = apply_scores(
+        blended.items,
+        blended.scores,
+        rules,
+        catalog.categories_of,
+        request.placement,
+        request.timestamp,
+    )
+    kept = Blended(blended.items, scores, blended.contributions, blended.reasons)
+    return kept.subset(keep & allowed)
+
+
+def _showable(
+    item: str,
+    info: Any,
+    model: ServingModel | None,
+    wanted: set[str],
+    low: Any,
+    high: Any,
+) -> bool:
+    if info is None:  # not in the catalogue: only the model's availability is known
+        index = None if model is None else model.item_index.get(item)
+        return (
+            not wanted
+            and low is None
+            and high is None
+            and (index is None or model is None or not model.unavailable[index])
+        )
+    if not info.available or (wanted and not wanted & set(info.categories)):
+        return False
+    return (low is None and high is None) or _priced(info, low, high)
+
+
+def _as_set(value: Any) -> set[str]:
+    if value is None:
+        return set()
+    if isinstance(value, str | int | float):
+        return {str(value)}
+    return {str(v) for v in value}
+
+
+def _priced(info: Any, low: Any, high: Any) -> bool:
+    if info is None or info.price is None:
+        return False
+    return (low is None or info.price >= float(low)) and (high is None or info.price <= float(high))
+
+
+# --- 4. what the policy sees ------------------------------------------------------------------
+
+
+def to_candidates(
+    blended: Blended,
+    request: Request,
+    state: InProcessState,
+    base_rate: float,
+    segment: str,
+) -> Candidates:
+    """Priors on the click-probability scale (the blended score mapped around the observed
+    reward rate), features for the linear policies, popularity and age for Gorse-style ratios."""
+    from equilibra.explore.slate import score_to_prior
+
+    scores = blended.scores
+    prior = score_to_prior(scores, base_rate)
+    counts = state.item_counts(blended.items)
+    ages = np.array(
+        [
+            request.timestamp - item.first_seen if (item := state.item(i)) is not None else 1e9
+            for i in blended.items
+        ]
+    )
+    new = (ages < state.config.new_item_age_s).astype(float)
+    features = np.column_stack([blended.contributions, np.ones(len(scores)), new])
+    return Candidates(
+        items=np.asarray(blended.items, dtype=object).astype(str),
+        scores=scores,
+        prior=prior,
+        features=features,
+        segment=segment,
+        popularity=counts,
+        age=ages,
+        placement=request.placement,
+    )
+
+
+# --- 6. pins, 7. the response -----------------------------------------------------------------
+
+
+def place_pins(
+    slate: Slate, blended: Blended, pinned: Sequence[tuple[int, str, str]], k: int
+) -> list[Shown]:
+    """The policy's slate with pinned items put at their positions (each shown with certainty);
+    the policy's items keep their order in the positions left."""
+    reasons = dict(zip(blended.items, blended.reasons, strict=True))
+    pinned_items = {item for _, item, _ in pinned}
+    drawn = [e for e in slate.entries if str(e.item) not in pinned_items]
+    at = {position: (item, rule) for position, item, rule in pinned}
+    shown: list[Shown] = []
+    for position in range(1, k + 1):
+        if position in at:
+            item, rule = at[position]
+            shown.append(Shown(item, position, 0.0, 1.0, 0.0, False, f"pinned ({rule})", None))
+        elif drawn:
+            e = drawn.pop(0)
+            reason = reasons.get(str(e.item), "trending")
+            if e.explore:
+                reason = "new — exploring" if reason == "new" else f"{reason} — exploring"
+            shown.append(
+                Shown(
+                    str(e.item), position, e.score, e.propensity, e.propensity_error,
+                    e.explore, reason, e.prior,
+                )
+            )  # fmt: skip
+    return shown
+
+
+def respond(
+    shown: Sequence[Shown],
+    impression_id: str,
+    model_version: int | None,
+    policy_name: str,
+    exploration_rate: float,
+) -> dict[str, Any]:
+    return {
+        "impression_id": impression_id,
+        "model_version": model_version,
+        "items": [
+            {
+                "item_id": s.item_id,
+                "score": round(s.score, 6),
+                "propensity": s.propensity,
+                "propensity_error": s.propensity_error,
+                "explore": s.explore,
+                "reason": s.reason,
+            }
+            for s in shown
+        ],
+        "policy": {"name": policy_name, "exploration_rate": exploration_rate},
+    }
+
+
+def log_rows(
+    shown: Sequence[Shown],
+    slate: Slate,
+    candidates: Candidates,
+    request: Request,
+    impression_id: str,
+    base_rate: float,
+    model_version: int | None,
+) -> list[dict[str, object]]:
+    """The impression-log rows of what was shown (design.md), pins included."""
+    rows = slate_rows(
+        slate,
+        candidates,
+        impression_id=impression_id,
+        timestamp=request.timestamp,
+        user_id=request.user_id,
+        base_rate=base_rate,
+        model_version=None if model_version is None else str(model_version),
+        context=request.context,
+    )
+    by_item = {str(r["item_id"]): r for r in rows}
+    first_extra = {k: rows[0][k] for k in ("candidates", "context")} if rows else {}
+    out = []
+    for s in shown:
+        row = dict(by_item.get(s.item_id) or rows[0])
+        row.update(
+            {
+                "position": s.position,
+                "item_id": s.item_id,
+                "reason": s.reason,
+                "propensity": s.propensity,
+                "propensity_error": s.propensity_error,
+                "explore": s.explore,
+                "candidates": None,
+                "context": None,
+            }
+        )
+        if s.prior is None:  # a pin: shown by rule, not by the policy
+            row.update({"score": None, "prior": None, "policy": PINNED})
+        out.append(row)
+    if out:
+        out[0].update(first_extra)
+    return out

@@ -1,0 +1,68 @@
+"""POST /v1/recommend: the request pipeline of design.md, stage by stage."""
+
+from __future__ import annotations
+
+import time
+
+from fastapi import APIRouter, Depends, HTTPException, Request
+
+from equilibra.domain import ValidationError, parse_timestamp
+from equilibra.rank.rules import pins
+from equilibra.service import pipeline
+from equilibra.service.auth import require_read
+from equilibra.service.routes._common import engine_of
+from equilibra.service.schemas import RecommendIn, RecommendOut
+
+router = APIRouter(prefix="/v1", tags=["recommend"])
+
+
+@router.post(
+    "/recommend",
+    response_model=RecommendOut,
+    dependencies=[Depends(require_read)],
+    summary="A list for one user, each item with its propensity, and the impression logged",
+)
+def recommend(body: RecommendIn, request: Request) -> dict[str, object]:
+    engine = engine_of(request)
+    settings = engine.settings
+    if body.k > settings.max_k:
+        raise HTTPException(422, f"k: at most {settings.max_k}, got {body.k}")
+    try:
+        stamp = time.time() if body.timestamp is None else parse_timestamp(body.timestamp)
+    except ValidationError as exc:
+        raise HTTPException(422, str(exc)) from None
+    req = pipeline.Request(
+        user_id=str(body.user_id),
+        k=body.k,
+        placement=body.placement,
+        context=body.context,
+        exclude=body.exclude,
+        filters=body.filters,
+        timestamp=stamp,
+    )
+    engine.advance(stamp)
+    model = engine.model  # this request keeps the version it started with
+    rules = list(engine.rules.values())
+    pool = pipeline.gather(req, model, engine.state, engine.catalog, settings.candidates)
+    blended = pipeline.blend(pool, engine.catalog, req.context)
+    screened = pipeline.screen(blended, req, model, engine.state, engine.catalog, rules)
+    version = None if model is None else model.version
+    policy = engine.policy
+    if not screened.items:  # nothing to show yet (an empty shop): an empty list, no impression
+        return pipeline.respond([], None, version, policy.spec, policy.exploration_rate)
+    base_rate = engine.base_rate
+    candidates = pipeline.to_candidates(
+        screened, req, engine.state, base_rate, engine.segment(req.user_id)
+    )
+    slate = engine.explore(candidates, req.k)
+    shown = pipeline.place_pins(slate, screened, pins(rules, req.placement, stamp, req.k), req.k)
+    impression_id = engine.new_impression_id()
+    rows = pipeline.log_rows(shown, slate, candidates, req, impression_id, base_rate, version)
+    engine.record(impression_id, req.user_id, stamp, slate, candidates, rows)
+    metrics = request.app.state.metrics
+    metrics.impressions.labels(req.placement).inc()
+    explored = sum(s.explore for s in shown)
+    metrics.slots.labels(req.placement, "true").inc(explored)
+    metrics.slots.labels(req.placement, "false").inc(len(shown) - explored)
+    metrics.exploration.set(policy.exploration_rate)
+    return pipeline.respond(shown, impression_id, version, policy.spec, policy.exploration_rate)

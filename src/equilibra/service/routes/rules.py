@@ -1,0 +1,64 @@
+"""GET, POST and DELETE /v1/rules: business rules (boost, bury, exclude, pin)."""
+
+from __future__ import annotations
+
+import uuid
+
+from fastapi import APIRouter, Depends, HTTPException, Request
+
+from equilibra.domain import ValidationError, parse_timestamp
+from equilibra.rank.rules import Rule
+from equilibra.service.auth import require_admin, require_read
+from equilibra.service.routes._common import engine_of
+from equilibra.service.schemas import RuleIn
+
+router = APIRouter(prefix="/v1", tags=["rules"])
+
+
+def rule_dict(rule: Rule) -> dict[str, object]:
+    return {
+        "id": rule.id,
+        "action": rule.action,
+        "items": list(rule.items),
+        "categories": list(rule.categories),
+        "factor": rule.factor,
+        "position": rule.position,
+        "placement": rule.placement,
+        "until": rule.until,
+    }
+
+
+def make_rule(body: RuleIn) -> Rule:
+    try:
+        until = None if body.until is None else parse_timestamp(body.until, "until")
+        return Rule(
+            id=body.id or uuid.uuid4().hex[:12],
+            action=body.action,
+            items=tuple(str(i) for i in body.items),
+            categories=tuple(body.categories),
+            factor=body.factor,
+            position=body.position,
+            placement=body.placement,
+            until=until,
+        )
+    except (ValueError, ValidationError) as exc:
+        raise HTTPException(422, str(exc)) from None
+
+
+@router.get("/rules", dependencies=[Depends(require_read)])
+def list_rules(request: Request) -> list[dict[str, object]]:
+    return [rule_dict(r) for r in engine_of(request).rules.values()]
+
+
+@router.post("/rules", dependencies=[Depends(require_admin)], status_code=201)
+def add_rule(body: RuleIn, request: Request) -> dict[str, object]:
+    rule = make_rule(body)
+    engine_of(request).rules[rule.id] = rule
+    return rule_dict(rule)
+
+
+@router.delete("/rules/{rule_id}", dependencies=[Depends(require_admin)])
+def delete_rule(rule_id: str, request: Request) -> dict[str, object]:
+    if engine_of(request).rules.pop(rule_id, None) is None:
+        raise HTTPException(404, f"rule_id: no rule {rule_id!r}")
+    return {"deleted": rule_id}

@@ -1,0 +1,105 @@
+"""GET /v1/stats, GET /v1/exploration, GET /health, GET /metrics, GET / (the start page)."""
+
+from __future__ import annotations
+
+import time
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import HTMLResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from equilibra.service.auth import require_read
+from equilibra.service.routes._common import engine_of
+from equilibra.service.schemas import StatsOut
+
+router = APIRouter(tags=["status"])
+STATS_TTL_S = 10.0
+
+
+@router.get("/v1/stats", response_model=StatsOut, dependencies=[Depends(require_read)])
+def stats(request: Request) -> StatsOut:
+    engine = engine_of(request)
+    cached = getattr(request.app.state, "stats_cache", None)
+    if cached is None or time.monotonic() - cached[0] > STATS_TTL_S:
+        # Distinct users and items are counted by the store; cached: the count is not free.
+        counted = engine.store.stats()
+        cached = (time.monotonic(), counted)
+        request.app.state.stats_cache = cached
+    counted = cached[1]
+    model = engine.model
+    return StatsOut(
+        events=engine.counters.events,
+        users=max(counted.users, engine.state.known_users()),
+        items=max(counted.items, len(engine.catalog)),
+        impressions=engine.counters.impressions,
+        model_version=None if model is None else model.version,
+    )
+
+
+@router.get("/v1/exploration", dependencies=[Depends(require_read)])
+def exploration(request: Request) -> dict[str, object]:
+    """How much the service explores, where and why (the balance controller fills this in)."""
+    engine = engine_of(request)
+    policy = engine.policy
+    c = engine.counters
+    segments = []
+    for (placement, segment), slots in sorted(c.shown_slots.items()):
+        explored = c.explore_slots.get((placement, segment), 0)
+        segments.append(
+            {
+                "placement": placement,
+                "segment": segment,
+                "exploration_rate": explored / slots if slots else 0.0,
+                "shown_items": slots,
+                "why": f"fixed policy {policy.spec}",
+                "budget_spent": None,
+            }
+        )
+    adaptive = engine.settings.policy.lower() == "adaptive"
+    return {
+        "policy": policy.spec,
+        "controller": None,
+        "why": (
+            f"EQUILIBRA_POLICY=adaptive runs {policy.spec} until the balance controller exists"
+            if adaptive
+            else f"EQUILIBRA_POLICY={engine.settings.policy}: a fixed policy"
+        ),
+        "exploration_rate": policy.exploration_rate,
+        "segments": segments,
+        "history": [],
+    }
+
+
+@router.get("/health")
+def health(request: Request) -> dict[str, object]:
+    engine = engine_of(request)
+    model = engine.model
+    return {
+        "status": "ok",
+        "model_loaded": model is not None,
+        "model_version": None if model is None else model.version,
+        "algorithm": None if model is None else model.algorithm,
+        "events": engine.counters.events,
+        "auth": "on" if engine.settings.admin_key else "off",
+        "uptime_s": round(time.time() - engine.started, 1),
+        "training": bool(getattr(request.app.state, "trainer", None))
+        and request.app.state.trainer.running,
+    }
+
+
+@router.get("/metrics", include_in_schema=False)
+def metrics(request: Request) -> Response:
+    engine = engine_of(request)
+    m = request.app.state.metrics
+    model = engine.model
+    m.model_version.set(0 if model is None or model.version is None else model.version)
+    return Response(generate_latest(m.registry), media_type=CONTENT_TYPE_LATEST)
+
+
+@router.get("/", include_in_schema=False, response_class=HTMLResponse)
+def start_page() -> str:
+    return (
+        "<!doctype html><title>Equilibra</title><h1>Equilibra</h1>"
+        '<p><a href="/docs">API (OpenAPI)</a> · <a href="/health">health</a> · '
+        '<a href="/metrics">metrics</a></p>'
+    )

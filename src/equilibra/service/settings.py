@@ -1,0 +1,120 @@
+"""How `equilibra serve` is configured: design.md's environment variables, or a TOML file that
+sets the same keys (lower-case, without the prefix); the environment wins over the file.
+
+    EQUILIBRA_DB=sqlite:///shop.db        db = "sqlite:///shop.db"
+    EQUILIBRA_MODEL_DIR=model/            model_dir = "model/"
+    EQUILIBRA_POLICY=adaptive             policy = "adaptive"
+    EQUILIBRA_ADMIN_KEY / _READ_KEY       admin_key / read_key
+    EQUILIBRA_ATTRIBUTION_WINDOW=1800     attribution_window = 1800
+    EQUILIBRA_REWARD=click=1,…            reward = "click=1,add_to_cart=2,purchase=5,revenue=0"
+    EQUILIBRA_REDIS=redis://…             redis (shared online state: not in this version)
+
+and Equilibra's own: `EQUILIBRA_CANDIDATES` (per request, 100), `EQUILIBRA_RETRAIN_EVENTS`,
+`EQUILIBRA_RETRAIN_SECONDS`, `EQUILIBRA_REPLAY_DAYS` (events replayed into the online state at
+start, 7), `EQUILIBRA_MAX_BATCH` (events per POST, 10,000), `EQUILIBRA_RULES` (a JSON file of
+business rules).
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from equilibra.errors import EquilibraError
+from equilibra.explore.feedback import RewardConfig
+from equilibra.explore.spec import parse_policy
+
+PREFIX = "EQUILIBRA_"
+# What `EQUILIBRA_POLICY=adaptive` runs until the balance controller exists: the fixed policy
+# the simulator benchmark found best or within noise of it in most scenarios
+# (docs/exploration.md). The response's `policy.name` says which is running.
+ADAPTIVE_STAND_IN = "egreedy:0.01"
+
+
+class Settings(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    db: str = "sqlite:///equilibra.db"
+    model_dir: Path = Path("model")
+    policy: str = "adaptive"
+    admin_key: str | None = None
+    read_key: str | None = None
+    redis: str | None = None
+    attribution_window: float = Field(1800.0, ge=0)
+    reward: str = "click=1,add_to_cart=2,purchase=5,revenue=0"
+    candidates: int = Field(100, ge=1, le=10_000)
+    max_k: int = Field(500, ge=1)
+    max_batch: int = Field(10_000, ge=1)
+    retrain_events: int | None = Field(None, ge=1)
+    retrain_seconds: float | None = Field(None, gt=0)
+    replay_days: float = Field(7.0, ge=0)
+    rules: Path | None = None
+    seed: int = 0
+
+    @field_validator("policy")
+    @classmethod
+    def _policy(cls, value: str) -> str:
+        if value.strip().lower() != "adaptive":
+            parse_policy(value)  # an EquilibraError names what is wrong
+        return value.strip()
+
+    @field_validator("reward")
+    @classmethod
+    def _reward(cls, value: str) -> str:
+        RewardConfig.parse(value)
+        return value
+
+    @property
+    def policy_spec(self) -> str:
+        return ADAPTIVE_STAND_IN if self.policy.lower() == "adaptive" else self.policy
+
+    @property
+    def rewards(self) -> RewardConfig:
+        return RewardConfig.parse(self.reward)
+
+    @property
+    def auth(self) -> bool:
+        return self.admin_key is not None
+
+
+FIELDS = tuple(Settings.model_fields)
+
+
+def load_settings(
+    config: Path | None = None,
+    environ: Mapping[str, str] | None = None,
+    **overrides: Any,
+) -> Settings:
+    """The file (if any), then the environment, then explicit overrides (CLI options)."""
+    values: dict[str, Any] = {}
+    if config is not None:
+        try:
+            values.update(tomllib.loads(Path(config).read_text()))
+        except OSError as exc:
+            raise EquilibraError(f"config: cannot read {config} ({exc.strerror})") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise EquilibraError(f"config: {config} is not TOML ({exc})") from None
+        unknown = set(values) - set(FIELDS)
+        if unknown:
+            raise EquilibraError(
+                f"config: unknown key(s) {', '.join(sorted(unknown))} in {config}; "
+                f"known: {', '.join(FIELDS)}"
+            )
+    env = os.environ if environ is None else environ
+    for name in FIELDS:
+        text = env.get(PREFIX + name.upper())
+        if text is not None and text != "":
+            values[name] = text
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    try:
+        return Settings(**values)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        field = ".".join(str(p) for p in first["loc"]) or "settings"
+        message = str(first["msg"]).removeprefix("Value error, ")
+        raise EquilibraError(f"{PREFIX}{field.upper()}: {message}") from None

@@ -1,0 +1,126 @@
+"""`equilibra serve` as a real process: what it acknowledged survives `kill -9`, and so do the
+impressions still waiting for feedback."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from equilibra.store import open_store
+
+KEY = "process-admin"
+T0 = 1_767_000_000.0
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def call(port: int, method: str, path: str, body: object = None) -> tuple[int, object]:
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}{path}",
+        data=data,
+        method=method,
+        headers={"Authorization": f"Bearer {KEY}", "Content-Type": "application/json"},
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=30) as answer:
+            return answer.status, json.loads(answer.read())
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read())
+
+
+def serve(tmp_path: Path, port: int) -> subprocess.Popen[str]:
+    env = {
+        **os.environ,
+        "EQUILIBRA_DB": f"sqlite:///{tmp_path / 'shop.db'}",
+        "EQUILIBRA_MODEL_DIR": str(tmp_path / "model"),
+        "EQUILIBRA_ADMIN_KEY": KEY,
+        "EQUILIBRA_ATTRIBUTION_WINDOW": "600",
+    }
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "equilibra.cli",
+            "serve",
+            "--port",
+            str(port),
+            "--log-level",
+            "warning",
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        if process.poll() is not None:
+            raise AssertionError(f"serve exited: {process.stdout.read() if process.stdout else ''}")
+        try:
+            if call(port, "GET", "/health")[0] == 200:
+                return process
+        except (urllib.error.URLError, ConnectionError):
+            time.sleep(0.2)
+    process.kill()
+    raise AssertionError("serve did not answer /health within 60 s")
+
+
+@pytest.mark.slow
+def test_acknowledged_events_and_open_impressions_survive_kill_9(tmp_path: Path) -> None:
+    port = free_port()
+    server = serve(tmp_path, port)
+    try:
+        events = [
+            {"user_id": f"u{u}", "item_id": f"i{(u + j) % 20}", "type": "view",
+             "timestamp": T0 + 10 * j + u}
+            for u in range(30)
+            for j in range(4)
+        ]  # fmt: skip
+        assert call(port, "POST", "/v1/events", events) == (200, {"accepted": 120, "duplicates": 0})
+        status, shown = call(
+            port, "POST", "/v1/recommend", {"user_id": "u1", "k": 3, "timestamp": T0 + 100}
+        )
+        assert status == 200
+        clicked = shown["items"][0]["item_id"]  # type: ignore[index]
+        impression = shown["impression_id"]  # type: ignore[index]
+        click = [{"user_id": "u1", "item_id": clicked, "type": "click", "timestamp": T0 + 110,
+                  "impression_id": impression}]  # fmt: skip
+        assert call(port, "POST", "/v1/events", click)[0] == 200
+    finally:
+        server.send_signal(signal.SIGKILL)
+        server.wait(timeout=10)
+    with open_store(f"sqlite:///{tmp_path / 'shop.db'}") as store:
+        assert store.count_events() == 121  # everything acknowledged was durable
+        assert store.impressions_frame(open_only=True)["impression_id"].unique().tolist() == [
+            impression
+        ]
+    port = free_port()
+    server = serve(tmp_path, port)
+    try:
+        # A retry of a batch acknowledged before the crash adds nothing.
+        assert call(port, "POST", "/v1/events", events)[1] == {"accepted": 0, "duplicates": 120}
+        assert call(port, "GET", "/v1/stats")[1]["events"] == 121  # type: ignore[index]
+        # The reopened impression closes on event time and gets the click made before the crash.
+        call(port, "POST", "/v1/recommend", {"user_id": "u2", "k": 2, "timestamp": T0 + 5000})
+    finally:
+        server.send_signal(signal.SIGTERM)
+        server.wait(timeout=20)
+    with open_store(f"sqlite:///{tmp_path / 'shop.db'}") as store:
+        log = store.impressions_frame()
+    rewards = log[log["impression_id"] == impression].set_index("item_id")["reward"]
+    assert rewards[clicked] == 1.0 and rewards.drop(clicked).eq(0.0).all()
