@@ -37,7 +37,7 @@ def _postgres_store() -> Store:
     store = open_store(POSTGRES_URL)
     with store._lock:  # type: ignore[attr-defined]
         cur = store._conn.cursor()  # type: ignore[attr-defined]
-        cur.execute("TRUNCATE events, items, users, impressions")
+        cur.execute("TRUNCATE events, items, users, impressions, snapshots")
         store._conn.commit()  # type: ignore[attr-defined]
     return store
 

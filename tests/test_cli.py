@@ -9,7 +9,7 @@ run = run_cli
 
 
 def test_demo_runs_end_to_end_on_the_tiny_preset(tmp_path):
-    result = run("demo", "--workdir", tmp_path, "--preset", "tiny")
+    result = run("demo", "--workdir", tmp_path, "--preset", "tiny", "--no-serve")
     assert result.returncode == 0, result.stderr
     assert (tmp_path / "shop.db").exists() and (tmp_path / "analysis" / "report.html").exists()
     assert "events imported" in result.stdout

@@ -395,3 +395,68 @@ def test_settings_come_from_the_environment_and_a_file(tmp_path) -> None:
     with pytest.raises(EquilibraError, match="EQUILIBRA_REWARD: reward: expected name=value"):
         load_settings(None, environ={"EQUILIBRA_REWARD": "clicks=1"})
     assert json.loads(json.dumps(s.model_dump(mode="json")))["policy"] == "egreedy:0.2"
+
+
+def test_a_restart_resumes_the_policy_where_it_stopped(tmp_path) -> None:
+    """The policy is snapshotted; impressions that closed after the last snapshot are learnt
+    again at start, so a crash loses no reward and counts none twice."""
+    from equilibra.service.engine import Engine
+
+    def serve_some(c: TestClient, start: float, n: int) -> None:
+        for step in range(n):
+            t = start + 60 * step
+            body = c.post(
+                "/v1/recommend",
+                json={"user_id": f"u{step % 7}", "k": 3, "timestamp": t},
+                headers=READ,
+            ).json()
+            c.post(
+                "/v1/events",
+                json=[{"user_id": f"u{step % 7}", "item_id": body["items"][0]["item_id"],
+                       "type": "click", "timestamp": t + 1,
+                       "impression_id": body["impression_id"]}],
+                headers=ADMIN,
+            )  # fmt: skip
+
+    settings = settings_for(tmp_path, attribution_window=120, policy="thompson")
+    with TestClient(create_app(settings, background=False)) as c:
+        c.post("/v1/items", json=items(), headers=ADMIN)
+        c.post("/v1/events", json=browsing(), headers=ADMIN)
+        serve_some(c, T0 + 1000, 20)
+        engine = c.app.state.engine
+        engine.snapshot()
+        snapped = json.dumps(engine.policy.state_dict(), sort_keys=True)
+        engine._snapshot_at = float("inf")  # no snapshot from here on: the crash comes first
+        serve_some(c, T0 + 3000, 20)  # these close after the snapshot
+        uninterrupted = engine.policy.state_dict()
+        engine.snapshot = lambda: None  # type: ignore[method-assign]  # dies: none at shutdown
+    assert json.dumps(uninterrupted, sort_keys=True) != snapped
+    restarted = Engine(settings)
+    restarted.start()
+    try:
+        assert restarted.policy.state_dict()["arms"] == uninterrupted["arms"]
+    finally:
+        restarted.store.close()
+
+
+def test_retention_rules_file_and_a_forgotten_user_gone_from_the_next_model(tmp_path) -> None:
+    from equilibra.pipeline.train import load_store_data, train
+
+    rules = tmp_path / "rules.json"
+    rules.write_text(json.dumps([{"id": "no-hats", "action": "exclude", "categories": ["hats"]}]))
+    settings = settings_for(tmp_path, retention_days=1, rules=str(rules))
+    with TestClient(create_app(settings, background=False)) as c:
+        assert [r["id"] for r in c.get("/v1/rules", headers=READ).json()] == ["no-hats"]
+        c.post("/v1/items", json=items(), headers=ADMIN)
+        c.post("/v1/events", json=browsing(), headers=ADMIN)
+        later = [{"user_id": "u1", "item_id": "i1", "type": "view", "timestamp": T0 + 3 * 86_400}]
+        c.post("/v1/events", json=later, headers=ADMIN)
+        ask = {"user_id": "u5", "k": 5, "timestamp": T0 + 3 * 86_400}
+        shown = c.post("/v1/recommend", json=ask, headers=READ).json()
+        assert all(int(i["item_id"][1:]) % 2 for i in shown["items"])  # no hats
+        assert c.app.state.engine.purge() == (100, 0)  # older than a day before the clock
+        assert c.get("/v1/stats", headers=READ).json()["events"] == 1
+        c.post("/v1/events", json=browsing(10, 3), headers=ADMIN)
+        assert c.delete("/v1/users/u3", headers=ADMIN).json()["events"] == 3
+    model = train(load_store_data(settings.db), "popularity")
+    assert "u3" not in set(model.users.ids) and "u4" in set(model.users.ids)

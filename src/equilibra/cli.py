@@ -673,8 +673,15 @@ def demo_command(
     preset: Annotated[str, typer.Option()] = "demo",
     seed: Annotated[int, typer.Option()] = 42,
     model_budget: Annotated[float, typer.Option(help="seconds for choosing a model")] = 30.0,
+    serve: Annotated[
+        bool, typer.Option("--serve/--no-serve", help="end by serving the shop over HTTP")
+    ] = True,
+    host: Annotated[str, typer.Option(help="where the service listens")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=1, max=65535)] = 8000,
 ) -> None:
-    """The main job on the embedded default: shop → SQLite → interactions → analysis → model."""
+    """The main job on the embedded default: shop → SQLite → analysis → model → service."""
+    import secrets
+
     from equilibra.demo import run_demo
 
     summary = run_demo(workdir, preset, seed, console, model_budget)
@@ -682,6 +689,29 @@ def demo_command(
     for key, value in summary.items():
         table.add_row(key, _fmt_value(value))
     out.print(table)
+    if not serve:
+        return
+    from equilibra.service.serve import run
+
+    admin, read = secrets.token_urlsafe(16), secrets.token_urlsafe(16)
+    user = summary.get("example user", "u1")
+    out.print(
+        f"\nServing the demo shop on http://{host}:{port} (OpenAPI at /docs; Ctrl-C stops it).\n"
+        f"Admin key {admin} · read key {read}\n\n"
+        f"curl -s -H 'Authorization: Bearer {read}' -H 'Content-Type: application/json' \\\n"
+        f'     -d \'{{"user_id": "{user}", "k": 5}}\' http://{host}:{port}/v1/recommend\n',
+        soft_wrap=True,
+    )
+    run(
+        host,
+        port,
+        None,
+        "warning",
+        db=f"sqlite:///{workdir / 'shop.db'}",
+        model_dir=workdir / "model",
+        admin_key=admin,
+        read_key=read,
+    )
 
 
 def _fmt_value(value: Any) -> str:

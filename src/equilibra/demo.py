@@ -105,5 +105,6 @@ def run_demo(
     scores = [s["ndcg@10"] for s in auto.get("validation", []) if "ndcg@10" in s]
     summary["validation ndcg@10"] = round(max(scores), 4) if scores else None
     summary["model directory"] = f"{workdir / 'model'} (version {version})"
+    summary["example user"] = str(cleaned["user_id"].iloc[0]) if len(cleaned) else "u1"
     summary["seconds"] = round(time.perf_counter() - started, 1)
     return summary

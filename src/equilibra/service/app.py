@@ -120,7 +120,11 @@ def _errors(app: FastAPI) -> None:
     async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
         errors = exc.errors()
         first = errors[0] if errors else {"loc": ("body",), "msg": "invalid"}
-        message = f"{_where(request, first.get('loc', ()))}: {_message(first)}"
+        loc = tuple(first.get("loc", ()))
+        text = _message(first)
+        if loc and text.startswith(f"{loc[-1]}: "):  # the message names the field already
+            text = text[len(f"{loc[-1]}: ") :]
+        message = f"{_where(request, loc)}: {text}"
         return JSONResponse(
             {"detail": message, "errors": json.loads(json.dumps(errors, default=str))},
             status_code=422,

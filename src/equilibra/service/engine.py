@@ -9,6 +9,7 @@ closed: the policy learns each shown item once and the reward is written onto th
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
@@ -36,6 +37,8 @@ from equilibra.store import Store, open_store
 
 log = logging.getLogger("equilibra.service")
 DAY = 86_400.0
+SNAPSHOT = "policy"  # the store's snapshot of the policy and what goes with it
+SNAPSHOT_EVERY_S = 5.0  # at most this often (wall time) while impressions keep closing
 
 
 @dataclass
@@ -65,17 +68,24 @@ class Engine:
         self.lock = threading.RLock()  # policy, ledger, clock
         self.ingest_lock = threading.Lock()  # one batch of events at a time
         self.started = time.time()
-        self._model_pointer: str | None = None
+        self._snapshot_at = 0.0  # monotonic time of the last snapshot
 
     # --- start ----------------------------------------------------------------------------------
     def start(self) -> None:
         """Catalogue, model, online state (recent events replayed), open impressions."""
         items = self.store.items_frame()
         self.catalog.upsert_frame(items)
+        if self.settings.rules is not None:
+            log.info(
+                "%d business rules from %s",
+                self.load_rules(self.settings.rules),
+                self.settings.rules,
+            )
         self.load_model()
         stats = self.store.stats()
         self.counters.events = stats.events
         self.counters.impressions = stats.impressions
+        snapshot_clock = self._restore()
         since = self._replay_from()
         replayed = self.store.events_frame(since=since)
         for row in replayed[[C.user, C.item, C.event_type, C.timestamp]].itertuples(index=False):
@@ -88,6 +98,8 @@ class Engine:
             reopened = self.ledger.reopen(opened, self.store.events_frame(since=earliest))
             self.clock = max(self.clock, float(opened[C.timestamp].max()))
             log.info("reopened %d impressions still waiting for feedback", reopened)
+        self._relearn_since(snapshot_clock)
+        self.purge()
         log.info(
             "started: %d events (%d replayed into the online state), %d items, model %s",
             stats.events,
@@ -95,6 +107,71 @@ class Engine:
             len(self.catalog),
             self.model.version if self.model else "none",
         )
+
+    # --- snapshots: a restart resumes the policy where it stopped --------------------------------
+    def snapshot(self) -> None:
+        """Save the policy's statistics with the clock they are up to date with."""
+        with self.lock:
+            c = self.counters
+            state = {
+                "spec": self.policy.spec,
+                "policy": self.policy.state_dict(),
+                "clock": self.clock,
+                "closed_slots": c.closed_slots,
+                "rewarded_slots": c.rewarded_slots,
+                "rewards": c.rewards,
+            }
+            text = json.dumps(state, allow_nan=True)
+        self.store.save_snapshot(SNAPSHOT, text, time.time())
+        self._snapshot_at = time.monotonic()
+
+    def _restore(self) -> float | None:
+        """Load the policy snapshot (if it is of the configured policy); -> its clock."""
+        saved = self.store.load_snapshot(SNAPSHOT)
+        if saved is None:
+            return None
+        state = json.loads(saved[0])
+        if state.get("spec") != self.policy.spec:
+            log.warning(
+                "snapshot of policy %s ignored: this server runs %s",
+                state.get("spec"),
+                self.policy.spec,
+            )
+            return None
+        self.policy.load_state_dict(state["policy"])
+        c = self.counters
+        c.closed_slots = int(state.get("closed_slots", 0))
+        c.rewarded_slots = int(state.get("rewarded_slots", 0))
+        c.rewards = int(state.get("rewards", 0))
+        clock = float(state.get("clock", float("-inf")))
+        log.info("policy restored from its snapshot (clock %s)", clock)
+        return clock
+
+    def _relearn_since(self, snapshot_clock: float | None) -> None:
+        """Impressions that closed after the snapshot (their rewards are in the log, but the
+        policy's snapshot predates them): learn them now, each once."""
+        if snapshot_clock is None or not np.isfinite(snapshot_clock):
+            return
+        window = self.settings.attribution_window
+        rows = self.store.impressions_frame(since=snapshot_clock - window)
+        rows = rows[rows[C.reward].notna() & (rows[C.timestamp] + window > snapshot_clock)]
+        config = self.ledger.config
+        for row in rows.itertuples(index=False):
+            record = row._asdict()
+            if record[C.policy] == PINNED:
+                continue
+            prior = record[C.prior]
+            exposure = record[C.exposure]
+            self.policy.learn_one(
+                str(record[C.item]),
+                config.scaled(float(record[C.reward])),
+                segment=str(record[C.segment] or ""),
+                prior=None if pd.isna(prior) else float(prior),
+                exposure=1.0 if pd.isna(exposure) else float(exposure),
+                placement=str(record[C.placement] or ""),
+            )
+        if len(rows):
+            log.info("relearnt %d shown items closed after the last snapshot", len(rows))
 
     def _replay_from(self) -> float | None:
         if self.settings.replay_days <= 0:
@@ -170,6 +247,44 @@ class Engine:
             self.counters.rewards += rewarded
             self.counters.rewarded_slots += rewarded
             self.counters.closed_slots += len(outcomes)
+            if time.monotonic() - self._snapshot_at >= SNAPSHOT_EVERY_S:
+                self.snapshot()
+
+    def purge(self) -> tuple[int, int]:
+        """Apply the retention period: delete what is older, by the event clock."""
+        days = self.settings.retention_days
+        if days is None or not np.isfinite(self.clock):
+            return 0, 0
+        events, impressions = self.store.purge_before(self.clock - days * DAY)
+        self.counters.events -= events
+        if events or impressions:
+            log.info("retention: deleted %d events and %d impressions", events, impressions)
+        return events, impressions
+
+    def load_rules(self, path: Path) -> int:
+        """Business rules from a JSON file: a list of objects as `POST /v1/rules` takes."""
+        from equilibra.rank.rules import Rule
+
+        try:
+            specs = json.loads(Path(path).read_text())
+            rules = [
+                Rule(
+                    id=str(spec.get("id") or f"file-{i}"),
+                    action=spec["action"],
+                    items=tuple(str(x) for x in spec.get("items", ())),
+                    categories=tuple(str(x) for x in spec.get("categories", ())),
+                    factor=float(spec.get("factor", 2.0)),
+                    position=spec.get("position"),
+                    placement=spec.get("placement"),
+                    until=spec.get("until"),
+                )
+                for i, spec in enumerate(specs)
+            ]
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise EquilibraError(f"rules: cannot use {path} ({exc})") from None
+        for rule in rules:
+            self.rules[rule.id] = rule
+        return len(rules)
 
     def forget(self, user_id: str) -> dict[str, int]:
         """Events, profile, impressions, online state and open impressions of one user."""
@@ -246,4 +361,5 @@ class Engine:
         return uuid.uuid4().hex
 
     def close(self) -> None:
+        self.snapshot()
         self.store.close()

@@ -20,6 +20,7 @@ import time
 from equilibra.service.engine import Engine
 
 log = logging.getLogger("equilibra.service")
+PURGE_EVERY_S = 3600.0  # the retention period is applied hourly
 
 
 class Trainer:
@@ -32,6 +33,7 @@ class Trainer:
         self.trained_at_time = time.monotonic()
         self.runs = 0
         self.last_error: str | None = None
+        self._purged_at = time.monotonic()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="equilibra-trainer", daemon=True)
 
@@ -56,6 +58,9 @@ class Trainer:
         while not self._stop.wait(self.poll_s):
             try:
                 self.engine.load_model()
+                if time.monotonic() - self._purged_at > PURGE_EVERY_S:
+                    self._purged_at = time.monotonic()
+                    self.engine.purge()
                 if self.due():
                     self.train()
                     self.engine.load_model()

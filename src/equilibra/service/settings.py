@@ -11,8 +11,9 @@ sets the same keys (lower-case, without the prefix); the environment wins over t
 
 and Equilibra's own: `EQUILIBRA_CANDIDATES` (per request, 100), `EQUILIBRA_RETRAIN_EVENTS`,
 `EQUILIBRA_RETRAIN_SECONDS`, `EQUILIBRA_REPLAY_DAYS` (events replayed into the online state at
-start, 7), `EQUILIBRA_MAX_BATCH` (events per POST, 10,000), `EQUILIBRA_RULES` (a JSON file of
-business rules).
+start, 7), `EQUILIBRA_RETENTION_DAYS` (events and impressions older than this, in event time, are
+deleted; default: kept), `EQUILIBRA_MAX_BATCH` (events per POST, 10,000), `EQUILIBRA_RULES` (a
+JSON file of business rules, a list of objects as `POST /v1/rules` takes them).
 """
 
 from __future__ import annotations
@@ -53,6 +54,7 @@ class Settings(BaseModel):
     retrain_events: int | None = Field(None, ge=1)
     retrain_seconds: float | None = Field(None, gt=0)
     replay_days: float = Field(7.0, ge=0)
+    retention_days: float | None = Field(None, gt=0)
     rules: Path | None = None
     seed: int = 0
 

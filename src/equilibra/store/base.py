@@ -67,6 +67,14 @@ class Store(ABC):
         """One row per shown item, keyed by (`impression_id`, `position`)."""
 
     @abstractmethod
+    def save_snapshot(self, name: str, state: str, saved_at: float) -> None:
+        """Keep one named snapshot of online state (JSON text), replacing the last."""
+
+    @abstractmethod
+    def load_snapshot(self, name: str) -> tuple[str, float] | None:
+        """(state, saved_at) of the named snapshot, None if there is none."""
+
+    @abstractmethod
     def event_time_range(self) -> tuple[float | None, float | None]:
         """The earliest and latest event timestamps (None, None for an empty store)."""
 
@@ -82,6 +90,10 @@ class Store(ABC):
     def write_rewards(self, rewards: pd.DataFrame) -> int:
         """Write back what shown items earned when their attribution window closed:
         `impression_id, position, reward` per row. Returns the number of rows updated."""
+
+    @abstractmethod
+    def purge_before(self, timestamp: float) -> tuple[int, int]:
+        """Delete events and impressions older than `timestamp`; -> (events, impressions)."""
 
     @abstractmethod
     def forget_user(self, user_id: str) -> ForgetResult:

@@ -85,6 +85,8 @@ TABLES: dict[str, str] = {
         {C.candidates} TEXT,
         PRIMARY KEY ({C.impression_id}, {C.position})""",
     "meta": "key TEXT PRIMARY KEY, value TEXT",
+    # Online-state snapshots of a server (the policy's statistics, its clock): one per name.
+    "snapshots": "name TEXT PRIMARY KEY, saved_at DOUBLE PRECISION NOT NULL, state TEXT NOT NULL",
 }
 INDEXES = (
     f"CREATE INDEX IF NOT EXISTS events_user ON events ({C.user})",
@@ -261,6 +263,23 @@ class SqlStore(Store):
                 raise
         return len(rows)
 
+    def save_snapshot(self, name: str, state: str, saved_at: float) -> None:
+        statement = self._sql(
+            "INSERT INTO snapshots (name, saved_at, state) VALUES (?, ?, ?)"
+            " ON CONFLICT (name) DO UPDATE SET saved_at = excluded.saved_at, state = excluded.state"
+        )
+        with self._lock:
+            try:
+                self._conn.cursor().execute(statement, (name, float(saved_at), state))
+                self._conn.commit()
+            except BaseException:
+                self._conn.rollback()
+                raise
+
+    def load_snapshot(self, name: str) -> tuple[str, float] | None:
+        rows = self._query("SELECT state, saved_at FROM snapshots WHERE name = ?", (name,))
+        return None if not rows else (str(rows[0][0]), float(rows[0][1]))
+
     def event_time_range(self) -> tuple[float | None, float | None]:
         ((low, high),) = self._query(f"SELECT MIN({C.timestamp}), MAX({C.timestamp}) FROM events")
         return (None if low is None else float(low), None if high is None else float(high))
@@ -319,6 +338,24 @@ class SqlStore(Store):
                 self._conn.rollback()
                 raise
         return changed
+
+    def purge_before(self, timestamp: float) -> tuple[int, int]:
+        """Delete events and impressions older than `timestamp` (a retention period)."""
+        counts = []
+        with self._lock:
+            try:
+                cur = self._conn.cursor()
+                for table in ("events", "impressions"):
+                    cur.execute(
+                        self._sql(f"DELETE FROM {table} WHERE {C.timestamp} < ?"),
+                        (float(timestamp),),
+                    )
+                    counts.append(max(cur.rowcount, 0))
+                self._conn.commit()
+            except BaseException:
+                self._conn.rollback()
+                raise
+        return counts[0], counts[1]
 
     def forget_user(self, user_id: str) -> ForgetResult:
         counts = {}
