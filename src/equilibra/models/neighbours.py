@@ -121,8 +121,17 @@ class ItemKNN(Recommender):
 
     def _score_users(self, users: np.ndarray) -> SparseScores:
         return SparseScores(
-            sp.csr_matrix(self.user_items_[users] @ self.similarity_.T), self.fallback_
+            sp.csr_matrix(self.user_items_[users] @ self._transposed()), self.fallback_
         )
+
+    def _transposed(self) -> sp.csr_matrix:
+        """The similarity's transpose as CSR, made once: `similarity_.T` is CSC, and every
+        product with it would convert the whole matrix again (31 ms per call at 55k items)."""
+        cached = getattr(self, "_similarity_t", None)
+        if cached is None or cached[0] is not self.similarity_:
+            cached = (self.similarity_, sp.csr_matrix(self.similarity_.T))
+            self._similarity_t = cached
+        return cached[1]
 
     def similar_items(self, items: np.ndarray, k: int = 10) -> tuple[np.ndarray, np.ndarray]:
         block = self.similarity_[np.asarray(items, dtype=np.int64)].toarray()

@@ -242,6 +242,13 @@ class InProcessState:
             slots = np.array([index.get(i, -1) for i in items], dtype=np.int64)
             return np.where(slots >= 0, self._items.count[np.maximum(slots, 0)], 0.0)
 
+    def first_seen(self, items: Iterable[str]) -> np.ndarray:
+        """When each item was first seen (inf for items never seen), in the order given."""
+        with self._lock:
+            index = self._items.index
+            slots = np.array([index.get(i, -1) for i in items], dtype=np.int64)
+            return np.where(slots >= 0, self._items.first_seen[np.maximum(slots, 0)], np.inf)
+
     def n_items(self) -> int:
         with self._lock:
             return len(self._items)

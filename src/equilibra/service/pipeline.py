@@ -281,12 +281,8 @@ def to_candidates(
     scores = blended.scores
     prior = score_to_prior(scores, base_rate)
     counts = state.item_counts(blended.items)
-    ages = np.array(
-        [
-            request.timestamp - item.first_seen if (item := state.item(i)) is not None else 1e9
-            for i in blended.items
-        ]
-    )
+    first = state.first_seen(blended.items)
+    ages = np.where(np.isfinite(first), request.timestamp - first, 1e9)
     new = (ages < state.config.new_item_age_s).astype(float)
     features = np.column_stack([blended.contributions, np.ones(len(scores)), new])
     return Candidates(
