@@ -209,7 +209,7 @@ class InProcessState:
         with self._lock:
             scores: dict[str, float] = {}
             for rank, item in enumerate(items):
-                weight = 1.0 / (1 + rank)
+                weight = 1.0 / (1 + rank) ** 2  # the last item says most
                 for other, value in self._covisit.get(item, {}).items():
                     scores[other] = scores.get(other, 0.0) + weight * value
         return heapq.nlargest(n, scores.items(), key=lambda kv: kv[1])

@@ -4,7 +4,7 @@
               co-visitation from their last items, a fold-in user vector, trending, new items);
 2. `blend`    one score per candidate from every generator that proposed it, and its reason;
 3. `screen`   filters (exclusions, availability, the request's filters) and business rules
-              (exclude, boost, bury);
+              (exclude, boost, bury); `diversify` (MMR by category, when asked for);
 4. `to_candidates` calibrated priors, features, segment and placement for the policy;
 5. the policy draws the slate with its propensities (`Policy.select`);
 6. `place_pins` pinned items at their positions;
@@ -30,11 +30,20 @@ from equilibra.online.state import EVENT_WEIGHT, InProcessState
 from equilibra.rank.rules import Rule, apply_scores
 from equilibra.service.model import ServingModel
 
-GENERATORS = ("model", "foldin", "session", "trending", "cold", "new")
+GENERATORS = ("model", "foldin", "session", "recent", "trending", "cold", "new")
 # How much each generator's (normalised) score counts in the blend. The session weighs most:
 # a shop visitor's next click follows their last few items more than anything else.
-WEIGHTS = {"model": 1.0, "foldin": 0.7, "session": 1.3, "trending": 0.25, "cold": 0.4, "new": 0.1}
+WEIGHTS = {
+    "model": 1.0,
+    "foldin": 0.7,
+    "session": 8.0,
+    "recent": 2.0,
+    "trending": 0.25,
+    "cold": 0.4,
+    "new": 0.1,
+}
 RECENT_ITEMS = 5  # the session items co-visitation starts from
+SEEN_AGAIN = 20  # the user's own latest items, shown again (a shop's visitors come back to them)
 
 
 @dataclass(frozen=True)
@@ -126,6 +135,8 @@ def gather(
         pool.add("session", _merge(session))
         for item, _ in session:
             pool.anchors.setdefault(item, recent[0])
+        seen = user.recent_items(SEEN_AGAIN) if user is not None else []
+        pool.add("recent", [(item, 1.0 / (1 + rank)) for rank, item in enumerate(seen)])
     trending = state.trending(n)
     pool.add("trending", trending)
     if model is not None and (not trending or not model.knows_user(request.user_id)):
@@ -173,6 +184,8 @@ def _reason(generator: str, item: str, pool: Pool, catalog: Catalog, category: A
         return f"because you viewed {name}"
     if generator in ("model", "foldin"):
         return "picked for you from your history"
+    if generator == "recent":
+        return "you looked at this recently"
     if generator == "new":
         return "new"
     categories = catalog.categories_of(item)
@@ -262,6 +275,30 @@ def _priced(info: Any, low: Any, high: Any) -> bool:
     if info is None or info.price is None:
         return False
     return (low is None or info.price >= float(low)) and (high is None or info.price <= float(high))
+
+
+def diversify(blended: Blended, catalog: Catalog, weight: float, depth: int) -> Blended:
+    """MMR over the candidates' categories (weight λ in [0, 1]; 0 leaves the ranking as it is):
+    the scores are re-assigned in MMR order, so the policy's exploit ranking is the diverse one."""
+    if weight <= 0 or len(blended.items) < 2:
+        return blended
+    import scipy.sparse as sp
+
+    from equilibra.rank.diversity import diversified_scores
+
+    names: dict[str, int] = {}
+    rows, cols = [], []
+    for row, item in enumerate(blended.items):
+        for category in catalog.categories_of(item):
+            rows.append(row)
+            cols.append(names.setdefault(category, len(names)))
+    if not names:
+        return blended
+    vectors = sp.csr_matrix(
+        (np.ones(len(rows)), (rows, cols)), shape=(len(blended.items), len(names))
+    )
+    scores = diversified_scores(blended.scores, vectors, weight, depth)
+    return Blended(blended.items, scores, blended.contributions, blended.reasons)
 
 
 # --- 4. what the policy sees ------------------------------------------------------------------

@@ -12,8 +12,9 @@ sets the same keys (lower-case, without the prefix); the environment wins over t
 and Equilibra's own: `EQUILIBRA_CANDIDATES` (per request, 100), `EQUILIBRA_RETRAIN_EVENTS`,
 `EQUILIBRA_RETRAIN_SECONDS`, `EQUILIBRA_REPLAY_DAYS` (events replayed into the online state at
 start, 7), `EQUILIBRA_RETENTION_DAYS` (events and impressions older than this, in event time, are
-deleted; default: kept), `EQUILIBRA_MAX_BATCH` (events per POST, 10,000), `EQUILIBRA_RULES` (a
-JSON file of business rules, a list of objects as `POST /v1/rules` takes them).
+deleted; default: kept), `EQUILIBRA_DIVERSITY` (the MMR weight λ in [0, 1], 0 = off; a
+request's `context.diversity` overrides it), `EQUILIBRA_MAX_BATCH` (events per POST, 10,000),
+`EQUILIBRA_RULES` (a JSON file of business rules, a list of objects as `POST /v1/rules` takes).
 """
 
 from __future__ import annotations
@@ -55,6 +56,7 @@ class Settings(BaseModel):
     retrain_seconds: float | None = Field(None, gt=0)
     replay_days: float = Field(7.0, ge=0)
     retention_days: float | None = Field(None, gt=0)
+    diversity: float = Field(0.0, ge=0, le=1)
     rules: Path | None = None
     seed: int = 0
 

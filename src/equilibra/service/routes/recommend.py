@@ -12,8 +12,22 @@ from equilibra.service import pipeline
 from equilibra.service.auth import require_read
 from equilibra.service.routes._common import engine_of
 from equilibra.service.schemas import RecommendIn, RecommendOut
+from equilibra.service.settings import Settings
 
 router = APIRouter(prefix="/v1", tags=["recommend"])
+
+
+def _diversity(body: RecommendIn, settings: Settings) -> float:
+    asked = (body.context or {}).get("diversity")
+    if asked is None:
+        return settings.diversity
+    try:
+        weight = float(asked)
+    except (TypeError, ValueError):
+        raise HTTPException(422, "context.diversity: expected a number in [0, 1]") from None
+    if not 0.0 <= weight <= 1.0:
+        raise HTTPException(422, f"context.diversity: {weight:g} is not in [0, 1]")
+    return weight
 
 
 @router.post(
@@ -46,6 +60,7 @@ def recommend(body: RecommendIn, request: Request) -> dict[str, object]:
     pool = pipeline.gather(req, model, engine.state, engine.catalog, settings.candidates)
     blended = pipeline.blend(pool, engine.catalog, req.context)
     screened = pipeline.screen(blended, req, model, engine.state, engine.catalog, rules)
+    screened = pipeline.diversify(screened, engine.catalog, _diversity(body, settings), 2 * req.k)
     version = None if model is None else model.version
     policy = engine.policy
     if not screened.items:  # nothing to show yet (an empty shop): an empty list, no impression
