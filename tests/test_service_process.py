@@ -124,3 +124,51 @@ def test_acknowledged_events_and_open_impressions_survive_kill_9(tmp_path: Path)
         log = store.impressions_frame()
     rewards = log[log["impression_id"] == impression].set_index("item_id")["reward"]
     assert rewards[clicked] == 1.0 and rewards.drop(clicked).eq(0.0).all()
+
+
+@pytest.mark.slow
+def test_a_new_model_version_is_swapped_in_under_load_without_a_failed_request(
+    tmp_path: Path, tiny_shop
+) -> None:
+    import threading
+
+    from equilibra.data.training import TrainingData
+    from equilibra.pipeline.train import fit_artifact
+
+    data = TrainingData(events=tiny_shop.events, items=tiny_shop.items)
+    fit_artifact(data, "popularity").publish(tmp_path / "model")
+    port = free_port()
+    server = serve(tmp_path, port)
+    users = tiny_shop.events["user_id"].astype(str).unique()[:50].tolist()
+    answers: list[tuple[int, object]] = []
+    stop = threading.Event()
+
+    def load() -> None:
+        i = 0
+        while not stop.is_set():
+            status, body = call(port, "POST", "/v1/recommend", {"user_id": users[i % 50], "k": 5})
+            answers.append((status, body.get("model_version") if isinstance(body, dict) else None))
+            i += 1
+
+    client = threading.Thread(target=load)
+    try:
+        client.start()
+        time.sleep(1.0)
+        for algorithm in ("itemknn", "als"):  # two more versions while requests keep coming
+            fit_artifact(data, algorithm).publish(tmp_path / "model")
+            deadline = time.time() + 30
+            version = 2 if algorithm == "itemknn" else 3
+            while time.time() < deadline and not any(v == version for _, v in answers[-5:]):
+                time.sleep(0.2)
+        time.sleep(1.0)
+    finally:
+        stop.set()
+        client.join(timeout=30)
+        server.send_signal(signal.SIGTERM)
+        server.wait(timeout=20)
+    statuses = {s for s, _ in answers}
+    versions = [v for _, v in answers]
+    assert statuses == {200}, statuses
+    assert versions[0] == 1 and versions[-1] == 3 and {1, 2, 3} <= set(versions)
+    assert versions == sorted(versions)  # one client: never back to an older version
+    assert len(answers) > 50

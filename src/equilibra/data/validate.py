@@ -71,7 +71,8 @@ def clean_ids(column: pd.Series) -> pd.Series:
         column = column.astype("string")
     arrow = column.astype("string[pyarrow]")
     stripped = arrow.str.strip()
-    if (stripped.fillna("") != arrow.fillna("")).any() or column.dtype != object:
+    not_text = pd.api.types.infer_dtype(column, skipna=True) not in ("string", "empty")
+    if not_text or (stripped.fillna("") != arrow.fillna("")).any() or column.dtype != object:
         return stripped.astype(object).where(stripped.notna(), None)
     return column.where(column.notna(), None)
 
@@ -138,9 +139,11 @@ def check_timestamps(
             " (looks like milliseconds, expected seconds)",
             "",
         )
+        # Formatted as text: a value past int64 (an absurd timestamp) cannot become Int64.
+        shown = seconds.map(lambda v: "" if pd.isna(v) else f"{v:.0f}").astype("string")
         message = (
             f"{field}: "
-            + seconds.round(0).astype("Int64").astype("string")
+            + shown
             + " lies too far in the future"
             + pd.Series(hint, index=seconds.index)
         )

@@ -61,10 +61,20 @@ class ItemIn(_Body):
     created_at: str | float | int | None = None
     attributes: dict[str, Any] | None = None
 
+    @field_validator("item_id", mode="before")
+    @classmethod
+    def _item(cls, value: Any) -> str:
+        return normalise_id(value, "item_id")
+
 
 class UserIn(_Body):
     user_id: Id
     attributes: dict[str, Any] | None = None
+
+    @field_validator("user_id", mode="before")
+    @classmethod
+    def _user(cls, value: Any) -> str:
+        return normalise_id(value, "user_id")
 
 
 class Upserted(BaseModel):
