@@ -24,7 +24,7 @@ import pandas as pd
 from equilibra.data.columns import Columns as C
 from equilibra.errors import EquilibraError
 from equilibra.explore.feedback import PINNED, FeedbackLedger, outcome_rewards
-from equilibra.explore.policies import Policy
+from equilibra.explore.policies import LinearMixin, Policy
 from equilibra.explore.slate import Candidates, Slate
 from equilibra.explore.spec import parse_policy
 from equilibra.online.catalog import Catalog
@@ -336,7 +336,8 @@ class Engine:
         items = [str(r[C.item]) for r in rows]
         chosen = [r[C.policy] != PINNED for r in rows]
         rows_of = [index.get(item, 0) for item in items]
-        features = candidates.features
+        # Only a linear policy learns from features: the others' open impressions skip them.
+        features = candidates.features if isinstance(self.policy, LinearMixin) else None
         with self.lock:
             self.ledger.record(
                 impression_id,
