@@ -26,6 +26,11 @@ READ = {"Authorization": "Bearer read-key"}
 T0 = 1_767_000_000.0
 
 
+def written(client) -> None:
+    """The impression log is written behind the requests: wait for it before reading the db."""
+    assert client.app.state.engine.writer.flush()
+
+
 def settings_for(tmp_path: Path, **extra: object):
     return load_settings(
         None,
@@ -184,6 +189,7 @@ def test_impressions_are_logged_and_rewards_written_back_on_event_time(client, t
         ],
         headers=ADMIN,
     )  # fmt: skip
+    written(client)
     with open_store(f"sqlite:///{tmp_path / 'shop.db'}") as store:
         log = store.impressions_frame()
     assert log["position"].tolist() == [1, 2, 3, 4] and log["reward"].isna().all()  # window open
@@ -192,6 +198,7 @@ def test_impressions_are_logged_and_rewards_written_back_on_event_time(client, t
     client.post(
         "/v1/recommend", json={"user_id": "u9", "k": 2, "timestamp": T0 + 4000}, headers=READ
     )
+    written(client)
     with open_store(f"sqlite:///{tmp_path / 'shop.db'}") as store:
         log = store.impressions_frame()
     first = log[log["impression_id"] == shown["impression_id"]]
@@ -221,6 +228,7 @@ def test_the_served_log_feeds_ope_directly(client, tmp_path) -> None:
     client.post(
         "/v1/recommend", json={"user_id": "z", "k": 3, "timestamp": T0 + 20_000}, headers=READ
     )
+    written(client)
     log = read_store(f"sqlite:///{tmp_path / 'shop.db'}")
     result = evaluate_on_log(log, "egreedy:0.2", n_boot=50)
     assert result.rounds == 180 and log.skipped["open_impressions"] == 1

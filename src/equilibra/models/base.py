@@ -28,6 +28,7 @@ import scipy.sparse as sp
 
 from equilibra.data.interactions import Interactions
 from equilibra.data.sparse import contains
+from equilibra.models import leaders
 from equilibra.models.registry import model_class
 
 ARTIFACT_VERSION = 1
@@ -55,25 +56,23 @@ class SparseScores:
         return out
 
     def scaled(self) -> SparseScores:
-        """Divided per user by an upper bound of the row's best score (values in [0, 1])."""
-        top_background = (
-            float(self.background.max())
-            if self.background is not None and len(self.background)
-            else 0.0
-        )
-        row_max = np.zeros(self.matrix.shape[0])
-        counts = np.diff(self.matrix.indptr)
-        if self.matrix.nnz:
-            row_max[counts > 0] = np.maximum.reduceat(
-                self.matrix.data, self.matrix.indptr[:-1][counts > 0]
-            )
+        """Each user's sparse row divided by an upper bound of its best score (values in [0, 1]).
+
+        The background stays as it is: by contract a tie-breaker below every sparse score, it
+        is one fixed array per model, so its leaders are found once (`models.leaders`), and a
+        user's scores never depend on who else is in the batch.
+        """
+        top_background = 0.0 if self.background is None else leaders.maximum(self.background)
+        matrix = self.matrix.tocsr()
+        counts = np.diff(matrix.indptr)
+        row_max = np.zeros(matrix.shape[0])
+        if matrix.nnz:
+            row_max[counts > 0] = np.maximum.reduceat(matrix.data, matrix.indptr[:-1][counts > 0])
         bound = row_max + top_background
         bound[bound <= 0] = 1.0
-        matrix = sp.csr_matrix(sp.diags(1.0 / bound) @ self.matrix)
-        # The background is shared, so it is scaled by the batch's largest bound (a lower
-        # bound for each row) to stay one vector; it only orders what the sparse part leaves.
-        background = None if self.background is None else self.background / bound.max()
-        return SparseScores(matrix, background)
+        data = matrix.data / np.repeat(bound, counts).astype(matrix.data.dtype)
+        scaled = sp.csr_matrix((data, matrix.indices, matrix.indptr), shape=matrix.shape)
+        return SparseScores(scaled, self.background)
 
 
 def popularity_fallback(interactions: Interactions, scale: float = 1e-6) -> np.ndarray:
@@ -105,10 +104,10 @@ def top_k_sparse(
         value = value + background[item]
         banned_count = int(np.diff(banned.indptr).max()) if banned is not None and n_rows else 0
         extra = min(k + banned_count, len(background))
-        leaders = np.argpartition(-background, extra - 1)[:extra] if extra else np.empty(0, int)
-        row_of = np.concatenate([row_of, np.repeat(np.arange(n_rows), len(leaders))])
-        item = np.concatenate([item, np.tile(leaders, n_rows)])
-        value = np.concatenate([value, np.tile(background[leaders].astype(np.float64), n_rows)])
+        best = leaders.leaders(background, extra)
+        row_of = np.concatenate([row_of, np.repeat(np.arange(n_rows), len(best))])
+        item = np.concatenate([item, np.tile(best, n_rows)])
+        value = np.concatenate([value, np.tile(background[best].astype(np.float64), n_rows)])
     keys = row_of * matrix.shape[1] + item
     # Highest first within a row; an item present twice keeps its (higher) sparse score.
     order = np.lexsort((-value, keys))

@@ -70,12 +70,51 @@ class ItemState:
     first_seen: float
 
 
+class _Leaders:
+    """The slots that may be among the best by some value: every slot whose value reached
+    `threshold` (the `depth`-th best at the last scan). An update that raises a value calls
+    `touch`, so the set stays a superset of the true top `depth` and a request sorts a few
+    hundred slots instead of scanning the catalogue; a value that falls may stay in the set."""
+
+    def __init__(self, min_depth: int):
+        self.min_depth = min_depth
+        self.slots: set[int] | None = None
+        self.threshold = np.inf
+        self.depth = 0
+
+    def touch(self, slot: int, value: float) -> None:
+        if self.slots is not None and value >= self.threshold:
+            self.slots.add(slot)
+
+    def best(self, values: np.ndarray, n: int) -> np.ndarray:
+        """The slots of the `n` largest `values`, best first."""
+        if self.slots is None or n > self.depth or len(self.slots) > 8 * self.depth:
+            self._scan(values, max(4 * n, self.min_depth))
+        assert self.slots is not None
+        slots = np.fromiter(self.slots, dtype=np.int64, count=len(self.slots))
+        return slots[np.argsort(-values[slots], kind="stable")[:n]]
+
+    def _scan(self, values: np.ndarray, depth: int) -> None:
+        size = len(values)
+        if depth < size:
+            best = np.argpartition(-values, depth - 1)[:depth]
+            self.threshold = float(values[best].min())
+        else:
+            best, self.threshold = np.arange(size), -np.inf
+        self.depth = depth
+        self.slots = set(best.tolist())
+
+
 class ItemCounters:
     """Per-item counts, decayed trends and first-seen times in growable arrays.
 
     A trend decays by the same factor for every item, so it is kept as the time-free key
     log(trend) + λ·t (t the time of its last update): the ranking by key is the ranking by
-    trend at any moment, which makes "trending now" one vectorised top-n."""
+    trend at any moment. Keys only rise, so "trending now" and "newest" are kept as leader sets
+    (`_Leaders`) that updates join."""
+
+    # The leader sets are kept at least this deep (4 n for larger asks).
+    leader_depth = 256
 
     def __init__(self, half_life_s: float):
         self.rate = math.log(2.0) / half_life_s
@@ -84,6 +123,8 @@ class ItemCounters:
         self.count = np.zeros(1024)
         self.key = np.full(1024, -np.inf)
         self.first_seen = np.full(1024, np.inf)
+        self._trending = _Leaders(self.leader_depth)
+        self._newest = _Leaders(self.leader_depth)  # by first-seen time, latest first
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -105,7 +146,10 @@ class ItemCounters:
         self.count[slot] += 1
         now = self.rate * timestamp
         self.key[slot] = np.logaddexp(self.key[slot], math.log(weight) + now)
-        self.first_seen[slot] = min(self.first_seen[slot], timestamp)
+        self._trending.touch(slot, self.key[slot])
+        if timestamp < self.first_seen[slot]:
+            self.first_seen[slot] = timestamp
+            self._newest.touch(slot, timestamp)  # only a new slot's time can rise (from inf)
 
     def trend(self, slots: np.ndarray, at: float) -> np.ndarray:
         return np.exp(self.key[slots] - self.rate * at)
@@ -114,10 +158,8 @@ class ItemCounters:
         size = len(self.ids)
         if size == 0 or n <= 0:
             return []
-        keys = self.key[:size]
-        n = min(n, size)
-        best = np.argpartition(-keys, n - 1)[:n]
-        best = best[np.argsort(-keys[best], kind="stable")]
+        self._trending.min_depth = self.leader_depth
+        best = self._trending.best(self.key[:size], min(n, size))
         values = self.trend(best, at)
         return [
             (self.ids[i], float(v)) for i, v in zip(best.tolist(), values.tolist(), strict=True)
@@ -125,14 +167,17 @@ class ItemCounters:
 
     def newest(self, n: int, at: float, max_age: float) -> list[tuple[str, float]]:
         size = len(self.ids)
-        if size == 0:
+        if size == 0 or n <= 0:
             return []
-        age = at - self.first_seen[:size]
-        fresh = np.flatnonzero(age <= max_age)
-        if len(fresh) > n:
-            fresh = fresh[np.argpartition(age[fresh], n - 1)[:n]]
-        fresh = fresh[np.argsort(age[fresh], kind="stable")]
-        return [(self.ids[i], float(age[i])) for i in fresh.tolist()]
+        self._newest.min_depth = self.leader_depth
+        # Every slot below `size` has a time: a slot is made only by `add`, which sets it.
+        latest = self._newest.best(self.first_seen[:size], min(n, size))
+        age = at - self.first_seen[latest]
+        keep = age <= max_age
+        return [
+            (self.ids[i], float(a))
+            for i, a in zip(latest[keep].tolist(), age[keep].tolist(), strict=True)
+        ]
 
 
 @dataclass(frozen=True)

@@ -72,22 +72,36 @@ class Hybrid(Recommender):
         if all(isinstance(r, SparseScores) for r in raw):
             # All parts sparse: blend sparse parts and backgrounds, never the full catalogue.
             scaled = [r.scaled() for r in raw]
-            matrix = sum(
-                (w * r.matrix for w, r in zip(self.weights, scaled, strict=True) if w),
-                sp.csr_matrix((len(users), self.n_items_)),
-            )
-            backgrounds = [
-                w * r.background
-                for w, r in zip(self.weights, scaled, strict=True)
-                if w and r.background is not None
-            ]
-            return SparseScores(
-                sp.csr_matrix(matrix), np.sum(backgrounds, axis=0) if backgrounds else None
-            )
+            parts = [(w, r.matrix.tocoo()) for w, r in zip(self.weights, scaled, strict=True) if w]
+            matrix = sp.csr_matrix(
+                (
+                    np.concatenate([w * m.data for w, m in parts] or [np.empty(0)]),
+                    (
+                        np.concatenate([m.row for _, m in parts] or [np.empty(0, int)]),
+                        np.concatenate([m.col for _, m in parts] or [np.empty(0, int)]),
+                    ),
+                ),
+                shape=(len(users), self.n_items_),
+            )  # duplicates (an item several parts score) are summed
+            return SparseScores(matrix, self._blended_background([r.background for r in scaled]))
         total = np.zeros((len(users), self.n_items_))
         for weight, scores in zip(self.weights, raw, strict=True):
             if weight:
                 total += weight * minmax_rows(dense_scores(scores).astype(np.float64))
+        return total
+
+    def _blended_background(self, backgrounds: list[np.ndarray | None]) -> np.ndarray | None:
+        """The weighted sum of the parts' fixed backgrounds, made once: the same array on every
+        call, so its leaders are found once too (`models.leaders`)."""
+        cached = getattr(self, "_background_blend", None)
+        if cached is not None and all(a is b for a, b in zip(cached[0], backgrounds, strict=True)):
+            return cached[1]  # type: ignore[no-any-return]
+        total: np.ndarray | None = None
+        for weight, background in zip(self.weights, backgrounds, strict=True):
+            if weight and background is not None:
+                part = weight * background.astype(np.float64)
+                total = part if total is None else total + part
+        self._background_blend = (backgrounds, total)
         return total
 
     def similar_items(self, items: np.ndarray, k: int = 10) -> tuple[np.ndarray, np.ndarray]:

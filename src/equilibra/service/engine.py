@@ -33,6 +33,7 @@ from equilibra.pipeline.artifact import CURRENT, ModelArtifact, current
 from equilibra.rank.rules import Rule
 from equilibra.service.model import ServingModel
 from equilibra.service.settings import Settings
+from equilibra.service.writer import ImpressionWriter
 from equilibra.store import Store, open_store
 
 log = logging.getLogger("equilibra.service")
@@ -56,6 +57,7 @@ class Engine:
     def __init__(self, settings: Settings, store: Store | None = None):
         self.settings = settings
         self.store = store or open_store(settings.db)
+        self.writer = ImpressionWriter(self.store)
         self.catalog = Catalog()
         self.state = InProcessState()
         self.model: ServingModel | None = None
@@ -122,6 +124,8 @@ class Engine:
                 "rewards": c.rewards,
             }
             text = json.dumps(state, allow_nan=True)
+        # The rewards this state has learned from are in the log before the state is saved.
+        self.writer.flush()
         self.store.save_snapshot(SNAPSHOT, text, time.time())
         self._snapshot_at = time.monotonic()
 
@@ -216,6 +220,9 @@ class Engine:
         """Store validated events (durable before this returns), then learn the new ones.
         -> (accepted, duplicates)."""
         with self.ingest_lock:
+            if events[C.impression_id].notna().any():
+                # An acknowledged event never names an impression a crash could still lose.
+                self.writer.flush()
             known = self.store.existing_event_ids(events[C.event_id].astype(str).tolist())
             fresh = events[~events[C.event_id].isin(known)].drop_duplicates(C.event_id)
             result = self.store.append_events(events)
@@ -242,7 +249,7 @@ class Engine:
             self.clock = now
             outcomes = self.ledger.settle(self.policy, now)
         if outcomes:
-            self.store.write_rewards(outcome_rewards(outcomes))
+            self.writer.rewards(outcome_rewards(outcomes))
             rewarded = sum(1 for o in outcomes if o.raw_reward > 0)
             self.counters.rewards += rewarded
             self.counters.rewarded_slots += rewarded
@@ -255,6 +262,7 @@ class Engine:
         days = self.settings.retention_days
         if days is None or not np.isfinite(self.clock):
             return 0, 0
+        self.writer.flush()
         events, impressions = self.store.purge_before(self.clock - days * DAY)
         self.counters.events -= events
         if events or impressions:
@@ -288,6 +296,7 @@ class Engine:
 
     def forget(self, user_id: str) -> dict[str, int]:
         """Events, profile, impressions, online state and open impressions of one user."""
+        self.writer.flush()  # the user's last impressions too
         result = self.store.forget_user(user_id)
         self.state.forget_user(user_id)
         with self.lock:
@@ -330,7 +339,7 @@ class Engine:
         rows: Sequence[dict[str, object]],
     ) -> None:
         """Log the impression (`rows`, pins included) and open it in the ledger."""
-        self.store.append_impression_rows(rows)
+        self.writer.rows(rows)
         index = {str(item): i for i, item in enumerate(candidates.items.tolist())}
         priors = candidates.prior_or(self.policy.base_rate)
         items = [str(r[C.item]) for r in rows]
@@ -363,4 +372,5 @@ class Engine:
 
     def close(self) -> None:
         self.snapshot()
+        self.writer.close()
         self.store.close()

@@ -31,6 +31,7 @@ from equilibra.rank.rules import Rule, apply_scores
 from equilibra.service.model import ServingModel
 
 GENERATORS = ("model", "foldin", "session", "recent", "trending", "cold", "new")
+_COLUMN = {generator: column for column, generator in enumerate(GENERATORS)}
 # How much each generator's (normalised) score counts in the blend. The session weighs most:
 # a shop visitor's next click follows their last few items more than anything else.
 WEIGHTS = {
@@ -78,7 +79,7 @@ class Blended:
     items: list[str]
     scores: np.ndarray
     contributions: np.ndarray  # (n, len(GENERATORS)) weighted, normalised generator scores
-    reasons: list[str]
+    reasons: Reasons
 
     def subset(self, keep: np.ndarray) -> Blended:
         index = np.flatnonzero(keep)
@@ -86,8 +87,25 @@ class Blended:
             [self.items[i] for i in index],
             self.scores[index],
             self.contributions[index],
-            [self.reasons[i] for i in index],
+            self.reasons,
         )
+
+
+@dataclass
+class Reasons:
+    """Why each candidate was proposed: its leading generator, worded only for what is shown
+    (a request weighs a few hundred candidates and shows twenty)."""
+
+    pool: Pool
+    catalog: Catalog
+    category: Any
+    lead: dict[str, str]  # item -> the generator that contributed most
+
+    def get(self, item: str, default: str = "trending") -> str:
+        generator = self.lead.get(item)
+        if generator is None:
+            return default
+        return _reason(generator, item, self.pool, self.catalog, self.category)
 
 
 @dataclass(frozen=True)
@@ -160,7 +178,7 @@ def blend(pool: Pool, catalog: Catalog, context: dict[str, Any] | None = None) -
     raw = np.zeros((len(items), len(GENERATORS)))
     for row, item in enumerate(items):
         for generator, score in pool.scores[item].items():
-            raw[row, GENERATORS.index(generator)] = score
+            raw[row, _COLUMN[generator]] = score
     # Each generator's scores on [0, 1] by its best (scores may be negative: shift first).
     low = np.minimum(raw.min(axis=0, initial=0.0), 0.0)
     shifted = np.where(raw != 0, raw - low, 0.0)
@@ -168,11 +186,9 @@ def blend(pool: Pool, catalog: Catalog, context: dict[str, Any] | None = None) -
     normalised = np.divide(shifted, top, out=np.zeros_like(shifted), where=top > 0)
     contributions = normalised * np.array([WEIGHTS[g] for g in GENERATORS])
     scores = contributions.sum(axis=1)
-    category = (context or {}).get("category")
-    reasons = [
-        _reason(GENERATORS[int(np.argmax(contributions[row]))], item, pool, catalog, category)
-        for row, item in enumerate(items)
-    ]
+    leads = contributions.argmax(axis=1) if len(items) else np.empty(0, dtype=int)
+    lead = {item: GENERATORS[int(g)] for item, g in zip(items, leads, strict=True)}
+    reasons = Reasons(pool, catalog, (context or {}).get("category"), lead)
     return Blended(items, scores, contributions, reasons)
 
 
@@ -342,7 +358,7 @@ def place_pins(
 ) -> list[Shown]:
     """The policy's slate with pinned items put at their positions (each shown with certainty);
     the policy's items keep their order in the positions left."""
-    reasons = dict(zip(blended.items, blended.reasons, strict=True))
+    reasons = blended.reasons
     pinned_items = {item for _, item, _ in pinned}
     drawn = [e for e in slate.entries if str(e.item) not in pinned_items]
     at = {position: (item, rule) for position, item, rule in pinned}
