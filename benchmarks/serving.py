@@ -200,6 +200,8 @@ def main() -> None:
             continue
         if kind == "equilibra":  # the server writes into the store: start from the prepared one
             pristine = work / "shop.pristine.db"
+            for stale in ("shop.db-wal", "shop.db-shm"):  # a WAL of the last run would corrupt it
+                (work / stale).unlink(missing_ok=True)
             if pristine.exists():
                 shutil.copy(pristine, work / "shop.db")
             else:

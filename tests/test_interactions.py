@@ -97,3 +97,19 @@ def test_matrix_total_equals_sum_of_event_weights(rows):
     assert x.matrix.sum() == pytest.approx(expected, rel=1e-5)
     assert x.matrix.nnz == len({(u, i) for u, i, _, _ in rows})
     assert x.last_seen.nnz == x.type_flags.nnz == x.matrix.nnz
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(0, 10_000), st.integers(1, 12))
+def test_few_row_sparse_helpers_match_scipy(seed: int, n_rows: int) -> None:
+    import scipy.sparse as sp
+
+    from equilibra.data.sparse import rows_times, take_rows
+
+    rng = np.random.default_rng(seed)
+    left = sp.random(30, 40, density=rng.uniform(0, 0.3), format="csr", random_state=seed)
+    right = sp.random(40, 50, density=rng.uniform(0, 0.3), format="csr", random_state=seed + 1)
+    rows = rng.integers(0, 30, n_rows)
+    taken = take_rows(left, rows)
+    assert np.array_equal(taken.toarray(), left[rows].toarray())
+    assert np.allclose(rows_times(taken, right).toarray(), (left[rows] @ right).toarray())

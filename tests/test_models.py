@@ -200,3 +200,23 @@ def test_fast_recommend_paths_match_the_generic_one(model, blocks):
     slow_items, slow_scores = Recommender.recommend(model, users, 15, exclude=x.interacted())
     assert np.allclose(fast_scores, slow_scores, rtol=1e-4, atol=1e-5)
     assert ((fast_items == slow_items) | np.isclose(fast_scores, slow_scores)).all()
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(0, 10_000), st.integers(1, 15), st.booleans())
+def test_sparse_row_top_k_matches_the_dense_top_k(seed: int, k: int, positive_only: bool) -> None:
+    import scipy.sparse as sp
+
+    from equilibra.models.base import top_k, top_k_rows
+
+    rng = np.random.default_rng(seed)
+    matrix = sp.random(25, 25, density=rng.uniform(0, 0.5), format="csr", random_state=seed)
+    matrix.data = rng.permutation(len(matrix.data)) - len(matrix.data) / 3.0  # distinct, some < 0
+    items = rng.integers(0, 25, 4)
+    block = matrix[items].toarray()
+    block[(block <= 0) if positive_only else (block == 0)] = -np.inf
+    block[np.arange(len(items)), items] = -np.inf
+    expected_items, expected_values = top_k(block, k)
+    found_items, found_values = top_k_rows(matrix, items, k, positive_only)
+    assert np.array_equal(found_items, expected_items)
+    assert np.array_equal(found_values, expected_values)

@@ -346,6 +346,7 @@ def test_similar_popular_stats_exploration_health_metrics_docs(client) -> None:
     assert (
         'equilibra_request_seconds_count{method="POST",route="/v1/events",status="200"}' in metrics
     )
+    assert "equilibra_impression_log_failed 0.0" in metrics
     docs = client.get("/docs")
     assert docs.status_code == 200 and "/static/swagger/swagger-ui-bundle.js" in docs.text
     assert "cdn" not in docs.text.lower()

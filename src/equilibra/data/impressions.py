@@ -26,11 +26,11 @@ def encode_candidates(
 ) -> str:
     record: dict[str, object] = {
         "items": [str(i) for i in items],
-        "scores": [round(float(s), 6) for s in scores],
+        "scores": np.round(np.asarray(scores, dtype=np.float64), 6).tolist(),
     }
     if prior is not None:
         # Priors are what the logged propensities were computed from: keep them exactly.
-        record["prior"] = [float(p) for p in prior]
+        record["prior"] = np.asarray(prior, dtype=np.float64).tolist()
     return json.dumps(record, separators=(",", ":"))
 
 

@@ -30,3 +30,47 @@ def lookup(matrix: sp.spmatrix, rows: np.ndarray, cols: np.ndarray) -> np.ndarra
 def contains(matrix: sp.spmatrix, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
     """Whether each (rows[i], cols[i]) is a stored, non-zero cell."""
     return lookup(matrix, rows, cols) != 0
+
+
+# Up to this many rows, `take_rows` and `rows_times` work on the CSR arrays in numpy: scipy's
+# fancy indexing and products cost tens of microseconds per call in checks and conversions,
+# most of a one-user request; for larger batches scipy's own loops are faster.
+FEW_ROWS = 8
+
+
+def _csr(data: np.ndarray, indices: np.ndarray, indptr: np.ndarray, shape: tuple[int, int]):
+    return sp.csr_matrix((data, indices, indptr), shape=shape, copy=False)
+
+
+def take_rows(matrix: sp.csr_matrix, rows: np.ndarray) -> sp.csr_matrix:
+    """`matrix[rows]` (CSR in, CSR out)."""
+    rows = np.asarray(rows, dtype=np.int64)
+    if len(rows) > FEW_ROWS:
+        return sp.csr_matrix(matrix[rows])
+    starts = matrix.indptr[rows].astype(np.int64)
+    counts = matrix.indptr[rows + 1] - starts
+    indptr = np.zeros(len(rows) + 1, dtype=np.int64)
+    np.cumsum(counts, out=indptr[1:])
+    pos = np.repeat(starts - indptr[:-1], counts) + np.arange(indptr[-1])
+    return _csr(matrix.data[pos], matrix.indices[pos], indptr, (len(rows), matrix.shape[1]))
+
+
+def rows_times(left: sp.csr_matrix, right: sp.csr_matrix) -> sp.csr_matrix:
+    """`left @ right` for a left of a few rows (a user's items times an item-item matrix):
+    the right rows each left entry names, scaled and summed per (row, column)."""
+    if left.shape[0] > FEW_ROWS:
+        return sp.csr_matrix(left @ right)
+    n_rows, n_cols = left.shape[0], right.shape[1]
+    starts = right.indptr[left.indices].astype(np.int64)
+    counts = right.indptr[left.indices + 1] - starts
+    offsets = np.zeros(len(counts), dtype=np.int64)
+    np.cumsum(counts[:-1], out=offsets[1:])
+    pos = np.repeat(starts - offsets, counts) + np.arange(int(counts.sum()))
+    entry_row = np.repeat(np.arange(n_rows, dtype=np.int64), np.diff(left.indptr))
+    keys = np.repeat(entry_row, counts) * n_cols + right.indices[pos]
+    values = right.data[pos] * np.repeat(left.data, counts)
+    cells, inverse = np.unique(keys, return_inverse=True)
+    sums = np.bincount(inverse, weights=values, minlength=len(cells))
+    dtype = np.result_type(left.dtype, right.dtype)
+    indptr = np.searchsorted(cells // n_cols, np.arange(n_rows + 1))
+    return _csr(sums.astype(dtype), cells % n_cols, indptr, (n_rows, n_cols))

@@ -27,7 +27,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from equilibra.data.interactions import Interactions
-from equilibra.data.sparse import contains
+from equilibra.data.sparse import contains, take_rows
 from equilibra.models import leaders
 from equilibra.models.registry import model_class
 
@@ -98,7 +98,7 @@ def top_k_sparse(
     row_of = np.repeat(np.arange(n_rows, dtype=np.int64), np.diff(matrix.indptr))
     item = matrix.indices.astype(np.int64)
     value = matrix.data.astype(np.float64)
-    banned = exclude[rows].tocsr() if exclude is not None else None
+    banned = take_rows(exclude.tocsr(), rows) if exclude is not None else None
     background = scores.background
     if background is not None:
         value = value + background[item]
@@ -128,6 +128,30 @@ def top_k_sparse(
     items[row_of[take], rank[take]] = item[take]
     values[row_of[take], rank[take]] = value[take]
     return items, values
+
+
+def top_k_rows(
+    matrix: sp.csr_matrix, items: np.ndarray, k: int, positive_only: bool = False
+) -> tuple[np.ndarray, np.ndarray]:
+    """Top-k of each of `matrix[items]`'s stored entries (zeros, and negatives if
+    `positive_only`, left out), the item itself excluded: what `top_k` of the dense rows gives,
+    without a catalogue-wide row per item. Padding -1 / -inf."""
+    items = np.asarray(items, dtype=np.int64)
+    rows = take_rows(matrix.tocsr(), items)
+    row_of = np.repeat(np.arange(len(items), dtype=np.int64), np.diff(rows.indptr))
+    col = rows.indices.astype(np.int64)
+    value = rows.data.astype(np.float64)
+    keep = (value > 0 if positive_only else value != 0) & (col != items[row_of])
+    row_of, col, value = row_of[keep], col[keep], value[keep]
+    order = np.lexsort((-value, row_of))
+    row_of, col, value = row_of[order], col[order], value[order]
+    rank = np.arange(len(row_of)) - np.searchsorted(row_of, np.arange(len(items)))[row_of]
+    take = rank < k
+    out_items = np.full((len(items), k), -1, dtype=np.int64)
+    out_values = np.full((len(items), k), -np.inf)
+    out_items[row_of[take], rank[take]] = col[take]
+    out_values[row_of[take], rank[take]] = value[take]
+    return out_items, out_values
 
 
 def top_k(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:

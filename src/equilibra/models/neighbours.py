@@ -7,13 +7,14 @@ import pandas as pd
 import scipy.sparse as sp
 
 from equilibra.data.interactions import Interactions
+from equilibra.data.sparse import rows_times, take_rows
 from equilibra.models.base import (
     Recommender,
     SparseScores,
     keep_top_k_per_row,
     normalise_rows,
     popularity_fallback,
-    top_k,
+    top_k_rows,
 )
 from equilibra.models.registry import register
 
@@ -121,7 +122,7 @@ class ItemKNN(Recommender):
 
     def _score_users(self, users: np.ndarray) -> SparseScores:
         return SparseScores(
-            sp.csr_matrix(self.user_items_[users] @ self._transposed()), self.fallback_
+            rows_times(take_rows(self.user_items_, users), self._transposed()), self.fallback_
         )
 
     def _transposed(self) -> sp.csr_matrix:
@@ -134,10 +135,7 @@ class ItemKNN(Recommender):
         return cached[1]
 
     def similar_items(self, items: np.ndarray, k: int = 10) -> tuple[np.ndarray, np.ndarray]:
-        block = self.similarity_[np.asarray(items, dtype=np.int64)].toarray()
-        block[block == 0] = -np.inf
-        block[np.arange(len(items)), items] = -np.inf
-        return top_k(block, k)
+        return top_k_rows(self.similarity_, items, k)
 
 
 @register("userknn")
@@ -216,11 +214,8 @@ class RP3Beta(Recommender):
 
     def _score_users(self, users: np.ndarray) -> SparseScores:
         return SparseScores(
-            sp.csr_matrix(self.user_items_[users] @ self.similarity_), self.fallback_
+            rows_times(take_rows(self.user_items_, users), self.similarity_), self.fallback_
         )
 
     def similar_items(self, items: np.ndarray, k: int = 10) -> tuple[np.ndarray, np.ndarray]:
-        block = self.similarity_[np.asarray(items, dtype=np.int64)].toarray()
-        block[block == 0] = -np.inf
-        block[np.arange(len(items)), items] = -np.inf
-        return top_k(block, k)
+        return top_k_rows(self.similarity_, items, k)

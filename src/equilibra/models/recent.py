@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 
 from equilibra.data.interactions import Interactions
+from equilibra.data.sparse import take_rows
 from equilibra.models.base import Recommender, SparseScores, popularity_fallback
 from equilibra.models.registry import register
 
@@ -34,4 +35,4 @@ class RecentItems(Recommender):
         self.popularity_ = popularity_fallback(interactions, self.popularity_weight)
 
     def _score_users(self, users: np.ndarray) -> SparseScores:
-        return SparseScores(self.recency_[users], self.popularity_)
+        return SparseScores(take_rows(self.recency_, users), self.popularity_)

@@ -13,12 +13,13 @@ import pandas as pd
 import scipy.sparse as sp
 
 from equilibra.data.interactions import EventWeights, Interactions
+from equilibra.data.sparse import rows_times, take_rows
 from equilibra.models.base import (
     Recommender,
     SparseScores,
     keep_top_k_per_row,
     popularity_fallback,
-    top_k,
+    top_k_rows,
 )
 from equilibra.models.registry import register
 
@@ -100,13 +101,9 @@ class CoVisitation(Recommender):
 
     def _score_users(self, users: np.ndarray) -> SparseScores:
         return SparseScores(
-            sp.csr_matrix(self.recent_items_[users] @ self.transitions_), self.fallback_
+            rows_times(take_rows(self.recent_items_, users), self.transitions_), self.fallback_
         )
 
     def similar_items(self, items: np.ndarray, k: int = 10) -> tuple[np.ndarray, np.ndarray]:
         """ "Seen next": the items most often looked at right after each item."""
-        items = np.asarray(items, dtype=np.int64)
-        block = self.transitions_[items].toarray()
-        block[block <= 0] = -np.inf
-        block[np.arange(len(items)), items] = -np.inf
-        return top_k(block, k)
+        return top_k_rows(self.transitions_, items, k, positive_only=True)

@@ -80,6 +80,12 @@ class Catalog:
         with self._lock:
             return self._items.get(item_id)
 
+    def get_many(self, item_ids: Iterable[str]) -> list[ItemInfo | None]:
+        """`get` for a request's candidates under one lock."""
+        with self._lock:
+            items = self._items
+            return [items.get(i) for i in item_ids]
+
     def available(self, item_id: str) -> bool:
         info = self.get(item_id)
         return info is None or info.available

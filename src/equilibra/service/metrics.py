@@ -44,3 +44,11 @@ class Metrics:
         self.model_version = Gauge(
             "equilibra_model_version", "Model version served (0: none)", registry=r
         )
+        self.log_pending = Gauge(
+            "equilibra_impression_log_pending", "Impression writes queued, not yet written",
+            registry=r,
+        )  # fmt: skip
+        self.log_failed = Gauge(
+            "equilibra_impression_log_failed", "Impression writes given up on after retries",
+            registry=r,
+        )  # fmt: skip

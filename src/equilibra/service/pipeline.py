@@ -241,8 +241,8 @@ def screen(
         [
             item not in banned
             and item not in not_items
-            and _showable(item, catalog.get(item), model, wanted, low, high)
-            for item in blended.items
+            and _showable(item, info, model, wanted, low, high)
+            for item, info in zip(blended.items, catalog.get_many(blended.items), strict=True)
         ],
         dtype=bool,
     )
@@ -318,6 +318,17 @@ def diversify(blended: Blended, catalog: Catalog, weight: float, depth: int) -> 
 
 
 # --- 4. what the policy sees ------------------------------------------------------------------
+
+
+def shortlist(blended: Blended, n: int) -> Blended:
+    """The `n` best candidates by score, in their order: the policy chooses among these, and
+    they are what the impression logs. A pool of a few hundred holds many that no policy would
+    show; each costs time in every later stage and in the log."""
+    if len(blended.items) <= n:
+        return blended
+    keep = np.zeros(len(blended.items), dtype=bool)
+    keep[np.argsort(-blended.scores, kind="stable")[:n]] = True
+    return blended.subset(keep)
 
 
 def to_candidates(

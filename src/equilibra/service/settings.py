@@ -9,7 +9,9 @@ sets the same keys (lower-case, without the prefix); the environment wins over t
     EQUILIBRA_REWARD=click=1,…            reward = "click=1,add_to_cart=2,purchase=5,revenue=0"
     EQUILIBRA_REDIS=redis://…             redis (shared online state: not in this version)
 
-and Equilibra's own: `EQUILIBRA_CANDIDATES` (per request, 100), `EQUILIBRA_RETRAIN_EVENTS`,
+and Equilibra's own: `EQUILIBRA_CANDIDATES` (per generator and request, 100),
+`EQUILIBRA_SHORTLIST` (the best screened candidates the policy chooses among and the impression
+logs, 100, at least 2 k), `EQUILIBRA_RETRAIN_EVENTS`,
 `EQUILIBRA_RETRAIN_SECONDS`, `EQUILIBRA_REPLAY_DAYS` (events replayed into the online state at
 start, 7), `EQUILIBRA_RETENTION_DAYS` (events and impressions older than this, in event time, are
 deleted; default: kept), `EQUILIBRA_DIVERSITY` (the MMR weight λ in [0, 1], 0 = off; a
@@ -49,7 +51,8 @@ class Settings(BaseModel):
     redis: str | None = None
     attribution_window: float = Field(1800.0, ge=0)
     reward: str = "click=1,add_to_cart=2,purchase=5,revenue=0"
-    candidates: int = Field(100, ge=1, le=10_000)
+    candidates: int = Field(100, ge=1, le=10_000)  # per generator
+    shortlist: int = Field(100, ge=1, le=10_000)  # the best screened ones the policy sees
     max_k: int = Field(500, ge=1)
     max_batch: int = Field(10_000, ge=1)
     retrain_events: int | None = Field(None, ge=1)

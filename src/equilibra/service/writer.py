@@ -1,12 +1,13 @@
 """The impression log written behind the requests: one thread, in order, in batches.
 
 A recommend request builds its impression rows and hands them over; the thread commits what has
-gathered every `interval` seconds, so a request never waits for a disk commit (on SQLite a
-commit per request was a fifth of the whole answer). Rewards go through the same queue, so an
-impression's reward is never written before its rows. What may lag is bounded (`interval`) and
-`flush` waits for it: forgetting a user, purging, snapshots and shutdown flush first. A `kill -9`
-loses at most the impressions of the last interval, never an acknowledged event (events are
-written by the request that receives them).
+gathered every `interval` seconds, so a request never waits for a disk commit (on SQLite here a
+commit costs about 2.5 ms, more than the model's answer; in a batch an impression costs 0.4 ms).
+Rewards go through the same queue, so an impression's reward is never written before its rows.
+What may lag is bounded (`interval`) and `flush` waits for it: forgetting a user, purging,
+snapshots and shutdown flush first. A `kill -9` loses at most the impressions of the last
+interval, and never one that an acknowledged event names (ingest flushes first); events are
+written by the request that receives them.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ log = logging.getLogger("equilibra.service")
 
 
 class ImpressionWriter:
-    def __init__(self, store: Store, interval: float = 0.05, retries: int = 5):
+    def __init__(self, store: Store, interval: float = 0.1, retries: int = 5):
         self.store = store
         self.interval = interval
         self.retries = retries

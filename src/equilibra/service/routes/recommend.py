@@ -61,6 +61,7 @@ def recommend(body: RecommendIn, request: Request) -> dict[str, object]:
     blended = pipeline.blend(pool, engine.catalog, req.context)
     screened = pipeline.screen(blended, req, model, engine.state, engine.catalog, rules)
     screened = pipeline.diversify(screened, engine.catalog, _diversity(body, settings), 2 * req.k)
+    screened = pipeline.shortlist(screened, max(settings.shortlist, 2 * req.k))
     version = None if model is None else model.version
     policy = engine.policy
     if not screened.items:  # nothing to show yet (an empty shop): an empty list, no impression
