@@ -12,6 +12,7 @@ import pytest
 
 from equilibra.data.training import TrainingData
 from equilibra.pipeline.train import fit_artifact
+from equilibra.service.schemas import RecommendOut
 from equilibra.service.settings import load_settings
 from equilibra.store import open_store
 
@@ -179,6 +180,7 @@ def test_impressions_are_logged_and_rewards_written_back_on_event_time(client, t
         json={"user_id": "u1", "k": 4, "placement": "home", "timestamp": T0 + 200},
         headers=READ,
     ).json()
+    RecommendOut.model_validate(shown)  # built by hand, without FastAPI's validation
     clicked = shown["items"][1]["item_id"]
     client.post(
         "/v1/events",

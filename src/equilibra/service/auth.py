@@ -15,7 +15,11 @@ from equilibra.service.settings import Settings
 bearer = HTTPBearer(auto_error=False, description="the admin key, or the read key for reads")
 
 
-def _settings(request: Request) -> Settings:
+# The dependencies are `async def` on purpose: FastAPI runs a plain `def` dependency in its
+# thread pool, and each such hop cost about a millisecond of a recommend request here.
+
+
+async def _settings(request: Request) -> Settings:
     return request.app.state.settings  # type: ignore[no-any-return]
 
 
@@ -35,11 +39,11 @@ SettingsDep = Annotated[Settings, Depends(_settings)]
 KeyDep = Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
 
 
-def require_admin(settings: SettingsDep, given: KeyDep) -> None:
+async def require_admin(settings: SettingsDep, given: KeyDep) -> None:
     if settings.admin_key:
         _check(given, [settings.admin_key])
 
 
-def require_read(settings: SettingsDep, given: KeyDep) -> None:
+async def require_read(settings: SettingsDep, given: KeyDep) -> None:
     if settings.admin_key or settings.read_key:
         _check(given, [settings.admin_key, settings.read_key])
