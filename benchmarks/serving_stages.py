@@ -81,7 +81,7 @@ def time_stages(work: Path, n_requests: int) -> dict[str, float]:
         pipeline.respond(shown, impression, version, engine.policy.spec, 0.0)
         mark(time.perf_counter())
         if index >= warm:
-            for name, start, end in zip(STAGES, clock, clock[1:], strict=True):
+            for name, start, end in zip(STAGES, clock[:-1], clock[1:], strict=True):
                 spent[name].append(1000 * (end - start))
             spent["total"].append(1000 * (clock[-1] - clock[0]))
     engine.close()

@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
+import shutil
 import sys
 import time
 import warnings
@@ -107,6 +108,11 @@ def replay(
     cut = start + 0.8 * (end - start)
     past, future = events[events[C.timestamp] < cut], events[events[C.timestamp] >= cut]
     work.mkdir(parents=True, exist_ok=True)
+    # A fresh store and model folder every run: the replay posts the test events into the store,
+    # and a store left from an earlier run would hand them to the online state at start.
+    for stale in (f"{name}.db", f"{name}.db-wal", f"{name}.db-shm"):
+        (work / stale).unlink(missing_ok=True)
+    shutil.rmtree(work / f"{name}-model", ignore_errors=True)
     db = f"sqlite:///{work / f'{name}.db'}"
     with open_store(db) as store:
         import_frames(store, past, items)
