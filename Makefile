@@ -1,5 +1,5 @@
 # Shortcuts for the scripts CI and the README use; the scripts are the source of truth.
-.PHONY: demo test lint bench bench-exploration bench-offline bench-scale
+.PHONY: demo test lint bench bench-exploration bench-offline bench-scale bench-service
 
 DATA ?= ../shared/datasets
 
@@ -13,7 +13,7 @@ lint:
 	bash scripts/setup.sh && .venv/bin/ruff check src tests benchmarks && .venv/bin/ruff format --check src tests benchmarks
 
 # The benchmarks behind the numbers in docs/ (long; run one at a time on a quiet machine).
-bench: bench-offline bench-exploration bench-scale
+bench: bench-offline bench-exploration bench-scale bench-service
 
 bench-offline:
 	bash scripts/setup.sh
@@ -29,3 +29,10 @@ bench-scale:
 	bash scripts/setup.sh
 	.venv/bin/python benchmarks/retailrocket_scale.py --runs 3
 	.venv/bin/python benchmarks/retailrocket_models.py --runs 3
+
+bench-service:
+	bash scripts/setup.sh
+	.venv/bin/python benchmarks/session_replay.py --data-dir $(DATA) --dataset taobao --dataset synthetic --max-sessions 600 --budget 60 --out docs/service
+	.venv/bin/python benchmarks/diversity.py --data-dir $(DATA)
+	.venv/bin/python benchmarks/serving.py --seconds 20 --soak-seconds 600 --out docs/service
+	.venv/bin/python benchmarks/serving_stages.py --requests 1000 --repeats 3 --out docs/service
