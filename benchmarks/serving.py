@@ -194,6 +194,7 @@ def main() -> None:
     parser.add_argument("--soak-seconds", type=float, default=600.0)
     parser.add_argument("--out", type=Path, default=Path("docs/service"))
     parser.add_argument("--swap-rate", type=float, default=100.0)
+    parser.add_argument("--soak-rate", type=float, default=200.0)
     parser.add_argument("--only", action="append", choices=["equilibra", "ceiling", "implicit"])
     args = parser.parse_args()
     work = args.work_dir
@@ -232,7 +233,8 @@ def main() -> None:
             system["events"]["events_per_second"] = round(system["events"]["per_second"] * 500, 0)
             system["swap"] = swap(port, recommend, raw, work, args.swap_rate)
             system["swap"]["rate"] = args.swap_rate
-            system["soak"] = soak(port, mixed, raw, process.pid, args.soak_seconds)
+            system["soak"] = soak(port, mixed, raw, process.pid, args.soak_seconds, args.soak_rate)
+            system["soak"]["rate"] = args.soak_rate
         system["rss_at_end_mib"] = rss_mib(process.pid)
         stop(process)
         results[kind] = system
@@ -284,7 +286,9 @@ def served_version(port: int) -> int | None:
         return json.loads(answer.read())["model_version"]  # type: ignore[no-any-return]
 
 
-def soak(port: int, mixed: Path, raw: Path, pid: int, seconds: float) -> dict[str, Any]:
+def soak(
+    port: int, mixed: Path, raw: Path, pid: int, seconds: float, rate: float
+) -> dict[str, Any]:
     import threading
 
     samples: list[tuple[float, float]] = []
@@ -297,7 +301,7 @@ def soak(port: int, mixed: Path, raw: Path, pid: int, seconds: float) -> dict[st
 
     sampler = threading.Thread(target=sample)
     sampler.start()
-    result = load(port, mixed, raw, "open", seconds)
+    result = load(port, mixed, raw, "open", seconds, rate=rate)
     done.set()
     sampler.join()
     return {"load": summary(result, seconds), "rss_mib": samples}
@@ -362,7 +366,11 @@ def markdown(results: dict[str, Any], command: str) -> str:
         if "soak" in system:
             s = system["soak"]
             lines.append(
-                _row(f"soak, mixed 4:1 reads:writes, {s['load']['requests']:,} requests", s["load"])
+                _row(
+                    f"soak at {s.get('rate', 200):g} requests/s asked, mixed 4:1 reads:writes, "
+                    f"{s['load']['requests']:,} requests",
+                    s["load"],
+                )
             )
             rss = [m for _, m in s["rss_mib"]]
             if rss:
