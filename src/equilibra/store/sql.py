@@ -6,7 +6,8 @@ import base64
 import json
 import threading
 from abc import abstractmethod
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
@@ -197,6 +198,17 @@ class SqlStore(Store):
             cur.execute(self._sql(statement), tuple(params))
             return cur.fetchall()
 
+    @contextmanager
+    def _transaction(self) -> Iterator[Any]:
+        """A cursor under the store's lock; committed when the block ends, rolled back on error."""
+        with self._lock:
+            try:
+                yield self._conn.cursor()
+                self._conn.commit()
+            except BaseException:
+                self._conn.rollback()
+                raise
+
     def _frame(self, statement: str, params: Sequence[Any], columns: Sequence[str]) -> pd.DataFrame:
         """Fetch in blocks so a multi-million-row read never holds all rows as Python tuples."""
         blocks = []
@@ -227,13 +239,8 @@ class SqlStore(Store):
             for c in TABLE_COLUMNS[table]
             if c in frame and (c in KEYS[table] or frame[c].notna().any())
         ]
-        with self._lock:
-            try:
-                inserted = self._bulk_insert_ignore(table, columns, frame)
-                self._conn.commit()
-            except BaseException:
-                self._conn.rollback()
-                raise
+        with self._transaction():
+            inserted = self._bulk_insert_ignore(table, columns, frame)
         return AppendResult(accepted=inserted, duplicates=len(frame) - inserted)
 
     def upsert_items(self, items: pd.DataFrame) -> int:
@@ -254,13 +261,8 @@ class SqlStore(Store):
             f" ON CONFLICT ({', '.join(keys)}) DO UPDATE SET {updates}"
         )
         rows = rows_of(frame, columns)
-        with self._lock:
-            try:
-                self._conn.cursor().executemany(statement, rows)
-                self._conn.commit()
-            except BaseException:
-                self._conn.rollback()
-                raise
+        with self._transaction() as cur:
+            cur.executemany(statement, rows)
         return len(rows)
 
     def save_snapshot(self, name: str, state: str, saved_at: float) -> None:
@@ -268,13 +270,8 @@ class SqlStore(Store):
             "INSERT INTO snapshots (name, saved_at, state) VALUES (?, ?, ?)"
             " ON CONFLICT (name) DO UPDATE SET saved_at = excluded.saved_at, state = excluded.state"
         )
-        with self._lock:
-            try:
-                self._conn.cursor().execute(statement, (name, float(saved_at), state))
-                self._conn.commit()
-            except BaseException:
-                self._conn.rollback()
-                raise
+        with self._transaction() as cur:
+            cur.execute(statement, (name, float(saved_at), state))
 
     def load_snapshot(self, name: str) -> tuple[str, float] | None:
         rows = self._query("SELECT state, saved_at FROM snapshots WHERE name = ?", (name,))
@@ -308,13 +305,8 @@ class SqlStore(Store):
             " DO NOTHING"
         )
         values = [tuple(_plain(row.get(c)) for c in columns) for row in rows]
-        with self._lock:
-            try:
-                self._conn.cursor().executemany(statement, values)
-                self._conn.commit()
-            except BaseException:
-                self._conn.rollback()
-                raise
+        with self._transaction() as cur:
+            cur.executemany(statement, values)
         return len(values)
 
     def write_rewards(self, rewards: pd.DataFrame) -> int:
@@ -326,49 +318,30 @@ class SqlStore(Store):
             f" WHERE {C.impression_id} = ? AND {C.position} = ?"
         )
         rows = rows_of(rewards, (C.reward, C.impression_id, C.position))
-        with self._lock:
-            try:
-                cur = self._conn.cursor()
-                changed = 0
-                for row in rows:  # executemany's rowcount is not portable across drivers
-                    cur.execute(statement, row)
-                    changed += max(cur.rowcount, 0)
-                self._conn.commit()
-            except BaseException:
-                self._conn.rollback()
-                raise
+        changed = 0
+        with self._transaction() as cur:
+            for row in rows:  # executemany's rowcount is not portable across drivers
+                cur.execute(statement, row)
+                changed += max(cur.rowcount, 0)
         return changed
 
     def purge_before(self, timestamp: float) -> tuple[int, int]:
         """Delete events and impressions older than `timestamp` (a retention period)."""
         counts = []
-        with self._lock:
-            try:
-                cur = self._conn.cursor()
-                for table in ("events", "impressions"):
-                    cur.execute(
-                        self._sql(f"DELETE FROM {table} WHERE {C.timestamp} < ?"),
-                        (float(timestamp),),
-                    )
-                    counts.append(max(cur.rowcount, 0))
-                self._conn.commit()
-            except BaseException:
-                self._conn.rollback()
-                raise
+        with self._transaction() as cur:
+            for table in ("events", "impressions"):
+                cur.execute(
+                    self._sql(f"DELETE FROM {table} WHERE {C.timestamp} < ?"), (float(timestamp),)
+                )
+                counts.append(max(cur.rowcount, 0))
         return counts[0], counts[1]
 
     def forget_user(self, user_id: str) -> ForgetResult:
         counts = {}
-        with self._lock:
-            try:
-                cur = self._conn.cursor()
-                for table in ("events", "impressions", "users"):
-                    cur.execute(self._sql(f"DELETE FROM {table} WHERE {C.user} = ?"), (user_id,))
-                    counts[table] = cur.rowcount
-                self._conn.commit()
-            except BaseException:
-                self._conn.rollback()
-                raise
+        with self._transaction() as cur:
+            for table in ("events", "impressions", "users"):
+                cur.execute(self._sql(f"DELETE FROM {table} WHERE {C.user} = ?"), (user_id,))
+                counts[table] = cur.rowcount
         return ForgetResult(
             events=counts["events"], impressions=counts["impressions"], profile=counts["users"]
         )

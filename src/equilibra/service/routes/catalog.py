@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import pandas as pd
 from fastapi import APIRouter, Depends, Request
 
@@ -13,10 +16,15 @@ from equilibra.service.schemas import Forgotten, ItemIn, Upserted, UserIn
 router = APIRouter(prefix="/v1", tags=["catalogue"], dependencies=[Depends(require_admin)])
 
 
-def _records(rows: list[ItemIn] | list[UserIn]) -> pd.DataFrame:
+def _validated(
+    what: str, rows: list[ItemIn] | list[UserIn], validate: Callable[[pd.DataFrame], Any]
+) -> pd.DataFrame:
+    """Rows checked as bulk import checks them; a 422 naming the first bad one."""
     frame = pd.DataFrame([r.model_dump(exclude_none=True) for r in rows])
-    frame.insert(0, "_row", range(len(rows)))
-    return frame
+    checked = validate(frame.assign(source_row=range(len(rows))))
+    if len(checked.rejects):
+        raise reject(what, checked.rejects.rename(columns={"source_row": "_row"}))
+    return checked.valid  # type: ignore[no-any-return]
 
 
 @router.post("/items", response_model=Upserted, summary="Insert or update items")
@@ -24,25 +32,18 @@ def post_items(items: list[ItemIn], request: Request) -> Upserted:
     engine = engine_of(request)
     if not items:
         return Upserted(upserted=0)
-    frame = _records(items)
-    checked = validate_items(frame.drop(columns="_row").assign(source_row=frame["_row"]))
-    if len(checked.rejects):
-        raise reject("items", checked.rejects.rename(columns={"source_row": "_row"}))
-    written = engine.store.upsert_items(checked.valid)
-    engine.catalog.upsert_frame(checked.valid)
+    valid = _validated("items", items, validate_items)
+    written = engine.store.upsert_items(valid)
+    engine.catalog.upsert_frame(valid)
     return Upserted(upserted=written)
 
 
 @router.post("/users", response_model=Upserted, summary="Insert or update users")
 def post_users(users: list[UserIn], request: Request) -> Upserted:
-    engine = engine_of(request)
     if not users:
         return Upserted(upserted=0)
-    frame = _records(users)
-    checked = validate_users(frame.drop(columns="_row").assign(source_row=frame["_row"]))
-    if len(checked.rejects):
-        raise reject("users", checked.rejects.rename(columns={"source_row": "_row"}))
-    return Upserted(upserted=engine.store.upsert_users(checked.valid))
+    valid = _validated("users", users, validate_users)
+    return Upserted(upserted=engine_of(request).store.upsert_users(valid))
 
 
 @router.delete("/users/{user_id}", response_model=Forgotten, summary="Forget a user")
