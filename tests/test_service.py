@@ -454,7 +454,9 @@ def test_retention_rules_file_and_a_forgotten_user_gone_from_the_next_model(tmp_
     from equilibra.pipeline.train import load_store_data, train
 
     rules = tmp_path / "rules.json"
-    rules.write_text(json.dumps([{"id": "no-hats", "action": "exclude", "categories": ["hats"]}]))
+    # An ISO date in a file rule is read as POST /v1/rules reads it (it once broke every request).
+    no_hats = {"id": "no-hats", "action": "exclude", "categories": ["hats"], "until": "2099-01-01"}
+    rules.write_text(json.dumps([no_hats]))
     settings = settings_for(tmp_path, retention_days=1, rules=str(rules))
     with TestClient(create_app(settings, background=False)) as c:
         assert [r["id"] for r in c.get("/v1/rules", headers=READ).json()] == ["no-hats"]

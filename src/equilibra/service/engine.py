@@ -271,24 +271,19 @@ class Engine:
 
     def load_rules(self, path: Path) -> int:
         """Business rules from a JSON file: a list of objects as `POST /v1/rules` takes."""
-        from equilibra.rank.rules import Rule
+        from pydantic import ValidationError as SchemaError
 
+        from equilibra.domain import ValidationError
+        from equilibra.service.schemas import RuleIn
+
+        # The same checks and conversions as `POST /v1/rules` (an `until` date included).
         try:
             specs = json.loads(Path(path).read_text())
             rules = [
-                Rule(
-                    id=str(spec.get("id") or f"file-{i}"),
-                    action=spec["action"],
-                    items=tuple(str(x) for x in spec.get("items", ())),
-                    categories=tuple(str(x) for x in spec.get("categories", ())),
-                    factor=float(spec.get("factor", 2.0)),
-                    position=spec.get("position"),
-                    placement=spec.get("placement"),
-                    until=spec.get("until"),
-                )
+                RuleIn.model_validate({"id": f"file-{i}", **spec}).to_rule()
                 for i, spec in enumerate(specs)
             ]
-        except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        except (OSError, ValueError, TypeError, SchemaError, ValidationError) as exc:
             raise EquilibraError(f"rules: cannot use {path} ({exc})") from None
         for rule in rules:
             self.rules[rule.id] = rule

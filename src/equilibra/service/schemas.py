@@ -3,13 +3,20 @@ every request against them and answers 422 naming the field, and they make the O
 
 from __future__ import annotations
 
+import dataclasses
+import uuid
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from equilibra.domain import EVENT_TYPES, normalise_id
+from equilibra.domain import DEFAULT_RULES, EVENT_TYPES, normalise_id, parse_timestamp
+from equilibra.rank.rules import Rule
 
 Id = str | int
+
+
+# A rule's end date may lie years ahead (an event's timestamp may not: a day at most).
+RULE_TIMES = dataclasses.replace(DEFAULT_RULES, max_future_seconds=100 * 365 * 86_400.0)
 
 
 class _Body(BaseModel):
@@ -153,3 +160,18 @@ class RuleIn(_Body):
     position: int | None = Field(None, ge=1)
     placement: str | None = None
     until: str | float | int | None = None
+
+    def to_rule(self) -> Rule:
+        """The rule this body describes (an id made up if none is given); ValueError naming
+        the field when it cannot be one."""
+        until = None if self.until is None else parse_timestamp(self.until, "until", RULE_TIMES)
+        return Rule(
+            id=self.id or uuid.uuid4().hex[:12],
+            action=self.action,
+            items=tuple(str(i) for i in self.items),
+            categories=tuple(self.categories),
+            factor=self.factor,
+            position=self.position,
+            placement=self.placement,
+            until=until,
+        )

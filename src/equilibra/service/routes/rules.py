@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import uuid
-
 from fastapi import APIRouter, Depends, HTTPException, Request
 
-from equilibra.domain import ValidationError, parse_timestamp
+from equilibra.domain import ValidationError
 from equilibra.rank.rules import Rule
 from equilibra.service.auth import require_admin, require_read
 from equilibra.service.routes._common import engine_of
@@ -30,17 +28,7 @@ def rule_dict(rule: Rule) -> dict[str, object]:
 
 def make_rule(body: RuleIn) -> Rule:
     try:
-        until = None if body.until is None else parse_timestamp(body.until, "until")
-        return Rule(
-            id=body.id or uuid.uuid4().hex[:12],
-            action=body.action,
-            items=tuple(str(i) for i in body.items),
-            categories=tuple(body.categories),
-            factor=body.factor,
-            position=body.position,
-            placement=body.placement,
-            until=until,
-        )
+        return body.to_rule()
     except (ValueError, ValidationError) as exc:
         raise HTTPException(422, str(exc)) from None
 
