@@ -57,3 +57,13 @@ def test_trending_follows_a_burst_and_new_items_are_listed() -> None:
         state.learn_one(f"v{t}", "burst", "view", 1_400.0 + t)
     assert state.trending(5)[0][0] == "burst"
     assert "burst" in [item for item, _ in state.newest(10)]
+
+
+def test_co_visitation_counts_within_a_session_only() -> None:
+    state = InProcessState(OnlineConfig())
+    gap = OnlineConfig().session_gap_s
+    state.learn_one("u", "a", "view", 1_000.0)
+    state.learn_one("u", "b", "view", 1_000.0 + 2 * gap)  # a new session
+    state.learn_one("u", "c", "view", 1_060.0 + 2 * gap)
+    assert state.neighbours(["a"], 5) == []
+    assert [item for item, _ in state.neighbours(["b"], 5)] == ["c"]

@@ -52,10 +52,12 @@ class UserState:
         """The events of the current session, oldest first."""
         return [s for s in self.history if s.timestamp >= self.session_start]
 
-    def recent_items(self, n: int) -> list[str]:
-        """The user's last n distinct items, newest first."""
+    def recent_items(self, n: int, since: float = float("-inf")) -> list[str]:
+        """The user's last n distinct items (seen at `since` or later), newest first."""
         out: list[str] = []
         for seen in reversed(self.history):
+            if seen.timestamp < since:  # events may arrive out of order: skip, do not stop
+                continue
             if seen.item not in out:
                 out.append(seen.item)
                 if len(out) == n:
@@ -214,18 +216,18 @@ class InProcessState:
                 user = self._users[user_id] = UserState(deque(maxlen=self.config.history))
             if timestamp - user.last_seen > self.config.session_gap_s:
                 user.session_start = timestamp
-            previous = user.recent_items(self.config.covisit_window)
+            # Co-visits count within a session only: the items of this one before this event.
+            previous = user.recent_items(self.config.covisit_window, since=user.session_start)
             user.history.append(Seen(item_id, event_type, timestamp))
             user.last_seen = max(user.last_seen, timestamp)
             user.events += 1
             if event_type in CONVERSION_TYPES:
                 user.converted.add(item_id)
             self._items.add(item_id, weight, timestamp)
-            if user.session_start <= timestamp:
-                for distance, other in enumerate(previous, start=1):
-                    if other != item_id:
-                        self._link(other, item_id, weight / distance)
-                        self._link(item_id, other, 0.5 * weight / distance)
+            for distance, other in enumerate(previous, start=1):
+                if other != item_id:
+                    self._link(other, item_id, weight / distance)
+                    self._link(item_id, other, 0.5 * weight / distance)
 
     def _link(self, source: str, target: str, weight: float) -> None:
         row = self._covisit.setdefault(source, {})
