@@ -43,9 +43,11 @@ def test_top_and_newest_match_a_full_scan(stream, n, max_age) -> None:
             top = counters.top(n, clock)
             # The same keys in the same order (ties may pick either item).
             keys = [counters.key[counters.index[i]] for i, _ in top]
-            assert np.allclose(keys, brute_top(counters, n))
+            np.testing.assert_allclose(keys, brute_top(counters, n))  # shapes too
             newest = counters.newest(n, clock, max_age)
-            assert np.allclose([a for _, a in newest], brute_newest(counters, n, clock, max_age))
+            np.testing.assert_allclose(
+                [a for _, a in newest], brute_newest(counters, n, clock, max_age)
+            )
 
 
 def test_trending_follows_a_burst_and_new_items_are_listed() -> None:
@@ -67,3 +69,23 @@ def test_co_visitation_counts_within_a_session_only() -> None:
     state.learn_one("u", "c", "view", 1_060.0 + 2 * gap)
     assert state.neighbours(["a"], 5) == []
     assert [item for item, _ in state.neighbours(["b"], 5)] == ["c"]
+
+
+def test_fold_in_matches_implicits_own_solve_for_one_user() -> None:
+    import scipy.sparse as sp
+    from implicit.cpu.als import AlternatingLeastSquares
+
+    from equilibra.online.foldin import FoldIn
+
+    rng = np.random.default_rng(0)
+    matrix = sp.random(60, 40, density=0.15, format="csr", random_state=1, dtype=np.float32)
+    matrix.data = rng.integers(1, 6, len(matrix.data)).astype(np.float32)  # event weights
+    confidence = matrix.copy()
+    confidence.data = np.log1p(confidence.data)  # models.factorization.ALS, weighting "log"
+    model = AlternatingLeastSquares(factors=8, regularization=0.1, alpha=10.0, random_state=0)
+    model.fit(confidence, show_progress=False)
+    fold = FoldIn(np.asarray(model.item_factors), alpha=10.0, regularization=0.1)
+    row = matrix[3]
+    ours = fold.user_vector(row.indices, row.data)
+    theirs = np.asarray(model.recalculate_user(3, confidence[3])).ravel()
+    np.testing.assert_allclose(ours, theirs, rtol=1e-3, atol=1e-4)

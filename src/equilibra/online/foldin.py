@@ -1,10 +1,12 @@
 """A user vector for a matrix-factorisation model, folded in from the events the model has not
 seen: the closed-form ALS solve for one user, with the item factors fixed.
 
-    x_u = (YᵀY + Yᵀ(C_u − I)Y + λI)⁻¹ Yᵀ C_u 1,   C_u = 1 + α·log(1 + w_ui)
+    x_u = (YᵀY + Yᵀ(C_u − I)Y + λI)⁻¹ Yᵀ C_u 1,   C_u = α·log(1 + w_ui)
 
-— implicit's confidence weighting, as `models.factorization.ALS` fits it — so a user with one
-event has personalised scores at once, without retraining. O(d³ + m·d²) for m items.
+— implicit's confidence: α times the weight `models.factorization.ALS` feeds it (its default
+"log" weighting; for "none" or "bm25" the log is an approximation). It equals implicit's own
+`recalculate_user` (tested). A user with one event has personalised scores at once, without
+retraining. O(d³ + m·d²) for m items.
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ class FoldIn:
         if len(items) == 0:
             return np.zeros(self.dim)
         rows = np.asarray(self.item_factors[items], dtype=np.float64)
-        confidence = 1.0 + self.alpha * np.log1p(np.asarray(strengths, dtype=np.float64))
+        confidence = self.alpha * np.log1p(np.asarray(strengths, dtype=np.float64))
         a = self.gram + (rows.T * (confidence - 1.0)) @ rows
         a[np.diag_indices_from(a)] += self.regularization
         return np.linalg.solve(a, rows.T @ confidence)
