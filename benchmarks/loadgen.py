@@ -153,7 +153,6 @@ def main() -> None:
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
     requests = [json.loads(line) for line in args.requests.read_text().splitlines() if line]
-    began = time.time()
     if args.mode == "closed":
         results = asyncio.run(
             closed_loop(args.host, args.port, args.key, requests, args.concurrency, args.seconds)
@@ -165,7 +164,6 @@ def main() -> None:
     args.out.write_text(
         json.dumps(
             {
-                "began": began,
                 "started": [r[0] for r in results],
                 "latency_ms": [1000 * r[1] for r in results],
                 "status": [r[2] for r in results],

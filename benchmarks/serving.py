@@ -67,9 +67,13 @@ def prepare(work: Path) -> dict[str, Any]:
 
 
 def request_files(work: Path, seed: int = 0) -> tuple[Path, Path, Path]:
-    """Recommend requests, event batches, and a mixed stream for the soak."""
+    """Recommend requests, event batches, and a mixed stream for the soak (made once: the
+    seed is fixed, so the files in --work-dir are what this would write again)."""
     import pandas as pd
 
+    paths = (work / "recommend.jsonl", work / "events.jsonl", work / "mixed.jsonl")
+    if all(path.exists() for path in paths):
+        return paths
     events = pd.read_csv(work / "shop" / "events.csv", usecols=["user_id", "item_id"], dtype=str)
     rng = np.random.default_rng(seed)
     users = events["user_id"].unique()
@@ -99,7 +103,6 @@ def request_files(work: Path, seed: int = 0) -> tuple[Path, Path, Path]:
             )  # fmt: skip
         else:
             mixed.append(recommend[i])
-    paths = (work / "recommend.jsonl", work / "events.jsonl", work / "mixed.jsonl")
     for path, rows in zip(paths, (recommend, batches, mixed), strict=True):
         path.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
     return paths
@@ -149,11 +152,9 @@ def load(
     return json.loads(out.read_text())
 
 
-def summary(
-    raw: dict[str, Any], seconds: float, since: float = 0.0, until: float = 1e18
-) -> dict[str, Any]:
+def summary(raw: dict[str, Any], since: float = 0.0, until: float = 1e18) -> dict[str, Any]:
     """Latency percentiles and the throughput achieved: requests over the time from the first
-    start to the last answer (an overloaded server's backlog stretches it past `seconds`)."""
+    start to the last answer (an overloaded server's backlog stretches it past the run)."""
     first = raw["started"][0] if raw["started"] else 0.0
     started = np.asarray(raw["started"]) - first
     pick = (started >= since) & (started < until)
@@ -218,18 +219,17 @@ def main() -> None:
         load(port, recommend, raw, "closed", 5, concurrency=4)  # warm-up
         for concurrency in (1, 16, 64):
             system[f"closed_c{concurrency}"] = summary(
-                load(port, recommend, raw, "closed", args.seconds, concurrency), args.seconds
+                load(port, recommend, raw, "closed", args.seconds, concurrency)
             )
             print(kind, concurrency, system[f"closed_c{concurrency}"], file=sys.stderr)
         for rate in (100, 200, 500):
             system[f"open_{rate}"] = summary(
-                load(port, recommend, raw, "open", args.seconds, rate=rate), args.seconds
+                load(port, recommend, raw, "open", args.seconds, rate=rate)
             )
             print(kind, f"open {rate}", system[f"open_{rate}"], file=sys.stderr)
         if kind == "equilibra":
-            system["events"] = summary(
-                load(port, events, raw, "closed", args.seconds, concurrency=4), args.seconds
-            )
+            batches = load(port, events, raw, "closed", args.seconds, concurrency=4)
+            system["events"] = summary(batches)
             system["events"]["events_per_second"] = round(system["events"]["per_second"] * 500, 0)
             system["swap"] = swap(port, recommend, raw, work, args.swap_rate)
             system["swap"]["rate"] = args.swap_rate
@@ -272,9 +272,9 @@ def swap(port: int, recommend: Path, raw: Path, work: Path, rate: float) -> dict
         time.sleep(1)  # the fit may finish after the load: wait for the watcher
     return {
         "versions": [before, served_version(port)],
-        "whole": summary(result, 40),
-        "first_10s": summary(result, 10, 0, 10),
-        "after_10s": summary(result, 30, 10, 40),
+        "whole": summary(result),
+        "first_10s": summary(result, 0, 10),
+        "after_10s": summary(result, 10, 40),
     }
 
 
@@ -304,7 +304,7 @@ def soak(
     result = load(port, mixed, raw, "open", seconds, rate=rate)
     done.set()
     sampler.join()
-    return {"load": summary(result, seconds), "rss_mib": samples}
+    return {"load": summary(result), "rss_mib": samples}
 
 
 def _row(name: str, s: dict[str, Any]) -> str:

@@ -69,7 +69,8 @@ def time_stages(work: Path, n_requests: int) -> dict[str, float]:
         mark(time.perf_counter())
         slate = engine.explore(candidates, req.k)
         mark(time.perf_counter())
-        shown = pipeline.place_pins(slate, screened, pins(rules, req.placement, 0, req.k), req.k)
+        pinned = pins(rules, req.placement, req.timestamp, req.k)
+        shown = pipeline.place_pins(slate, screened, pinned, req.k)
         impression = engine.new_impression_id()
         version = None if model is None else model.version
         rows = pipeline.log_rows(
@@ -78,7 +79,9 @@ def time_stages(work: Path, n_requests: int) -> dict[str, float]:
         mark(time.perf_counter())
         engine.record(impression, req.user_id, req.timestamp, slate, candidates, rows)
         mark(time.perf_counter())
-        pipeline.respond(shown, impression, version, engine.policy.spec, 0.0)
+        pipeline.respond(
+            shown, impression, version, engine.policy.spec, engine.policy.exploration_rate
+        )
         mark(time.perf_counter())
         if index >= warm:
             for name, start, end in zip(STAGES, clock[:-1], clock[1:], strict=True):

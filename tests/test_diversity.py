@@ -2,7 +2,8 @@
 
 import numpy as np
 
-from equilibra.rank.diversity import diversified_scores, intra_list_diversity, mmr_order
+from equilibra.evaluate.metrics import intra_list_diversity
+from equilibra.rank.diversity import diversified_scores, mmr_order
 
 
 def test_mmr_trades_relevance_for_variety():
@@ -11,8 +12,7 @@ def test_mmr_trades_relevance_for_variety():
     assert mmr_order(scores, vectors, 0.0, 5).tolist() == [0, 1, 2, 3, 4]
     diverse = mmr_order(scores, vectors, 0.6, 3)
     assert diverse[:2].tolist() == [0, 3]  # the best, then the most different good one
-    low = intra_list_diversity(vectors[[0, 1, 2]])
-    high = intra_list_diversity(vectors[diverse[:3]])
+    low, high = intra_list_diversity(np.array([[0, 1, 2], diverse[:3]]), vectors, 3)
     assert high > low
     new = diversified_scores(scores, vectors, 0.6, 3)
     assert sorted(new.tolist()) == sorted(scores.tolist())

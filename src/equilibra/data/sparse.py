@@ -42,16 +42,23 @@ def _csr(data: np.ndarray, indices: np.ndarray, indptr: np.ndarray, shape: tuple
     return sp.csr_matrix((data, indices, indptr), shape=shape, copy=False)
 
 
+def _gather(indptr: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """-> (positions in the data arrays of `rows`' entries, in order; each row's entry count)."""
+    starts = indptr[rows].astype(np.int64)
+    counts = indptr[rows + 1] - starts
+    offsets = np.zeros(len(rows), dtype=np.int64)
+    np.cumsum(counts[:-1], out=offsets[1:])
+    return np.repeat(starts - offsets, counts) + np.arange(int(counts.sum())), counts
+
+
 def take_rows(matrix: sp.csr_matrix, rows: np.ndarray) -> sp.csr_matrix:
     """`matrix[rows]` (CSR in, CSR out)."""
     rows = np.asarray(rows, dtype=np.int64)
     if len(rows) > FEW_ROWS:
         return sp.csr_matrix(matrix[rows])
-    starts = matrix.indptr[rows].astype(np.int64)
-    counts = matrix.indptr[rows + 1] - starts
+    pos, counts = _gather(matrix.indptr, rows)
     indptr = np.zeros(len(rows) + 1, dtype=np.int64)
     np.cumsum(counts, out=indptr[1:])
-    pos = np.repeat(starts - indptr[:-1], counts) + np.arange(indptr[-1])
     return _csr(matrix.data[pos], matrix.indices[pos], indptr, (len(rows), matrix.shape[1]))
 
 
@@ -61,11 +68,7 @@ def rows_times(left: sp.csr_matrix, right: sp.csr_matrix) -> sp.csr_matrix:
     if left.shape[0] > FEW_ROWS:
         return sp.csr_matrix(left @ right)
     n_rows, n_cols = left.shape[0], right.shape[1]
-    starts = right.indptr[left.indices].astype(np.int64)
-    counts = right.indptr[left.indices + 1] - starts
-    offsets = np.zeros(len(counts), dtype=np.int64)
-    np.cumsum(counts[:-1], out=offsets[1:])
-    pos = np.repeat(starts - offsets, counts) + np.arange(int(counts.sum()))
+    pos, counts = _gather(right.indptr, left.indices)
     entry_row = np.repeat(np.arange(n_rows, dtype=np.int64), np.diff(left.indptr))
     keys = np.repeat(entry_row, counts) * n_cols + right.indices[pos]
     values = right.data[pos] * np.repeat(left.data, counts)

@@ -118,10 +118,16 @@ def top_k_sparse(
     if banned is not None and len(item):
         keep = ~contains(banned, row_of, item)
         row_of, item, value = row_of[keep], item[keep], value[keep]
+    return _best_per_row(row_of, item, value, n_rows, k)
+
+
+def _best_per_row(
+    row_of: np.ndarray, item: np.ndarray, value: np.ndarray, n_rows: int, k: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """(row, item, value) triples -> each row's k best, best first; padding -1 / -inf."""
     order = np.lexsort((-value, row_of))
     row_of, item, value = row_of[order], item[order], value[order]
-    starts = np.searchsorted(row_of, np.arange(n_rows))
-    rank = np.arange(len(row_of)) - starts[row_of]
+    rank = np.arange(len(row_of)) - np.searchsorted(row_of, np.arange(n_rows))[row_of]
     take = rank < k
     items = np.full((n_rows, k), -1, dtype=np.int64)
     values = np.full((n_rows, k), -np.inf)
@@ -142,16 +148,7 @@ def top_k_rows(
     col = rows.indices.astype(np.int64)
     value = rows.data.astype(np.float64)
     keep = (value > 0 if positive_only else value != 0) & (col != items[row_of])
-    row_of, col, value = row_of[keep], col[keep], value[keep]
-    order = np.lexsort((-value, row_of))
-    row_of, col, value = row_of[order], col[order], value[order]
-    rank = np.arange(len(row_of)) - np.searchsorted(row_of, np.arange(len(items)))[row_of]
-    take = rank < k
-    out_items = np.full((len(items), k), -1, dtype=np.int64)
-    out_values = np.full((len(items), k), -np.inf)
-    out_items[row_of[take], rank[take]] = col[take]
-    out_values[row_of[take], rank[take]] = value[take]
-    return out_items, out_values
+    return _best_per_row(row_of[keep], col[keep], value[keep], len(items), k)
 
 
 def top_k(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:

@@ -61,13 +61,3 @@ def diversified_scores(
     out = np.empty_like(scores)
     out[order] = np.sort(scores)[::-1]
     return out
-
-
-def intra_list_diversity(vectors: np.ndarray | sp.spmatrix) -> float:
-    """Mean pairwise cosine distance within one list's item vectors."""
-    unit = _unit_rows(vectors)
-    n = len(unit)
-    if n < 2:
-        return float("nan")
-    similarity = unit @ unit.T
-    return float(1.0 - (similarity.sum() - np.trace(similarity)) / (n * (n - 1)))

@@ -201,7 +201,7 @@ class Engine:
         if self.model is not None and self.model.version == version:
             return False
         started = time.perf_counter()
-        model = ServingModel(ModelArtifact.load(root))
+        model = ServingModel(ModelArtifact.load(root, version))  # the version checked above
         self.swap(model)
         log.info(
             "model version %s (%s) loaded in %.1f s",

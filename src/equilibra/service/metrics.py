@@ -38,6 +38,7 @@ class Metrics:
         self.rewards = Counter(
             "equilibra_rewarded_items_total", "Shown items that earned a reward", registry=r
         )
+        self.rewards_counted = 0  # the engine's reward count at the last scrape
         self.exploration = Gauge(
             "equilibra_exploration_share", "Running share of exploratory slots", registry=r
         )

@@ -154,8 +154,3 @@ class ServingModel:
         except NotImplementedError:
             return []
         return self._listed(found[0], values[0])
-
-    def popularity(self, items: list[str]) -> np.ndarray:
-        index = self.item_index
-        pop = self.artifact.popularity
-        return np.array([pop[index[i]] if i in index else 0.0 for i in items])

@@ -93,6 +93,9 @@ def metrics(request: Request) -> Response:
     m = request.app.state.metrics
     model = engine.model
     m.model_version.set(0 if model is None or model.version is None else model.version)
+    # Rewards are counted where impressions close (the engine); the counter catches up here.
+    m.rewards.inc(max(engine.counters.rewards - m.rewards_counted, 0))
+    m.rewards_counted = max(engine.counters.rewards, m.rewards_counted)
     m.log_pending.set(engine.writer.pending)
     m.log_failed.set(engine.writer.failed)
     return Response(generate_latest(m.registry), media_type=CONTENT_TYPE_LATEST)
