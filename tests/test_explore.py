@@ -22,6 +22,9 @@ EXACT = [
     "gorse:0.2,0.1,pool_size=6",
     "uniform",
     "linucb:1",
+    # the balance controller's policy: every stream in use (half the candidates are new)
+    "adaptive:floor=0.2,start=0.3,new_age=0.5,new_cap=0.2,new_rate=0.05",
+    "adaptive",
 ]
 MONTE_CARLO = [
     "softmax:0.3,samples=4000",

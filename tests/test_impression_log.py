@@ -14,7 +14,7 @@ from equilibra.evaluate.simulate import SimConfig, Simulator, World
 from equilibra.explore import Candidates, parse_policy
 from equilibra.explore.impressions import slate_rows
 
-EXACT = ["greedy", "egreedy:0.2", "ucb:1", "gorse:0.1,0.1", "linucb:0.5", "uniform"]
+EXACT = ["greedy", "egreedy:0.2", "ucb:1", "gorse:0.1,0.1", "linucb:0.5", "uniform", "adaptive"]
 RANDOM_SCORES = [
     "thompson",
     "thompson:draw=exact",

@@ -312,8 +312,9 @@ class Simulator:
                 features=self._features(user, base),
                 segment=str(w.segment_of[user]) if w.known_users[user] else "new",
                 popularity=w.popularity[base],
-                age=np.where(released_at[base] >= 0, t - released_at[base], 10 * c.requests),
+                age=np.where(released_at[base] >= 0, t - released_at[base], 1e9),
                 user_features=np.append(w.belief_users[user], 1.0),
+                timestamp=float(t),
             )
 
             # --- the policy acts; the user responds ---
@@ -336,6 +337,8 @@ class Simulator:
                 candidates.prior[slate.indices],  # type: ignore[index]
                 None if candidates.features is None else candidates.features[slate.indices],
                 candidates.segment,
+                explore=slate.explore_flags,
+                info=slate.extras.get("controller"),  # type: ignore[arg-type]
             )
             earned = np.zeros(k)
             for kind, hits in (("click", clicks), ("add_to_cart", carts), ("purchase", purchases)):

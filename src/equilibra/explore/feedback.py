@@ -17,7 +17,7 @@ from __future__ import annotations
 import heapq
 import itertools
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -103,6 +103,8 @@ class PendingImpression:
     # pinned item is shown and rewarded but teaches the policy nothing).
     positions: list[int] | None = None
     learnable: np.ndarray | None = None
+    explore: np.ndarray | None = None  # per item: an exploration choice
+    info: Mapping[str, object] | None = None  # what the policy noted when it drew the slate
     earned: np.ndarray = field(init=False)
 
     def __post_init__(self) -> None:
@@ -111,6 +113,8 @@ class PendingImpression:
             self.positions = list(range(1, len(self.items) + 1))
         if self.learnable is None:
             self.learnable = np.ones(len(self.items), dtype=bool)
+        if self.explore is None:
+            self.explore = np.zeros(len(self.items), dtype=bool)
 
 
 @dataclass(frozen=True)
@@ -128,6 +132,25 @@ class Outcome:
     exposure: float = 1.0
     placement: str = ""
     learnable: bool = True  # False: not the policy's choice (e.g. pinned); not learned
+    explore: bool = False
+
+
+@dataclass(frozen=True)
+class ClosedImpression:
+    """An impression whose window closed, with every shown item's outcome: what a policy that
+    learns from whole impressions (the balance controller) receives."""
+
+    impression_id: str
+    user_id: str
+    timestamp: float
+    segment: str
+    placement: str
+    outcomes: list[Outcome]
+    info: Mapping[str, object] | None = None
+
+    @property
+    def key(self) -> str:
+        return f"{self.placement}/{self.segment}" if self.placement else self.segment
 
 
 class FeedbackLedger:
@@ -172,6 +195,8 @@ class FeedbackLedger:
         exposure: Sequence[float] | None = None,
         positions: Sequence[int] | None = None,
         learnable: Sequence[bool] | None = None,
+        explore: Sequence[bool] | None = None,
+        info: Mapping[str, object] | None = None,
     ) -> None:
         if impression_id in self._open:
             raise ValueError(f"impression_id: {impression_id!r} is already open")
@@ -187,6 +212,8 @@ class FeedbackLedger:
             _check_exposure(exposure),
             None if positions is None else [int(p) for p in positions],
             None if learnable is None else np.asarray(learnable, dtype=bool),
+            None if explore is None else np.asarray(explore, dtype=bool),
+            info,
         )
         self._open[impression_id] = pending
         self._by_user.setdefault(pending.user_id, []).append(impression_id)
@@ -234,7 +261,11 @@ class FeedbackLedger:
 
     def close(self, now: float) -> list[Outcome]:
         """Close every impression whose window has ended; one outcome per shown item."""
-        outcomes: list[Outcome] = []
+        return [o for closed in self.close_impressions(now) for o in closed.outcomes]
+
+    def close_impressions(self, now: float) -> list[ClosedImpression]:
+        """Close every impression whose window has ended, in order of their window's end."""
+        closed: list[ClosedImpression] = []
         while self._due and self._due[0][0] <= now:
             _, _, impression_id = heapq.heappop(self._due)
             pending = self._open.pop(impression_id, None)
@@ -245,6 +276,8 @@ class FeedbackLedger:
             if not users:
                 del self._by_user[pending.user_id]
             assert pending.positions is not None and pending.learnable is not None
+            assert pending.explore is not None
+            outcomes: list[Outcome] = []
             for index, item in enumerate(pending.items):
                 raw = float(pending.earned[index])
                 outcomes.append(
@@ -260,9 +293,21 @@ class FeedbackLedger:
                         self._exposure(pending, index),
                         pending.placement,
                         bool(pending.learnable[index]),
+                        bool(pending.explore[index]),
                     )
                 )
-        return outcomes
+            closed.append(
+                ClosedImpression(
+                    impression_id,
+                    pending.user_id,
+                    pending.timestamp,
+                    pending.segment,
+                    pending.placement,
+                    outcomes,
+                    pending.info,
+                )
+            )
+        return closed
 
     def forget_user(self, user_id: str) -> int:
         """Drop a forgotten user's open impressions (their rows are deleted with them)."""
@@ -279,20 +324,26 @@ class FeedbackLedger:
         return float(exposure[min(index, len(exposure) - 1)])
 
     def settle(self, policy: SlatePolicy, now: float) -> list[Outcome]:
-        """Close what is due and teach the policy each outcome."""
-        outcomes = self.close(now)
-        for outcome in outcomes:
-            if not outcome.learnable:
-                continue
-            policy.learn_one(
-                outcome.item,
-                outcome.reward,
-                segment=outcome.segment,
-                prior=outcome.prior,
-                features=outcome.features,
-                exposure=outcome.exposure,
-                placement=outcome.placement,
-            )
+        """Close what is due and teach the policy each outcome (and, where it learns from
+        whole impressions, each closed impression)."""
+        learn_impression = getattr(policy, "learn_impression", None)
+        outcomes: list[Outcome] = []
+        for closed in self.close_impressions(now):
+            for outcome in closed.outcomes:
+                if not outcome.learnable:
+                    continue
+                policy.learn_one(
+                    outcome.item,
+                    outcome.reward,
+                    segment=outcome.segment,
+                    prior=outcome.prior,
+                    features=outcome.features,
+                    exposure=outcome.exposure,
+                    placement=outcome.placement,
+                )
+            if learn_impression is not None:
+                learn_impression(closed)
+            outcomes += closed.outcomes
         return outcomes
 
     def reopen(self, impressions: pd.DataFrame, events: pd.DataFrame) -> int:
@@ -323,6 +374,9 @@ class FeedbackLedger:
                 exposure=None if np.isnan(exposure).all() else np.nan_to_num(exposure, nan=1.0),
                 positions=group[C.position].astype(int).tolist(),
                 learnable=None if policies is None else policies != PINNED,
+                explore=group[C.explore].fillna(False).astype(bool).tolist()
+                if C.explore in group
+                else None,
             )
             reopened += 1
         ordered = events.sort_values(C.timestamp, kind="stable")

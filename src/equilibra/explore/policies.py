@@ -36,6 +36,7 @@ from equilibra.explore.stats import ArmStats, LinearStats
 
 BELIEFS = ("lift", "beta")
 ALL_ITEMS = "\x00all"  # the arm that pools a segment's evidence over every item
+POOLED = "\x00pooled"  # the segment that pools a placement's evidence over every segment
 EXPLORE_SHARE_MEMORY = 0.01  # weight of the newest slate in the running exploration share
 
 
@@ -71,6 +72,7 @@ class Policy(ABC):
         base_rate: float = 0.05,
         discount: float = 1.0,
         by_segment: bool = True,
+        pooled: bool = False,
         learn: bool = True,
     ) -> None:
         if belief not in BELIEFS:
@@ -84,6 +86,9 @@ class Policy(ABC):
         self.lift_strength = lift_strength
         self.base_rate = base_rate
         self.by_segment = by_segment
+        # pooled: an item's evidence in the placement's other segments moves its prior (partial
+        # pooling), so what one segment learns about an item reaches the others.
+        self.pooled = pooled and by_segment
         # learn=false freezes the policy in its prior state (a fixed policy, e.g. to evaluate).
         self.learn = learn
         self.arms = ArmStats(discount)
@@ -110,6 +115,10 @@ class Policy(ABC):
         segment = self._segment(segment)
         return f"{placement}/{segment}" if placement else segment
 
+    @staticmethod
+    def _pool_key(placement: str) -> str:
+        return f"{placement}/{POOLED}"
+
     def _evidence(self, c: Candidates) -> Evidence:
         """Everything the belief needs about the candidates, read from the statistics once per
         request and state (a slate asks for it to draw, and again for the exploit reference)."""
@@ -132,7 +141,15 @@ class Policy(ABC):
             # unshown ones and the policy churns toward what the ranker rated lower.
             all_rewards, all_counts = self.arms.lookup(key, [ALL_ITEMS])
             shared = float((1.0 + all_rewards[0]) / (1.0 + all_counts[0]))
-        return Evidence(c.prior_or(self.base_rate), rewards, counts, shared)
+        prior = c.prior_or(self.base_rate)
+        if self.pooled and self.belief == "beta":
+            # The other segments' evidence, worth at most `prior_strength` impressions here.
+            all_rewards, all_counts = self.arms.lookup(self._pool_key(c.placement), c.items)
+            other_counts = np.maximum(all_counts - counts, 0.0)
+            other_rewards = np.clip(all_rewards - rewards, 0.0, other_counts)
+            s = self.prior_strength
+            prior = np.clip((s * prior + other_rewards) / (s + other_counts), 1e-6, 1 - 1e-6)
+        return Evidence(prior, rewards, counts, shared)
 
     def _beta(self, e: Evidence) -> tuple[np.ndarray, np.ndarray]:
         alpha = self.prior_strength * e.prior + e.rewards
@@ -256,6 +273,8 @@ class Policy(ABC):
             exposure *= self.base_rate if prior is None else prior
         key = self._key(segment, placement)
         self.arms.update(key, item, reward, exposure)
+        if self.pooled:
+            self.arms.update(self._pool_key(placement), item, reward, exposure, tick=False)
         if self.belief == "lift":
             self.arms.update(key, ALL_ITEMS, reward, exposure, tick=False)
 
@@ -287,6 +306,7 @@ class Pool:
     indices: np.ndarray
     share: float
     reason: str
+    name: str = ""
 
 
 @dataclass(frozen=True)
@@ -359,7 +379,15 @@ class SlotStreamPolicy(Policy):
                 shown[j] = pool[s - 1, j] / len(p.indices)
                 explore[j] = True
                 slot_reasons.append(p.reason)
-        return self._slate(c, indices, shown, explore, slot_reasons)
+        return self._annotate(
+            c, self._slate(c, indices, shown, explore, slot_reasons), plan, streams
+        )
+
+    def _annotate(
+        self, c: Candidates, slate: Slate, plan: StreamPlan, streams: np.ndarray
+    ) -> Slate:
+        """Where a policy notes how the slate was drawn (the balance controller does)."""
+        return slate
 
 
 class Greedy(SlotStreamPolicy):

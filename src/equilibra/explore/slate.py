@@ -50,6 +50,9 @@ class Candidates:
     age: np.ndarray | None = None
     user_features: np.ndarray | None = None  # the request's user/context vector
     placement: str = ""  # where the slate is shown (home, product page, cart …)
+    timestamp: float | None = None  # the request's time (event time), for budgets and clocks
+    # May the policy explore this candidate (in stock, margin, brand rules)? None: all may.
+    explorable: np.ndarray | None = None
     _prior_memo: tuple[float, np.ndarray] | None = field(default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -70,6 +73,8 @@ class Candidates:
             self.popularity = _as_1d("popularity", self.popularity, n)
         if self.age is not None:
             self.age = _as_1d("age", self.age, n)
+        if self.explorable is not None:
+            self.explorable = _as_1d("explorable", self.explorable, n, dtype=bool)
         if self.user_features is not None:
             self.user_features = np.asarray(self.user_features, dtype=float).ravel()
 

@@ -12,6 +12,7 @@ import json
 from pathlib import Path
 
 from equilibra.errors import EquilibraError
+from equilibra.explore.adaptive import Adaptive
 from equilibra.explore.policies import (
     UCB,
     EpsilonGreedy,
@@ -35,6 +36,7 @@ POLICIES: dict[str, type[Policy]] = {
     "lints": LinearThompson,
     "gorse": GorseRatios,
     "uniform": Uniform,
+    "adaptive": Adaptive,
 }
 POSITIONAL: dict[str, tuple[str, ...]] = {
     "egreedy": ("epsilon",),
@@ -44,8 +46,8 @@ POSITIONAL: dict[str, tuple[str, ...]] = {
     "lints": ("v",),
     "gorse": ("popular", "latest"),
 }
-INTEGER_OPTIONS = {"samples", "pool_size"}
-BOOLEAN_OPTIONS = {"by_segment", "learn"}
+INTEGER_OPTIONS = {"samples", "pool_size", "pool"}
+BOOLEAN_OPTIONS = {"by_segment", "learn", "pooled"}
 STRING_OPTIONS = {"belief", "draw"}
 
 

@@ -56,6 +56,14 @@ class ArmStats:
         self._count[slot] = self._count[slot] * decay + exposure
         self._stamp[slot] = self.step
 
+    def scale(self, segment: str, factor: float) -> None:
+        """Keep only `factor` of one segment's evidence (after a detected change)."""
+        known = self._slots.get(segment)
+        if known:
+            slots = np.fromiter(known.values(), dtype=np.int64, count=len(known))
+            self._reward[slots] *= factor
+            self._count[slots] *= factor
+
     def lookup(self, segment: str, items: Sequence[object]) -> tuple[np.ndarray, np.ndarray]:
         """(reward sums, counts) for the items, decayed to now; zeros for unseen items."""
         known = self._slots.get(segment)

@@ -1,0 +1,212 @@
+"""`adaptive`: slot streams whose shares the balance controller sets, per request.
+
+Three streams, each slot drawing one independently (so propensities are exact, `marginals.py`):
+
+- exploit: the top of the posterior means, in order;
+- uncertain: a uniform pick among the `pool` known candidates outside the top k with the
+  highest optimistic score (mean + bonus · posterior spread) — exploration aimed at what might
+  be good, at the controller's rate for the request's placement and segment;
+- new: a uniform pick among new items (younger than `new_age`) whose reward-rate interval is
+  still wider than ±`new_width` — each new item's exposure guarantee, worth `new_rate` slots per
+  request for each item still owed, at most `new_cap` of the slate.
+
+Budgets (`budget.py`) cap the sum and can switch exploration off for a request; only candidates
+marked `explorable` are explored. Each shown slate carries, in `extras["controller"]`, how it was
+drawn (streams, shares, the challengers' shares, budget charges), which the controller learns
+from when the impression closes.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from equilibra.explore.budget import Budget
+from equilibra.explore.controller import BalanceController, ControllerConfig, split_key
+from equilibra.explore.feedback import ClosedImpression
+from equilibra.explore.policies import Pool, SlotStreamPolicy, StreamPlan, _top
+from equilibra.explore.slate import Candidates, Slate
+
+Z95 = 1.959963984540054
+
+
+class Adaptive(SlotStreamPolicy):
+    name = "adaptive"
+
+    def __init__(
+        self,
+        *,
+        floor: float = 0.005,
+        start: float = 0.05,
+        cap: float = 0.3,
+        drift_boost: float = 0.15,
+        stale_factor: float = 0.2,
+        pool: int = 20,
+        bonus: float = 1.0,
+        new_age: float = 7 * 86400.0,
+        new_width: float = 0.35,
+        new_rate: float = 0.01,
+        new_cap: float = 0.3,
+        budget: Budget | None = None,
+        **kwargs: object,
+    ) -> None:
+        kwargs.setdefault("pooled", True)
+        super().__init__(**kwargs)  # type: ignore[arg-type]
+        if pool < 1 or bonus < 0 or new_age < 0 or new_width <= 0:
+            raise ValueError("pool ≥ 1, bonus ≥ 0, new_age ≥ 0 and new_width > 0 are required")
+        if not 0 <= new_rate <= 1 or not 0 <= new_cap <= 1:
+            raise ValueError("new_rate, new_cap: must lie in [0, 1]")
+        config = ControllerConfig(
+            floor=floor, start=start, cap=cap, drift_boost=drift_boost, stale_factor=stale_factor
+        )
+        self.controller = BalanceController(config, budget)
+        self.pool = pool
+        self.bonus = bonus
+        self.new_age = new_age
+        self.new_width = new_width
+        self.new_rate = new_rate
+        self.new_cap = new_cap
+        # Per new item: (looked-at exposures, scaled reward), pooled over segments.
+        self.new_evidence: dict[str, list[float]] = {}
+        self._request: tuple[Candidates, dict[str, object]] | None = None
+        self.spec = "adaptive"
+
+    @property
+    def exploration_rate(self) -> float:
+        return self._explore_share
+
+    # --- the request ------------------------------------------------------------------------
+
+    def _owed(self, items: np.ndarray) -> np.ndarray:
+        """Is each (new) item still owed exposure: its interval wider than ±new_width?"""
+        get = self.new_evidence.get
+        owed = np.ones(len(items), dtype=bool)
+        for i, item in enumerate(items.tolist()):
+            seen = get(str(item))
+            if seen is not None:
+                n, r = seen
+                p = (r + 2.0) / (n + 4.0)  # Agresti–Coull
+                owed[i] = Z95 * math.sqrt(p * (1.0 - p) / (n + 4.0)) > self.new_width
+        return owed
+
+    def _plan(self, c: Candidates, k: int) -> tuple[np.ndarray, list[Pool], np.ndarray, list[str]]:
+        e = self._evidence(c)
+        mean, spread = self._moments(e)
+        ranking = np.argsort(-mean, kind="stable")
+        rest = ranking[k:]
+        if c.explorable is not None:
+            rest = rest[c.explorable[rest]]
+        new = np.zeros(len(c), dtype=bool)
+        if c.age is not None and len(rest):
+            young = rest[c.age[rest] < self.new_age]
+            new[young[self._owed(c.items[young])]] = True
+        new_pool = rest[new[rest]]
+        known = rest[~new[rest]]
+        optimism = (
+            mean[known] + self.bonus * math.sqrt(2 * math.log(self.arms.step + 2)) * (spread[known])
+        )
+        uncertain = known[_top(optimism, min(self.pool, len(known)))] if len(known) else known
+
+        key = self._key(c.segment, c.placement)
+        rates = self.controller.rates(key, c.placement, c.timestamp)
+        allowed, gate = self.controller.allows(c.placement, k, c.timestamp)
+        new_share = min(self.new_cap, self.new_rate * len(new_pool), rates.share_cap)
+        epsilon = min(rates.epsilon, rates.share_cap - new_share)
+        challengers = {
+            m: min(eps, rates.share_cap - new_share) for m, eps in rates.challengers.items()
+        }
+        if not allowed:
+            epsilon = new_share = 0.0
+            challengers = dict.fromkeys(challengers, 0.0)
+        self._request = (
+            c,
+            {
+                "key": key,
+                "epsilon": epsilon,
+                "new_share": new_share,
+                "gate": gate,
+                "why": rates.why,
+                "challengers": challengers,
+                "new": c.items[np.flatnonzero(c.age < self.new_age)].tolist()
+                if c.age is not None
+                else [],
+            },
+        )
+        pools = [
+            Pool(
+                uncertain,
+                epsilon,
+                f"explore: uncertain (rate {epsilon:.3f} for this segment)",
+                "uncertain",
+            ),
+            Pool(new_pool, new_share, "explore: new item (exposure guarantee)", "new"),
+        ]
+        return ranking[:k], pools, np.zeros(k, dtype=bool), ["exploit: best estimate"] * k
+
+    def _annotate(
+        self, c: Candidates, slate: Slate, plan: StreamPlan, streams: np.ndarray
+    ) -> Slate:
+        request = self._request
+        if request is None or request[0] is not c:
+            return slate
+        notes = request[1]
+        key = str(notes["key"])
+        charges = self.controller.charge(key, c.placement, slate.explore_flags, c.timestamp)
+        self.controller.remember(key, float(notes["epsilon"]), notes["why"])  # type: ignore[arg-type]
+        names = [p.name for p in plan.pools]
+        challengers: dict[float, list[float]] = {}
+        if "uncertain" in names:
+            for multiplier, eps in notes["challengers"].items():  # type: ignore[attr-defined]
+                shares = [
+                    eps if name == "uncertain" else p.share
+                    for name, p in zip(names, plan.pools, strict=True)
+                ]
+                challengers[float(multiplier)] = [1.0 - sum(shares), *shares]
+        slate.extras["controller"] = {
+            "streams": streams.tolist(),
+            "probs": plan.probs.tolist(),
+            "sizes": list(plan.sizes),
+            "challengers": challengers,
+            "charges": charges,
+            "new": notes["new"],
+            "epsilon": notes["epsilon"],
+            "new_share": notes["new_share"],
+        }
+        return slate
+
+    # --- learning ---------------------------------------------------------------------------
+
+    def learn_impression(self, closed: ClosedImpression) -> None:
+        if not self.learn:
+            return
+        new = set(map(str, (closed.info or {}).get("new", ())))  # type: ignore[call-overload]
+        for outcome in closed.outcomes:
+            if outcome.learnable and outcome.item in new:
+                seen = self.new_evidence.setdefault(outcome.item, [0.0, 0.0])
+                seen[0] += outcome.exposure
+                seen[1] += outcome.reward
+        changed = self.controller.learn(closed)
+        if changed:
+            # Evidence from before a detected change is mostly stale: keep a fraction of it.
+            factor = self.controller.config.stale_factor
+            for key in changed:
+                placement, segment = split_key(key)
+                self.arms.scale(self._key(segment, placement), factor)
+            self.arms.scale(self._pool_key(closed.placement), factor)
+
+    # --- persistence ------------------------------------------------------------------------
+
+    def state_dict(self) -> dict[str, object]:
+        state = super().state_dict()
+        state["controller"] = self.controller.state_dict()
+        state["new_evidence"] = self.new_evidence
+        return state
+
+    def load_state_dict(self, state: dict[str, object]) -> None:
+        super().load_state_dict(state)
+        self.controller.load_state_dict(state.get("controller", {}))  # type: ignore[arg-type]
+        self.new_evidence = {
+            str(k): [float(v[0]), float(v[1])]
+            for k, v in dict(state.get("new_evidence", {})).items()  # type: ignore[call-overload]
+        }

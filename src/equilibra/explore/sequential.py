@@ -1,0 +1,60 @@
+"""A running mean with a time-uniform lower confidence bound (a confidence sequence).
+
+The champion / challenger test looks at its estimate after every impression, so a fixed-n
+interval would be wrong: checked often enough, it crosses zero by chance. Robbins' normal
+mixture boundary (Howard, Ramdas, McAuliffe & Sekhon, "Time-uniform, nonparametric,
+nonasymptotic confidence sequences", 2021, eq. (14)) holds at every n at once: with S_n the
+sum of the centred increments and V_n their variance, P(∃n: S_n ≥ u(V_n)) ≤ α for
+
+    u(V) = sqrt(2 (V + ρ) · log( sqrt((V + ρ) / ρ) / α )),
+
+ρ > 0 tuning where the bound is tightest (here: at `tight_at` samples). V_n is the empirical
+variance (the sub-Gaussian variance proxy is not known), so the level is asymptotic.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+
+@dataclass
+class RunningGain:
+    alpha: float = 0.05
+    tight_at: int = 500
+    n: int = 0
+    mean: float = 0.0
+    m2: float = 0.0
+
+    def update(self, value: float) -> None:
+        self.n += 1
+        step = value - self.mean
+        self.mean += step / self.n
+        self.m2 += step * (value - self.mean)
+
+    def radius(self) -> float:
+        """Half-width of the time-uniform interval around the mean (inf before 2 samples)."""
+        if self.n < 2:
+            return math.inf
+        variance = self.m2 / (self.n - 1)
+        if variance <= 0:
+            return 0.0
+        total = variance * self.n  # V_n
+        rho = variance * self.tight_at
+        bound = math.sqrt(2 * (total + rho) * math.log(math.sqrt((total + rho) / rho) / self.alpha))
+        return bound / self.n
+
+    def lower(self) -> float:
+        return self.mean - self.radius()
+
+    def upper(self) -> float:
+        return self.mean + self.radius()
+
+    def state_dict(self) -> dict[str, float]:
+        return asdict(self)
+
+    @classmethod
+    def from_state(cls, state: dict[str, float]) -> RunningGain:
+        gain = cls(float(state["alpha"]), int(state["tight_at"]))
+        gain.n, gain.mean, gain.m2 = int(state["n"]), float(state["mean"]), float(state["m2"])
+        return gain
