@@ -94,7 +94,7 @@ def test_an_empty_store_serves_at_once_and_learns(client) -> None:
             "reason",
         }
         assert 0 < item["propensity"] <= 1 and item["reason"]
-    assert body["policy"]["name"] == "egreedy:0.01"  # what `adaptive` runs until the controller
+    assert body["policy"]["name"] == "adaptive"  # the balance controller's policy
 
 
 def test_retries_are_idempotent_and_bad_input_names_the_field(client) -> None:
@@ -337,10 +337,12 @@ def test_similar_popular_stats_exploration_health_metrics_docs(client) -> None:
         "model_version": None,
     }
     exploration = client.get("/v1/exploration", headers=READ).json()
-    assert (
-        exploration["policy"] == "egreedy:0.01"
-        and exploration["segments"][0]["placement"] == "cart"
-    )
+    assert exploration["policy"] == "adaptive" and exploration["controller"] == "balance"
+    segment = exploration["segments"][0]
+    assert segment["placement"] == "cart" and "impressions of evidence" in segment["why"]
+    assert segment["budget_spent"]["shown_slots"] == 3
+    assert exploration["budget"]["max_share"]["checkout"] == 0.0
+    assert set(exploration["champions"]) == {"cart"} and exploration["history"] == []
     health = client.get("/health").json()
     assert health["status"] == "ok" and health["model_loaded"] is False and health["auth"] == "on"
     metrics = client.get("/metrics").text
@@ -473,3 +475,38 @@ def test_retention_rules_file_and_a_forgotten_user_gone_from_the_next_model(tmp_
         assert c.delete("/v1/users/u3", headers=ADMIN).json()["events"] == 3
     model = train(load_store_data(settings.db), "popularity")
     assert "u3" not in set(model.users.ids) and "u4" in set(model.users.ids)
+
+
+def test_the_controller_keeps_budgets_and_explore_constraints_over_http(tmp_path: Path) -> None:
+    """Nothing is explored at checkout (the default budget), never more than the home
+    placement's share, and never an item of an excluded category; each explored item says why."""
+    settings = settings_for(
+        tmp_path,
+        explore_budget="default=0.3,checkout=0,home=0.2",
+        explore_exclude="hats",
+    )
+    with TestClient(create_app(settings, background=False)) as c:
+        c.post("/v1/items", json=items(), headers=ADMIN)
+        c.post("/v1/events", json=browsing(), headers=ADMIN)
+        shown = {"home": [0, 0], "checkout": [0, 0]}
+        reasons = set()
+        for r in range(160):
+            placement = ("home", "checkout")[r % 2]
+            body = c.post(
+                "/v1/recommend",
+                json={"user_id": f"v{r}", "k": 5, "placement": placement, "timestamp": T0 + r},
+                headers=READ,
+            ).json()
+            for item in body["items"]:
+                shown[placement][0] += 1
+                if item["explore"]:
+                    shown[placement][1] += 1
+                    reasons.add(item["reason"])
+                    assert int(item["item_id"][1:]) % 2 == 1  # shoes only: hats are excluded
+        assert shown["checkout"][1] == 0
+        assert 0 < shown["home"][1] <= 0.2 * shown["home"][0]
+        assert reasons and all("exploring" in reason for reason in reasons)
+        state = c.get("/v1/exploration", headers=READ).json()
+        spent = {s["placement"]: s["budget_spent"] for s in state["segments"]}
+        assert spent["checkout"]["explored_slots"] == 0
+        assert spent["home"]["explore_share"] <= 0.2

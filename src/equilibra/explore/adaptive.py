@@ -78,16 +78,19 @@ class Adaptive(SlotStreamPolicy):
 
     # --- the request ------------------------------------------------------------------------
 
+    def owes(self, exposures: float, rewards: float) -> bool:
+        """Is a new item still owed exposure: its 95 % reward-rate interval (Agresti–Coull,
+        over looked-at exposures) wider than ±new_width?"""
+        p = (rewards + 2.0) / (exposures + 4.0)
+        return Z95 * math.sqrt(p * (1.0 - p) / (exposures + 4.0)) > self.new_width
+
     def _owed(self, items: np.ndarray) -> np.ndarray:
-        """Is each (new) item still owed exposure: its interval wider than ±new_width?"""
         get = self.new_evidence.get
         owed = np.ones(len(items), dtype=bool)
         for i, item in enumerate(items.tolist()):
             seen = get(str(item))
             if seen is not None:
-                n, r = seen
-                p = (r + 2.0) / (n + 4.0)  # Agresti–Coull
-                owed[i] = Z95 * math.sqrt(p * (1.0 - p) / (n + 4.0)) > self.new_width
+                owed[i] = self.owes(seen[0], seen[1])
         return owed
 
     def _plan(self, c: Candidates, k: int) -> tuple[np.ndarray, list[Pool], np.ndarray, list[str]]:

@@ -437,7 +437,10 @@ class BalanceController:
                 for key, s in self.keys.items()
             },
             "placement_detectors": {p: d.state_dict() for p, d in self.placement_detectors.items()},
-            "spend": {p: asdict(s) for p, s in self.spend.items()},
+            "spend": {
+                p: {**asdict(s), "period_start": _finite(s.period_start)}
+                for p, s in self.spend.items()
+            },
             "arenas": {
                 p: {"scale": a.scale, "gains": [[m, g.state_dict()] for m, g in a.gains.items()]}
                 for p, a in self.arenas.items()
@@ -456,10 +459,12 @@ class BalanceController:
             p: BatchedDetector.from_state(d)
             for p, d in dict(state.get("placement_detectors", {})).items()  # type: ignore[call-overload]
         }
-        self.spend = {
-            p: PlacementSpend(**s)
-            for p, s in dict(state.get("spend", {})).items()  # type: ignore[call-overload]
-        }
+        self.spend = {}
+        for p, s in dict(state.get("spend", {})).items():  # type: ignore[call-overload]
+            start = s.get("period_start")
+            self.spend[p] = PlacementSpend(
+                **{**s, "period_start": -math.inf if start is None else start}
+            )
         self.arenas = {
             p: Arena(
                 float(a["scale"]),

@@ -23,6 +23,7 @@ import pandas as pd
 
 from equilibra.data.columns import Columns as C
 from equilibra.errors import EquilibraError
+from equilibra.explore.adaptive import Adaptive
 from equilibra.explore.feedback import PINNED, FeedbackLedger, outcome_rewards
 from equilibra.explore.policies import LinearMixin, Policy
 from equilibra.explore.slate import Candidates, Slate
@@ -62,6 +63,9 @@ class Engine:
         self.state = InProcessState()
         self.model: ServingModel | None = None
         self.policy: Policy = parse_policy(settings.policy_spec)
+        if isinstance(self.policy, Adaptive):
+            self.policy.controller.budget = settings.budget
+            self.policy.new_age = self.state.config.new_item_age_s
         self.ledger = FeedbackLedger(settings.rewards, window_s=settings.attribution_window)
         self.rules: dict[str, Rule] = {}
         self.counters = Counters()
@@ -354,6 +358,8 @@ class Engine:
                 candidates.placement,
                 positions=[int(r[C.position]) for r in rows],  # type: ignore[call-overload]
                 learnable=chosen,
+                explore=[bool(r[C.explore]) for r in rows],
+                info=slate.extras.get("controller"),  # type: ignore[arg-type]
             )
             key = (candidates.placement, candidates.segment)
             c = self.counters

@@ -337,6 +337,8 @@ def to_candidates(
     state: InProcessState,
     base_rate: float,
     segment: str,
+    catalog: Catalog | None = None,
+    excluded: frozenset[str] = frozenset(),
 ) -> Candidates:
     """Priors on the click-probability scale (the blended score mapped around the observed
     reward rate), features for the linear policies, popularity and age for Gorse-style ratios."""
@@ -349,6 +351,14 @@ def to_candidates(
     ages = np.where(np.isfinite(first), request.timestamp - first, 1e9)
     new = (ages < state.config.new_item_age_s).astype(float)
     features = np.column_stack([blended.contributions, np.ones(len(scores)), new])
+    explorable = None
+    if (
+        excluded and catalog is not None
+    ):  # the categories the shop never explores (brands kept as categories too)
+        explorable = np.array(
+            [excluded.isdisjoint(catalog.categories_of(item)) for item in blended.items],
+            dtype=bool,
+        )
     return Candidates(
         items=np.asarray(blended.items, dtype=object).astype(str),
         scores=scores,
@@ -358,6 +368,8 @@ def to_candidates(
         popularity=counts,
         age=ages,
         placement=request.placement,
+        timestamp=request.timestamp,
+        explorable=explorable,
     )
 
 

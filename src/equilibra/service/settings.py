@@ -16,7 +16,10 @@ logs, 100, at least 2 k), `EQUILIBRA_RETRAIN_EVENTS`,
 start, 7), `EQUILIBRA_RETENTION_DAYS` (events and impressions older than this, in event time, are
 deleted; default: kept), `EQUILIBRA_DIVERSITY` (the MMR weight λ in [0, 1], 0 = off; a
 request's `context.diversity` overrides it), `EQUILIBRA_MAX_BATCH` (events per POST, 10,000),
-`EQUILIBRA_RULES` (a JSON file of business rules, a list of objects as `POST /v1/rules` takes).
+`EQUILIBRA_RULES` (a JSON file of business rules, a list of objects as `POST /v1/rules` takes),
+`EQUILIBRA_EXPLORE_BUDGET` (the balance controller's budgets: `default=0.25,checkout=0,loss=0.05,
+period=3600`, see `explore/budget.py`; default `checkout=0`), `EQUILIBRA_EXPLORE_EXCLUDE`
+(categories never explored, comma-separated; brands kept as categories work the same).
 """
 
 from __future__ import annotations
@@ -30,14 +33,11 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from equilibra.errors import EquilibraError
+from equilibra.explore.budget import Budget
 from equilibra.explore.feedback import RewardConfig
 from equilibra.explore.spec import parse_policy
 
 PREFIX = "EQUILIBRA_"
-# What `EQUILIBRA_POLICY=adaptive` runs until the balance controller exists: the fixed policy
-# the simulator benchmark found best or within noise of it in most scenarios
-# (docs/exploration.md). The response's `policy.name` says which is running.
-ADAPTIVE_STAND_IN = "egreedy:0.01"
 
 
 class Settings(BaseModel):
@@ -61,14 +61,22 @@ class Settings(BaseModel):
     retention_days: float | None = Field(None, gt=0)
     diversity: float = Field(0.0, ge=0, le=1)
     rules: Path | None = None
+    # The balance controller's budgets (explore/budget.py) and what it may not explore.
+    explore_budget: str = "checkout=0"
+    explore_exclude: str = ""  # categories (or brands kept as categories), comma-separated
     seed: int = 0
 
     @field_validator("policy")
     @classmethod
     def _policy(cls, value: str) -> str:
-        if value.strip().lower() != "adaptive":
-            parse_policy(value)  # an EquilibraError names what is wrong
+        parse_policy(value)  # an EquilibraError names what is wrong
         return value.strip()
+
+    @field_validator("explore_budget")
+    @classmethod
+    def _budget(cls, value: str) -> str:
+        Budget.parse(value)
+        return value
 
     @field_validator("reward")
     @classmethod
@@ -78,7 +86,15 @@ class Settings(BaseModel):
 
     @property
     def policy_spec(self) -> str:
-        return ADAPTIVE_STAND_IN if self.policy.lower() == "adaptive" else self.policy
+        return self.policy
+
+    @property
+    def budget(self) -> Budget:
+        return Budget.parse(self.explore_budget)
+
+    @property
+    def explore_excluded(self) -> frozenset[str]:
+        return frozenset(c.strip() for c in self.explore_exclude.split(",") if c.strip())
 
     @property
     def rewards(self) -> RewardConfig:

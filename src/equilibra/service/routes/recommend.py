@@ -71,7 +71,13 @@ def recommend(body: RecommendIn, request: Request) -> JSONResponse:
         )
     base_rate = engine.base_rate
     candidates = pipeline.to_candidates(
-        screened, req, engine.state, base_rate, engine.segment(req.user_id)
+        screened,
+        req,
+        engine.state,
+        base_rate,
+        engine.segment(req.user_id),
+        engine.catalog,
+        settings.explore_excluded,
     )
     slate = engine.explore(candidates, req.k)
     shown = pipeline.place_pins(slate, screened, pins(rules, req.placement, stamp, req.k), req.k)

@@ -8,6 +8,7 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import HTMLResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from equilibra.explore.adaptive import Adaptive
 from equilibra.service.auth import require_read
 from equilibra.service.routes._common import engine_of
 from equilibra.service.schemas import StatsOut
@@ -38,36 +39,47 @@ def stats(request: Request) -> StatsOut:
 
 @router.get("/v1/exploration", dependencies=[Depends(require_read)])
 def exploration(request: Request) -> dict[str, object]:
-    """How much the service explores, where and why (the balance controller fills this in)."""
+    """How much the service explores, where and why: the balance controller's state under
+    `EQUILIBRA_POLICY=adaptive` (per placement and segment the rate, the measurements behind
+    it, the budget spent, the champion and the history of changes); for a fixed policy, the
+    shares it explored."""
     engine = engine_of(request)
     policy = engine.policy
-    c = engine.counters
-    segments = []
-    for (placement, segment), slots in sorted(c.shown_slots.items()):
-        explored = c.explore_slots.get((placement, segment), 0)
-        segments.append(
-            {
-                "placement": placement,
-                "segment": segment,
-                "exploration_rate": explored / slots if slots else 0.0,
-                "shown_items": slots,
-                "why": f"fixed policy {policy.spec}",
-                "budget_spent": None,
+    with engine.lock:
+        if isinstance(policy, Adaptive):
+            state = policy.controller.explain()
+            return {
+                "policy": policy.spec,
+                "controller": "balance",
+                "why": "EQUILIBRA_POLICY=adaptive: the balance controller sets each segment's rate",
+                "exploration_rate": policy.exploration_rate,
+                "new_items_owed": sum(
+                    1 for n, r in policy.new_evidence.values() if policy.owes(n, r)
+                ),
+                **state,
             }
-        )
-    adaptive = engine.settings.policy.lower() == "adaptive"
-    return {
-        "policy": policy.spec,
-        "controller": None,
-        "why": (
-            f"EQUILIBRA_POLICY=adaptive runs {policy.spec} until the balance controller exists"
-            if adaptive
-            else f"EQUILIBRA_POLICY={engine.settings.policy}: a fixed policy"
-        ),
-        "exploration_rate": policy.exploration_rate,
-        "segments": segments,
-        "history": [],
-    }
+        c = engine.counters
+        segments = []
+        for (placement, segment), slots in sorted(c.shown_slots.items()):
+            explored = c.explore_slots.get((placement, segment), 0)
+            segments.append(
+                {
+                    "placement": placement,
+                    "segment": segment,
+                    "exploration_rate": explored / slots if slots else 0.0,
+                    "shown_items": slots,
+                    "why": f"fixed policy {policy.spec}",
+                    "budget_spent": None,
+                }
+            )
+        return {
+            "policy": policy.spec,
+            "controller": None,
+            "why": f"EQUILIBRA_POLICY={engine.settings.policy}: a fixed policy",
+            "exploration_rate": policy.exploration_rate,
+            "segments": segments,
+            "history": [],
+        }
 
 
 @router.get("/health")
