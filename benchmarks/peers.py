@@ -3,6 +3,9 @@
 - Vowpal Wabbit `--cb_explore_adf` (epsilon-greedy, SquareCB): one multi-line example per
   request (shared: the user's segment; one line per candidate: its id, prior and features);
   the slate is drawn from VW's pmf without replacement.
+- Vowpal Wabbit `--cb_explore_adf --epsilon_decay` (ε decays with the examples seen, challengers
+  promoted on confidence sequences) and its slate mode `--ccb_explore_adf` (a slot per position,
+  each drawn from its own pmf without the earlier slots' actions; learns whole slates).
 - MABWiser Thompson sampling (a Beta per item) and LinUCB (a ridge model per item over the
   user's features); the slate is the top k of the predicted expectations.
 
@@ -23,7 +26,7 @@ def _slate(c: Candidates, indices: np.ndarray, spec: str, explore: np.ndarray) -
         SlateEntry(c.items[i], j, float(c.scores[i]), float("nan"), bool(explore[j]), spec)
         for j, i in enumerate(indices)
     ]
-    return Slate(indices, entries, spec, float(explore.mean()), float("nan"))
+    return Slate(indices, entries, spec, float(explore.mean()))
 
 
 class Peer:
@@ -54,7 +57,13 @@ class VowpalSlate(Peer):
         from vowpalwabbit import Workspace
 
         name, _, value = exploration.partition(":")
-        flags = f"--epsilon {value or 0.1}" if name == "epsilon" else "--squarecb"
+        flags = {
+            "epsilon": f"--epsilon {value or 0.1}",
+            "squarecb": "--squarecb",
+            # VW's own answer to "how much to explore": ε₀·(n+1)^(−1/3) with challengers
+            # promoted on a confidence sequence (experimental in VW 9).
+            "epsilon-decay": "--epsilon_decay",
+        }[name]
         self.spec = f"vw-{name}{':' + value if value else ''}"
         self.vw = Workspace(f"--cb_explore_adf {flags} -q sa --quiet --random_seed 1")
         self._pmf: dict[str, float] = {}
@@ -179,12 +188,67 @@ class MabwiserSlate(Peer):
         self._pending.append((key, float(reward > 0), self._context.get(key)))
 
 
-def make_peer(spec: str) -> VowpalSlate | MabwiserSlate:
+class VowpalConditionalSlate:
+    """Vowpal Wabbit's slate mode, `--ccb_explore_adf`: one example per request with a slot
+    per position; VW draws each slot from its own pmf, without the actions of earlier slots.
+    It learns whole slates (every slot's outcome in one example), so it takes the ledger's
+    closed impressions rather than single outcomes."""
+
+    def __init__(self, epsilon: float = 0.1) -> None:
+        from vowpalwabbit import Workspace
+
+        self.spec = f"vw-ccb:{epsilon:g}"
+        self.vw = Workspace(f"--ccb_explore_adf --epsilon {epsilon} -q sa --quiet --random_seed 1")
+        # (shown items, segment) -> (example lines without slot labels, chosen probabilities)
+        self._open: dict[tuple[tuple[str, ...], str], tuple[list[str], list[int], list[float]]] = {}
+
+    def select(
+        self, c: Candidates, k: int, rng: np.random.Generator, propensities: bool = True
+    ) -> Slate:
+        prior = c.prior_or(0.05)
+        k = min(k, len(c))
+        head = [VowpalSlate._shared(c.segment, c.user_features).replace("shared", "ccb shared", 1)]
+        head += [
+            "ccb action "
+            + VowpalSlate._action(item, prior[i], None if c.features is None else c.features[i])
+            for i, item in enumerate(c.items)
+        ]
+        slots = self.vw.predict(head + ["ccb slot |"] * k)
+        indices = np.array([int(slot[0][0]) for slot in slots], dtype=np.int64)
+        probabilities = [float(slot[0][1]) for slot in slots]
+        explore = np.array(
+            [max(slot, key=lambda a: a[1])[0] != slot[0][0] for slot in slots], dtype=bool
+        )
+        key = (tuple(str(i) for i in c.items[indices]), c.segment)
+        self._open[key] = (head, indices.tolist(), probabilities)
+        return _slate(c, indices, self.spec, explore)
+
+    def learn_one(self, item: object, reward: float, **kwargs: Any) -> None:
+        return None  # learnt per slate in learn_impression
+
+    def learn_impression(self, closed: Any) -> None:
+        key = (tuple(o.item for o in closed.outcomes), closed.segment)
+        remembered = self._open.pop(key, None)
+        if remembered is None:
+            return
+        head, actions, probabilities = remembered
+        labels = [
+            f"ccb slot {a}:{-o.reward:.4f}:{max(p, 1e-6):.6f} |"
+            for a, p, o in zip(actions, probabilities, closed.outcomes, strict=True)
+        ]
+        self.vw.learn(head + labels)
+
+
+def make_peer(spec: str) -> VowpalSlate | VowpalConditionalSlate | MabwiserSlate:
     name, _, value = spec.partition(":")
     if name == "vw-epsilon":
         return VowpalSlate(f"epsilon:{value or 0.1}")
     if name == "vw-squarecb":
         return VowpalSlate("squarecb")
+    if name == "vw-epsilon-decay":
+        return VowpalSlate("epsilon-decay")
+    if name == "vw-ccb":
+        return VowpalConditionalSlate(float(value or 0.1))
     if name == "mab-ts":
         return MabwiserSlate("ts")
     if name == "mab-linucb":

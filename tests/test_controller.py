@@ -286,5 +286,5 @@ def test_adaptive_spec_and_defaults() -> None:
     policy = parse_policy("adaptive:floor=0.01,start=0.2,pool=10")
     assert isinstance(policy, Adaptive) and policy.spec == "adaptive:floor=0.01,start=0.2,pool=10"
     assert policy.controller.config.floor == 0.01 and policy.pool == 10
-    assert policy.pooled  # evidence is shared across segments by default
+    assert not policy.pooled  # only new items' evidence is shared across segments
     assert math.isclose(policy.controller.config.start, 0.2)

@@ -109,6 +109,46 @@ def test_stream_dp_matches_closed_form_when_pools_are_large(
         assert pool[s].sum() <= size + 1e-9
 
 
+def reference_streams(k: int, probs: np.ndarray, sizes: list[int]) -> tuple[np.ndarray, np.ndarray]:
+    """The slot-stream marginals by walking every state of draws taken per pool (the plain
+    dynamic programme the vectorised one replaced)."""
+    exploit, pool = np.zeros((k, k)), np.zeros((len(sizes), k))
+    states = {(0,) * len(sizes): 1.0}
+    for j in range(k):
+        following: dict[tuple[int, ...], float] = {}
+        for counts, mass in states.items():
+            shares = {s: probs[s + 1] for s in range(len(sizes)) if counts[s] < sizes[s]}
+            stay = 1.0 - sum(shares.values())
+            exploit[j - sum(counts), j] += mass * stay
+            following[counts] = following.get(counts, 0.0) + mass * stay
+            for s, share in shares.items():
+                pool[s, j] += mass * share
+                bumped = tuple(c + (t == s) for t, c in enumerate(counts))
+                following[bumped] = following.get(bumped, 0.0) + mass * share
+        states = following
+    return exploit, pool
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    k=st.integers(1, 10),
+    shares=st.lists(st.floats(0.0, 1.0), min_size=1, max_size=3),
+    sizes=st.lists(st.integers(0, 12), min_size=3, max_size=3),
+)
+def test_vectorised_stream_dp_matches_walking_every_state(
+    k: int, shares: list[float], sizes: list[int]
+) -> None:
+    from equilibra.explore.marginals import _streams_dp
+
+    total = sum(shares) + 1.0
+    probs = np.array([1.0 / total, *[s / total for s in shares]])
+    pools = sizes[: len(probs) - 1]
+    fast = _streams_dp(k, probs, pools)
+    slow = reference_streams(k, probs, pools)
+    np.testing.assert_allclose(fast[0], slow[0], atol=1e-12)
+    np.testing.assert_allclose(fast[1], slow[1], atol=1e-12)
+
+
 def empirical(policy: object, c: Candidates, k: int, draws: int, seed: int = 7) -> np.ndarray:
     rng = np.random.default_rng(seed)
     counts = np.zeros((len(c), k))

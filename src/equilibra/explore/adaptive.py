@@ -25,10 +25,15 @@ import numpy as np
 from equilibra.explore.budget import Budget
 from equilibra.explore.controller import BalanceController, ControllerConfig, split_key
 from equilibra.explore.feedback import ClosedImpression
-from equilibra.explore.policies import Pool, SlotStreamPolicy, StreamPlan, _top
+from equilibra.explore.policies import Evidence, Pool, SlotStreamPolicy, StreamPlan, _top
 from equilibra.explore.slate import Candidates, Slate
 
 Z95 = 1.959963984540054
+GRID = 1000
+
+
+def _grid(share: float) -> float:
+    return math.floor(max(share, 0.0) * GRID + 1e-9) / GRID
 
 
 class Adaptive(SlotStreamPolicy):
@@ -51,7 +56,6 @@ class Adaptive(SlotStreamPolicy):
         budget: Budget | None = None,
         **kwargs: object,
     ) -> None:
-        kwargs.setdefault("pooled", True)
         super().__init__(**kwargs)  # type: ignore[arg-type]
         if pool < 1 or bonus < 0 or new_age < 0 or new_width <= 0:
             raise ValueError("pool ≥ 1, bonus ≥ 0, new_age ≥ 0 and new_width > 0 are required")
@@ -77,6 +81,28 @@ class Adaptive(SlotStreamPolicy):
         return self._explore_share
 
     # --- the request ------------------------------------------------------------------------
+
+    def _read_evidence(self, c: Candidates) -> Evidence:
+        """A new item's evidence in other segments moves its prior here (partial pooling):
+        the ranker knows nothing of it, and every segment learning it alone takes eight times
+        as long with eight segments. Established items keep their own segment's evidence (the
+        same pooling for every item cost 3 % of reward in the simulator's stationary world)."""
+        e = super()._read_evidence(c)
+        if c.age is None or not self.new_evidence or self.belief != "beta":
+            return e
+        young = np.flatnonzero(c.age < self.new_age)
+        if not len(young):
+            return e
+        get = self.new_evidence.get
+        pooled = np.array([get(str(item), (0.0, 0.0)) for item in c.items[young].tolist()])
+        other_counts = np.maximum(pooled[:, 0] - e.counts[young], 0.0)
+        other_rewards = np.clip(pooled[:, 1] - e.rewards[young], 0.0, other_counts)
+        prior = e.prior.copy()
+        s = self.prior_strength
+        prior[young] = np.clip(
+            (s * prior[young] + other_rewards) / (s + other_counts), 1e-6, 1 - 1e-6
+        )
+        return Evidence(prior, e.rewards, e.counts, e.shared_lift)
 
     def owes(self, exposures: float, rewards: float) -> bool:
         """Is a new item still owed exposure: its 95 % reward-rate interval (Agresti–Coull,
@@ -114,10 +140,12 @@ class Adaptive(SlotStreamPolicy):
         key = self._key(c.segment, c.placement)
         rates = self.controller.rates(key, c.placement, c.timestamp)
         allowed, gate = self.controller.allows(c.placement, k, c.timestamp)
-        new_share = min(self.new_cap, self.new_rate * len(new_pool), rates.share_cap)
-        epsilon = min(rates.epsilon, rates.share_cap - new_share)
+        # Shares on a grid of 0.001 (rounded down, so caps hold): the same streams recur
+        # request after request, and their exact marginals are computed once.
+        new_share = _grid(min(self.new_cap, self.new_rate * len(new_pool), rates.share_cap))
+        epsilon = _grid(min(rates.epsilon, rates.share_cap - new_share))
         challengers = {
-            m: min(eps, rates.share_cap - new_share) for m, eps in rates.challengers.items()
+            m: _grid(min(eps, rates.share_cap - new_share)) for m, eps in rates.challengers.items()
         }
         if not allowed:
             epsilon = new_share = 0.0

@@ -53,7 +53,19 @@ def stream_marginals(
     n_pools = len(pool_sizes)
     if all(size >= k for size in pool_sizes):
         return _independent_streams(k, probs, n_pools)
-    return _streams_dp(k, probs, list(pool_sizes))
+    return _cached_streams_dp(k, tuple(probs.tolist()), tuple(int(s) for s in pool_sizes))
+
+
+@lru_cache(maxsize=1024)
+def _cached_streams_dp(
+    k: int, probs: tuple[float, ...], pool_sizes: tuple[int, ...]
+) -> tuple[np.ndarray, np.ndarray]:
+    # A policy whose shares move slowly (the balance controller's, on a grid of 0.001) asks
+    # for the same streams request after request.
+    exploit, pool = _streams_dp(k, np.asarray(probs), list(pool_sizes))
+    exploit.setflags(write=False)
+    pool.setflags(write=False)
+    return exploit, pool
 
 
 def _independent_streams(k: int, probs: np.ndarray, n_pools: int) -> tuple[np.ndarray, np.ndarray]:
@@ -75,27 +87,34 @@ def _exploit_binomial(k: int, p: float) -> np.ndarray:
 
 
 def _streams_dp(k: int, probs: np.ndarray, pool_sizes: list[int]) -> tuple[np.ndarray, np.ndarray]:
+    """Exact slot-stream marginals when a pool can run dry: the probability of every vector of
+    draws taken from each pool so far, advanced one position at a time (vectorised over the
+    grid of counts; a dry pool's share goes to the exploit stream)."""
     n_pools = len(pool_sizes)
     exploit = np.zeros((k, k))
     pool = np.zeros((n_pools, k))
-    # state: draws taken from each pool so far -> probability
-    states: dict[tuple[int, ...], float] = {(0,) * n_pools: 1.0}
+    # At most k - 1 draws precede the last position, so counts up to min(size, k) suffice.
+    shape = tuple(min(size, k) + 1 for size in pool_sizes)
+    counts = np.indices(shape)
+    drawn = counts.sum(axis=0)
+    shares = [probs[s + 1] * (counts[s] < pool_sizes[s]) for s in range(n_pools)]
+    exploit_share = 1.0 - sum(shares, np.zeros(shape))
+    mass = np.zeros(shape)
+    mass[(0,) * n_pools] = 1.0
     for j in range(k):
-        following: dict[tuple[int, ...], float] = {}
-        for counts, mass in states.items():
-            open_pools = [s for s in range(n_pools) if counts[s] < pool_sizes[s]]
-            shares = {s: probs[s + 1] for s in open_pools}
-            exploit_share = 1.0 - sum(shares.values())
-            m = j - sum(counts)
-            exploit[m, j] += mass * exploit_share
-            following[counts] = following.get(counts, 0.0) + mass * exploit_share
-            for s, share in shares.items():
-                if share == 0:
-                    continue
-                pool[s, j] += mass * share
-                bumped = tuple(c + (1 if t == s else 0) for t, c in enumerate(counts))
-                following[bumped] = following.get(bumped, 0.0) + mass * share
-        states = following
+        stay = mass * exploit_share
+        live = mass > 0
+        np.add.at(exploit[:, j], (j - drawn)[live], stay[live])
+        following = stay
+        for s in range(n_pools):
+            moving = mass * shares[s]
+            pool[s, j] = moving.sum()
+            if shape[s] > 1:
+                source = [slice(None)] * n_pools
+                target = [slice(None)] * n_pools
+                source[s], target[s] = slice(0, shape[s] - 1), slice(1, shape[s])
+                following[tuple(target)] += moving[tuple(source)]
+        mass = following
     return exploit, pool
 
 

@@ -355,9 +355,10 @@ class SlotStreamPolicy(Policy):
         order, pools, flags, reasons = plan.order, plan.pools, plan.flags, plan.reasons
         exploit, pool = plan.exploit, plan.pool
         streams = draw_streams(k, plan.probs, plan.sizes, rng)
+        drawn = np.bincount(streams, minlength=len(pools) + 1)[1:]
         draws = [
-            rng.choice(p.indices, size=int((streams == s + 1).sum()), replace=False)
-            for s, p in enumerate(pools)
+            rng.choice(p.indices, size=int(n), replace=False) if n else p.indices[:0]
+            for n, p in zip(drawn, pools, strict=True)
         ]
         taken = [0] * len(pools)
         indices = np.empty(k, dtype=np.int64)
