@@ -86,6 +86,11 @@ class ServingModel:
     def knows_user(self, user_id: str) -> bool:
         return user_id in self.user_index
 
+    def knows_items(self, items: list[str]) -> np.ndarray:
+        """Which of the items the model was trained on."""
+        index = self.item_index
+        return np.fromiter((i in index for i in items), dtype=bool, count=len(items))
+
     def _listed(self, items: np.ndarray, scores: np.ndarray) -> Scored:
         keep = (items >= 0) & np.isfinite(scores)
         items, scores = items[keep], scores[keep]

@@ -339,6 +339,7 @@ def to_candidates(
     segment: str,
     catalog: Catalog | None = None,
     excluded: frozenset[str] = frozenset(),
+    model: ServingModel | None = None,
 ) -> Candidates:
     """Priors on the click-probability scale (the blended score mapped around the observed
     reward rate), features for the linear policies, popularity and age for Gorse-style ratios."""
@@ -349,6 +350,11 @@ def to_candidates(
     counts = state.item_counts(blended.items)
     first = state.first_seen(blended.items)
     ages = np.where(np.isfinite(first), request.timestamp - first, 1e9)
+    if model is not None:
+        # An item the model was trained on is not new, whenever the online state (which only
+        # replays recent days at start) first saw it.
+        trained = model.knows_items(blended.items)
+        ages = np.where(trained, np.maximum(ages, state.config.new_item_age_s), ages)
     new = (ages < state.config.new_item_age_s).astype(float)
     features = np.column_stack([blended.contributions, np.ones(len(scores)), new])
     explorable = None

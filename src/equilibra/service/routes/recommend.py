@@ -78,6 +78,7 @@ def recommend(body: RecommendIn, request: Request) -> JSONResponse:
         engine.segment(req.user_id),
         engine.catalog,
         settings.explore_excluded,
+        model,
     )
     slate = engine.explore(candidates, req.k)
     shown = pipeline.place_pins(slate, screened, pins(rules, req.placement, stamp, req.k), req.k)
