@@ -249,12 +249,14 @@ def _number(value: Any) -> float | None:
 
 def markdown(results: dict[str, Any]) -> str:
     rows = results["rows"]
-    frame = pd.DataFrame(rows).drop(columns=["curve"])
+    frame = pd.DataFrame(rows).drop(columns=["curve"], errors="ignore")
     summary = summarise(rows)
     lines = [
         "# The balance controller in the simulator",
         "",
-        f"Made by `{results['command']}` at {results['commit']}.",
+        "Made by "
+        + ", then ".join(f"`{c}`" for c in results.get("commands", []))
+        + f" (last at {results.get('commit')}).",
         "",
         "Reward is the raw value per request (click 1, add-to-cart 2, purchase 5), mean over "
         "seeds; the controller's ratio to the best fixed setting (chosen in hindsight per "
@@ -353,6 +355,54 @@ def plot(rows: list[dict[str, Any]], out: Path) -> None:
         plt.close(fig)
 
 
+def run_part(
+    data_dir: Path,
+    datasets: list[str],
+    scenarios: list[str],
+    seeds: int,
+    requests: int,
+    jobs: int,
+    peers: bool,
+    out: Path,
+    parts: list[str],
+    command: str,
+) -> None:
+    """Run and report; rows of earlier runs (other datasets, scenarios) are kept."""
+    import subprocess
+
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / "results.json"
+    results: dict[str, Any] = json.loads(path.read_text()) if path.exists() else {"rows": []}
+    if "overhead" in parts:
+        results["overhead"] = overhead()
+        print(results["overhead"], file=sys.stderr)
+    if "simulate" in parts:
+        specs = (CONTROLLER, BUDGETED, *FIXED, *GORSE, *(PEERS if peers else ()))
+        rows = run(data_dir, datasets, scenarios, seeds, requests, jobs, specs)
+        done = {(r["dataset"], r["scenario"], r["seed"], r["policy"]) for r in rows}
+        kept = [
+            r
+            for r in results["rows"]
+            if (r["dataset"], r["scenario"], r["seed"], r["policy"]) not in done
+        ]
+        results["rows"] = kept + rows
+        commands = results.setdefault("commands", [])
+        if command not in commands:
+            commands.append(command)
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True
+        )
+        results["commit"] = commit.stdout.strip()
+        plot(results["rows"], out)
+    for row in results["rows"]:  # only the controller's curves are plotted
+        if row["policy"] not in (CONTROLLER, BUDGETED):
+            row.pop("curve", None)
+    path.write_text(json.dumps(results, indent=1))
+    if results["rows"]:
+        (out / "controller.md").write_text(markdown(results))
+        print(summarise(results["rows"]).to_string(), file=sys.stderr)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-dir", type=Path, default=Path("../shared/datasets"))
@@ -365,43 +415,18 @@ def main() -> None:
     parser.add_argument("--part", action="append", choices=["simulate", "overhead"])
     parser.add_argument("--out", type=Path, default=Path("docs/exploration/controller"))
     args = parser.parse_args()
-    import subprocess
-
-    args.out.mkdir(parents=True, exist_ok=True)
-    path = args.out / "results.json"
-    results: dict[str, Any] = json.loads(path.read_text()) if path.exists() else {"rows": []}
-    parts = args.part or ["simulate", "overhead"]
-    if "overhead" in parts:
-        results["overhead"] = overhead()
-        print(results["overhead"], file=sys.stderr)
-    if "simulate" in parts:
-        specs = (CONTROLLER, BUDGETED, *FIXED, *GORSE, *(PEERS if args.peers else ()))
-        rows = run(
-            args.data_dir,
-            args.dataset or ["ml-100k"],
-            args.scenario or list(SCENARIOS),
-            args.seeds,
-            args.requests,
-            args.jobs,
-            specs,
-        )
-        done = {(r["dataset"], r["scenario"], r["seed"], r["policy"]) for r in rows}
-        kept = [
-            r
-            for r in results["rows"]
-            if (r["dataset"], r["scenario"], r["seed"], r["policy"]) not in done
-        ]
-        results["rows"] = kept + rows
-        results["command"] = "python " + " ".join(sys.argv)
-        commit = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True
-        )
-        results["commit"] = commit.stdout.strip()
-        plot(results["rows"], args.out)
-    path.write_text(json.dumps(results, indent=1))
-    if results["rows"]:
-        (args.out / "controller.md").write_text(markdown(results))
-        print(summarise(results["rows"]).to_string(), file=sys.stderr)
+    run_part(
+        args.data_dir,
+        args.dataset or ["ml-100k"],
+        args.scenario or list(SCENARIOS),
+        args.seeds,
+        args.requests,
+        args.jobs,
+        args.peers,
+        args.out,
+        args.part or ["simulate", "overhead"],
+        "python " + " ".join(sys.argv),
+    )
 
 
 if __name__ == "__main__":

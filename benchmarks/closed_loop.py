@@ -170,6 +170,7 @@ def run_policy(
         "explore_share": explored / max(shown, 1),
         "recommend_ms_median": 1000 * float(np.median(latencies)),
         "controller_history": len(exploration.get("history", [])),
+        "exploration": exploration if spec == "adaptive" else None,
     }
 
 
@@ -221,6 +222,11 @@ def main() -> None:
                 rows.append(row)
     args.out.mkdir(parents=True, exist_ok=True)
     command = "python " + " ".join(sys.argv)
+    for row in rows:  # what GET /v1/exploration answered at the end of each adaptive run
+        state = row.pop("exploration")
+        if state is not None:
+            name = f"exploration-{row['scenario']}-seed{row['seed']}.json"
+            (args.out / name).write_text(json.dumps(state, indent=1))
     (args.out / "closed_loop.json").write_text(
         json.dumps({"command": command, "rows": rows}, indent=1)
     )

@@ -456,7 +456,9 @@ def plot_simulation(rows: list[dict[str, Any]], out: Path) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-dir", type=Path, default=Path("../shared/datasets"))
-    parser.add_argument("--part", action="append", choices=["obd", "ope-sim", "timing", "simulate"])
+    parser.add_argument(
+        "--part", action="append", choices=["obd", "ope-sim", "timing", "simulate", "controller"]
+    )
     parser.add_argument("--ope-seeds", type=int, default=8)
     parser.add_argument("--ope-requests", type=int, default=3000)
     parser.add_argument("--dataset", action="append")
@@ -488,6 +490,23 @@ def main() -> None:
         results["ope_sim"] = run_ope_simulation(args.ope_seeds, args.ope_requests)
     if "timing" in parts:
         results["timing"] = run_timing()
+    if "controller" in parts:
+        # The balance controller against every fixed setting: its own report (balance.py).
+        from balance import SCENARIOS as ALL_SCENARIOS
+        from balance import run_part
+
+        run_part(
+            args.data_dir,
+            args.dataset or ["ml-100k"],
+            args.scenario or list(ALL_SCENARIOS),
+            max(args.seeds, 5),
+            args.requests,
+            args.jobs,
+            not args.no_peers,
+            args.out / "controller",
+            ["simulate", "overhead"],
+            "python " + " ".join(sys.argv),
+        )
     if "simulate" in parts:
         specs = tuple(args.policy) if args.policy else OURS + (() if args.no_peers else PEERS)
         rows = run_simulation(

@@ -288,3 +288,51 @@ def test_adaptive_spec_and_defaults() -> None:
     assert policy.controller.config.floor == 0.01 and policy.pool == 10
     assert not policy.pooled  # only new items' evidence is shared across segments
     assert math.isclose(policy.controller.config.start, 0.2)
+
+
+def test_the_controller_values_outcomes_with_the_configured_reward_weights() -> None:
+    """Multi-objective: what a slot earned is click, cart, purchase and revenue weighted as
+    `EQUILIBRA_REWARD` says, delayed events included while the window is open."""
+    from equilibra.explore import RewardConfig
+
+    ledger = FeedbackLedger(RewardConfig(click=1, add_to_cart=2, purchase=5, revenue=0.1), 60.0)
+    policy = Adaptive()
+    ledger.record(
+        "imp", "u", 0.0, ["a", "b"], np.full(2, 0.05), segment="s", placement="home",
+        explore=[False, True], info={"new": []},
+    )  # fmt: skip
+    ledger.observe("u", "a", "click", 10.0)
+    ledger.observe("u", "b", "click", 20.0)
+    ledger.observe("u", "b", "purchase", 50.0, value=30.0)  # 5 + 0.1 · 30, 40 s later
+    ledger.observe("u", "b", "purchase", 70.0, value=30.0)  # after the window: not counted
+    closed = ledger.close_impressions(61.0)
+    assert [o.explore for o in closed[0].outcomes] == [False, True]
+    policy.learn_impression(closed[0])
+    state = policy.controller.keys["home/s"]
+    assert state.exploit_reward == pytest.approx(1.0)
+    assert state.explore_reward == pytest.approx(1.0 + 5.0 + 3.0)
+
+
+def test_reopened_impressions_keep_their_explore_flags() -> None:
+    import pandas as pd
+
+    rows = pd.DataFrame(
+        {
+            "impression_id": ["i1", "i1"],
+            "timestamp": [0.0, 0.0],
+            "user_id": ["u", "u"],
+            "item_id": ["a", "b"],
+            "position": [1, 2],
+            "prior": [0.1, 0.1],
+            "exposure": [1.0, 0.5],
+            "policy": ["adaptive", "adaptive"],
+            "explore": [False, True],
+            "segment": ["s", "s"],
+            "placement": ["home", "home"],
+        }
+    )
+    events = pd.DataFrame(columns=["user_id", "item_id", "event_type", "timestamp"])
+    ledger = FeedbackLedger(window_s=10.0)
+    assert ledger.reopen(rows, events) == 1
+    (closed,) = ledger.close_impressions(100.0)
+    assert [o.explore for o in closed.outcomes] == [False, True]

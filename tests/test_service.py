@@ -505,7 +505,10 @@ def test_the_controller_keeps_budgets_and_explore_constraints_over_http(tmp_path
                     assert int(item["item_id"][1:]) % 2 == 1  # shoes only: hats are excluded
         assert shown["checkout"][1] == 0
         assert 0 < shown["home"][1] <= 0.2 * shown["home"][0]
-        assert reasons and all("exploring" in reason for reason in reasons)
+        assert reasons and all(
+            "exploring: uncertain" in reason or "exploring: new item" in reason
+            for reason in reasons
+        )
         state = c.get("/v1/exploration", headers=READ).json()
         spent = {s["placement"]: s["budget_spent"] for s in state["segments"]}
         assert spent["checkout"]["explored_slots"] == 0

@@ -400,7 +400,10 @@ def place_pins(
             e = drawn.pop(0)
             reason = reasons.get(str(e.item), "trending")
             if e.explore:
-                reason = "new — exploring" if reason == "new" else f"{reason} — exploring"
+                # What the item is, and why the policy explored it (the controller's reason:
+                # an uncertain candidate at the segment's rate, or a new item's guarantee).
+                why = e.reason.removeprefix("explore: ")
+                reason = f"{reason} — exploring: {why}"
             shown.append(
                 Shown(
                     str(e.item), position, e.score, e.propensity, e.propensity_error,
