@@ -161,8 +161,22 @@ class ModelArtifact:
     def load(cls, folder: Path | str, version: int | None = None) -> ModelArtifact:
         """A model folder's current version (or `version`), or a single artifact folder."""
         folder = Path(folder)
+        if version is None and (folder / CURRENT).exists():
+            # The current version can be pruned while it is read, when newer ones are
+            # published faster than it loads (`keep`): read whichever is current then.
+            for _ in range(3):
+                path = folder / _version_name(current(folder))
+                try:
+                    return cls._load_folder(path)
+                except (FileNotFoundError, EquilibraError):
+                    if path.exists():  # not pruned: a real error
+                        raise
         if (folder / CURRENT).exists() or version is not None:
             folder = folder / _version_name(version if version is not None else current(folder))
+        return cls._load_folder(folder)
+
+    @classmethod
+    def _load_folder(cls, folder: Path) -> ModelArtifact:
         meta_path = folder / "equilibra.json"
         if not meta_path.exists():
             raise EquilibraError(f"model: {folder} is not a model directory (no equilibra.json)")
