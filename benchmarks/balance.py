@@ -255,7 +255,10 @@ def markdown(results: dict[str, Any]) -> str:
         "# The balance controller in the simulator",
         "",
         "Made by "
-        + ", then ".join(f"`{c}`" for c in results.get("commands", []))
+        + ", then ".join(
+            f"`{c}`"
+            for c in [*filter(None, [results.get("command")]), *results.get("commands", [])]
+        )
         + f" (last at {results.get('commit')}).",
         "",
         "Reward is the raw value per request (click 1, add-to-cart 2, purchase 5), mean over "
