@@ -336,3 +336,15 @@ def test_reopened_impressions_keep_their_explore_flags() -> None:
     assert ledger.reopen(rows, events) == 1
     (closed,) = ledger.close_impressions(100.0)
     assert [o.explore for o in closed.outcomes] == [False, True]
+
+
+def test_the_new_item_guarantee_slows_when_new_items_prove_poor() -> None:
+    """New items that never convert: the guarantee is paid more slowly (every owed item
+    still gets exposure), and the explanation says why."""
+    policy = Adaptive(start=0.01, floor=0.0, new_rate=0.05, new_width=0.05)
+    run_shop(policy, 1500, lambda index, now, rank: 0.0 if index >= 25 else 0.3)
+    key = next(iter(policy.controller.keys))
+    assert policy.controller.new_pace(key) < 0.5
+    assert all(n > 0 for n, _ in policy.new_evidence.values())
+    explained = policy.controller.explain()["segments"][0]["why"]
+    assert "guarantee is paid at" in explained

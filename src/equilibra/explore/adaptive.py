@@ -52,7 +52,7 @@ class Adaptive(SlotStreamPolicy):
         new_age: float = 7 * 86400.0,
         new_width: float = 0.35,
         new_rate: float = 0.01,
-        new_cap: float = 0.3,
+        new_cap: float = 0.15,
         budget: Budget | None = None,
         **kwargs: object,
     ) -> None:
@@ -142,7 +142,9 @@ class Adaptive(SlotStreamPolicy):
         allowed, gate = self.controller.allows(c.placement, k, c.timestamp)
         # Shares on a grid of 0.001 (rounded down, so caps hold): the same streams recur
         # request after request, and their exact marginals are computed once.
-        new_share = _grid(min(self.new_cap, self.new_rate * len(new_pool), rates.share_cap))
+        pace = self.controller.new_pace(key)
+        owed_share = self.new_rate * len(new_pool) * pace
+        new_share = _grid(min(self.new_cap, owed_share, rates.share_cap))
         epsilon = _grid(min(rates.epsilon, rates.share_cap - new_share))
         challengers = {
             m: _grid(min(eps, rates.share_cap - new_share)) for m, eps in rates.challengers.items()
@@ -198,6 +200,7 @@ class Adaptive(SlotStreamPolicy):
             "streams": streams.tolist(),
             "probs": plan.probs.tolist(),
             "sizes": list(plan.sizes),
+            "pools": names,
             "challengers": challengers,
             "charges": charges,
             "new": notes["new"],

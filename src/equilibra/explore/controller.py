@@ -47,6 +47,14 @@ if TYPE_CHECKING:
     from equilibra.explore.feedback import ClosedImpression
 
 HISTORY_LIMIT = 500
+VALUE_FIELDS = (
+    "exploit_reward",
+    "exploit_exposure",
+    "explore_reward",
+    "explore_exposure",
+    "new_reward",
+    "new_exposure",
+)
 VALUE_CLIP = (1.0 / 16, 2.0)
 SCALE_LIMITS = (1.0 / 64, 8.0)
 
@@ -91,6 +99,8 @@ class KeyState:
     exploit_exposure: float = 0.0
     explore_reward: float = 0.0
     explore_exposure: float = 0.0
+    new_reward: float = 0.0  # slots the new-item guarantee filled
+    new_exposure: float = 0.0
     boost: float = 0.0
     alarms: int = 0
     impressions: int = 0
@@ -108,6 +118,12 @@ class KeyState:
         exploit = self.exploit_value()
         explore = (self.explore_reward + ref * exploit) / (self.explore_exposure + 1.0)
         return explore / exploit
+
+    def new_ratio(self, ref: float) -> float:
+        """What a slot of the new-item guarantee earns relative to an exploit slot (shrunk
+        towards `ref` by one pseudo-slot)."""
+        exploit = self.exploit_value()
+        return (self.new_reward + ref * exploit) / (self.new_exposure + 1.0) / exploit
 
 
 @dataclass
@@ -193,7 +209,10 @@ class BalanceController:
             raw = scale * uncertainty * value + state.boost
             return float(min(max(raw, cfg.floor), share_cap))
 
+        new_ratio = state.new_ratio(cfg.value_ref)
         why = {
+            "new_item_value_ratio": new_ratio,
+            "new_item_pace": self.new_pace(key),
             "evidence_since_change": state.evidence,
             "uncertainty": uncertainty,
             "explore_value_ratio": state.value_ratio(cfg.value_ref),
@@ -205,6 +224,14 @@ class BalanceController:
         }
         challengers = {m: epsilon(arena.scale * m) for m in cfg.challengers}
         return Rates(epsilon(arena.scale), share_cap, why, challengers)
+
+    def new_pace(self, key: str) -> float:
+        """How fast the new-item guarantee is paid out: full speed while new items earn what
+        the value reference expects, slower (never below 1/16) when they prove poor — every
+        owed item still gets its exposure, over more requests."""
+        cfg = self.config
+        ratio = self._state(key).new_ratio(cfg.value_ref) / cfg.value_ref
+        return float(min(max(ratio**cfg.value_power, VALUE_CLIP[0]), 1.0))
 
     def allows(self, placement: str, k: int, now: float | None = None) -> tuple[bool, str]:
         """May a slate of k explore at all (the budgets' worst case: every slot explores)?"""
@@ -272,12 +299,18 @@ class BalanceController:
         key = closed.key
         state = self._state(key)
         memory = 1.0 - 1.0 / cfg.memory
-        for name in ("exploit_reward", "exploit_exposure", "explore_reward", "explore_exposure"):
+        for name in VALUE_FIELDS:
             setattr(state, name, getattr(state, name) * memory)
         exploit_reward = exploit_exposure = 0.0
         learnable = [o for o in closed.outcomes if o.learnable]
-        for outcome in learnable:
-            if outcome.explore:
+        info = closed.info or {}
+        streams, pools = info.get("streams"), info.get("pools")
+        for j, outcome in enumerate(learnable):
+            stream = streams[j] if streams is not None and j < len(streams) else None
+            if outcome.explore and pools and stream and pools[stream - 1] == "new":
+                state.new_reward += outcome.raw_reward
+                state.new_exposure += outcome.exposure
+            elif outcome.explore:
                 state.explore_reward += outcome.raw_reward
                 state.explore_exposure += outcome.exposure
             else:
@@ -316,7 +349,7 @@ class BalanceController:
         state.alarms += 1
         state.boost = max(state.boost, cfg.drift_boost)
         state.evidence *= cfg.stale_factor
-        for name in ("exploit_reward", "exploit_exposure", "explore_reward", "explore_exposure"):
+        for name in VALUE_FIELDS:
             setattr(state, name, getattr(state, name) * cfg.stale_factor)
         self._log(
             key,
@@ -513,6 +546,11 @@ def _sentence(rates: Rates) -> str:
         f"exploration earns {why['explore_value_ratio']:.2f}× an exploit slot "
         f"(factor {why['value_factor']:.2f})",
     ]
+    if why["new_item_pace"] < 1.0:
+        parts.append(
+            f"new items earn {why['new_item_value_ratio']:.2f}× an exploit slot: their "
+            f"guarantee is paid at {why['new_item_pace']:.2f} of full speed"
+        )
     if why["drift_boost"] > 1e-4:
         parts.append(f"drift boost {why['drift_boost']:.3f} after a detected change")
     if why["champion_scale"] != 1.0:
