@@ -244,7 +244,9 @@ def summarise(rows: list[dict[str, Any]]) -> pd.DataFrame:
 
 
 def _number(value: Any) -> float | None:
-    return None if value is None or not np.isfinite(value) else float(value)
+    if value is None or (isinstance(value, float) and not np.isfinite(value)):
+        return None
+    return float(value)
 
 
 def markdown(results: dict[str, Any]) -> str:
@@ -273,11 +275,8 @@ def markdown(results: dict[str, Any]) -> str:
     ]
     for r in summary.itertuples():
         peer = "–" if r.best_peer is None else f"{r.best_peer} {r.best_peer_reward:.4f}"
-        first = (
-            "–"
-            if r.first_click_controller is None
-            else f"{r.first_click_controller:.0f} / {_fmt(r.first_click_best_fixed, 0)}"
-        )
+        mine, theirs = _number(r.first_click_controller), _number(r.first_click_best_fixed)
+        first = "–" if mine is None else f"{mine:.0f} / {_fmt(theirs, 0)}"
         lines.append(
             f"| {r.dataset} | {r.scenario} | {r.controller:.4f} | {r.best_fixed} "
             f"{r.best_fixed_reward:.4f} | {r.ratio_mean:.3f} ± {r.ratio_std:.3f} "
@@ -369,6 +368,7 @@ def run_part(
     out: Path,
     parts: list[str],
     command: str,
+    only: list[str] | None = None,
 ) -> None:
     """Run and report; rows of earlier runs (other datasets, scenarios) are kept."""
     import subprocess
@@ -381,6 +381,8 @@ def run_part(
         print(results["overhead"], file=sys.stderr)
     if "simulate" in parts:
         specs = (CONTROLLER, BUDGETED, *FIXED, *GORSE, *(PEERS if peers else ()))
+        if only:
+            specs = tuple(only)
         rows = run(data_dir, datasets, scenarios, seeds, requests, jobs, specs)
         done = {(r["dataset"], r["scenario"], r["seed"], r["policy"]) for r in rows}
         kept = [
@@ -417,6 +419,7 @@ def main() -> None:
     parser.add_argument("--peers", action="store_true")
     parser.add_argument("--part", action="append", choices=["simulate", "overhead"])
     parser.add_argument("--out", type=Path, default=Path("docs/exploration/controller"))
+    parser.add_argument("--only", action="append", help="run only these specs")
     args = parser.parse_args()
     run_part(
         args.data_dir,
@@ -429,6 +432,7 @@ def main() -> None:
         args.out,
         args.part or ["simulate", "overhead"],
         "python " + " ".join(sys.argv),
+        args.only,
     )
 
 
