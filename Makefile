@@ -24,6 +24,9 @@ bench-exploration:
 	.venv/bin/python benchmarks/exploration.py --data-dir $(DATA) --part obd --out docs/exploration
 	.venv/bin/python benchmarks/exploration.py --data-dir $(DATA) --part timing --out docs/exploration
 	.venv/bin/python benchmarks/exploration.py --data-dir $(DATA) --part simulate --dataset ml-100k --requests 5000 --seeds 3 --jobs 2 --out docs/exploration
+	.venv/bin/python benchmarks/balance.py --data-dir $(DATA) --dataset ml-100k --dataset ml-latest-small --dataset taobao --seeds 5 --requests 5000 --jobs 2 --out docs/exploration/controller
+	.venv/bin/python benchmarks/balance.py --data-dir $(DATA) --dataset ml-100k --seeds 3 --requests 5000 --jobs 2 --part simulate --only adaptive --only greedy --only egreedy:0.05 --only vw-epsilon-decay --only vw-ccb:0.1 --out docs/exploration/controller/peers
+	.venv/bin/python benchmarks/closed_loop.py --data-dir $(DATA) --requests 3000 --out docs/exploration/controller
 
 bench-scale:
 	bash scripts/setup.sh
