@@ -65,9 +65,14 @@ class Client:
         self.connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
 
     def post(self, path: str, body: object) -> Any:
-        payload = json.dumps(body)
+        return self.call("POST", path, json.dumps(body))
+
+    def get(self, path: str) -> Any:
+        return self.call("GET", path, None)
+
+    def call(self, method: str, path: str, payload: str | None) -> Any:
         headers = {"Authorization": f"Bearer {KEY}", "Content-Type": "application/json"}
-        self.connection.request("POST", path, payload, headers)
+        self.connection.request(method, path, payload, headers)
         answer = self.connection.getresponse()
         data = answer.read()
         if answer.status != 200:
@@ -157,7 +162,7 @@ def run_policy(
                     reward += value
             if events:
                 client.post("/v1/events", events)
-        exploration = json.loads(_get(port, "/v1/exploration"))
+        exploration = client.get("/v1/exploration")
     finally:
         stop(process)
     return {
@@ -172,12 +177,6 @@ def run_policy(
         "controller_history": len(exploration.get("history", [])),
         "exploration": exploration if spec == "adaptive" else None,
     }
-
-
-def _get(port: int, path: str) -> bytes:
-    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-    connection.request("GET", path, headers={"Authorization": f"Bearer {KEY}"})
-    return connection.getresponse().read()
 
 
 def markdown(rows: list[dict[str, Any]], command: str) -> str:

@@ -23,6 +23,8 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from peers import make_policy
+
 from equilibra.evaluate.bandit_logs import evaluate_on_log, fit_reward_model, read_obd
 from equilibra.evaluate.ope import bootstrap, estimate, point_estimates
 from equilibra.evaluate.simulate import SCENARIOS, SimConfig, Simulator, World
@@ -233,14 +235,6 @@ def _propensity_accuracy(
 # --- simulator ---
 
 
-def _make(spec: str) -> Any:
-    if spec.startswith(("vw-", "mab-")):
-        from peers import make_peer
-
-        return make_peer(spec)
-    return parse_policy(spec)
-
-
 def simulate_task(task: tuple[str, str, int, int, tuple[str, ...], str]) -> list[dict[str, Any]]:
     data_dir, dataset, seed, requests, specs, scenario = task
     from equilibra.data.datasets import load_real
@@ -251,7 +245,7 @@ def simulate_task(task: tuple[str, str, int, int, tuple[str, ...], str]) -> list
     simulator = Simulator(world, config)
     rows = []
     for spec in specs:
-        result = simulator.run(_make(spec), log_propensities=False)
+        result = simulator.run(make_policy(spec), log_propensities=False)
         rows.append(
             {
                 "dataset": dataset,

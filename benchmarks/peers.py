@@ -254,3 +254,12 @@ def make_peer(spec: str) -> VowpalSlate | VowpalConditionalSlate | MabwiserSlate
     if name == "mab-linucb":
         return MabwiserSlate("linucb", alpha=float(value or 1.0))
     raise ValueError(f"unknown peer {spec!r}")
+
+
+def make_policy(spec: str) -> Any:
+    """An Equilibra policy from its spec, or a peer behind its adapter (`vw-…`, `mab-…`)."""
+    if spec.startswith(("vw-", "mab-")):
+        return make_peer(spec)
+    from equilibra.explore import parse_policy
+
+    return parse_policy(spec)

@@ -74,11 +74,6 @@ class Adaptive(SlotStreamPolicy):
         # Per new item: (looked-at exposures, scaled reward), pooled over segments.
         self.new_evidence: dict[str, list[float]] = {}
         self._request: tuple[Candidates, dict[str, object]] | None = None
-        self.spec = "adaptive"
-
-    @property
-    def exploration_rate(self) -> float:
-        return self._explore_share
 
     # --- the request ------------------------------------------------------------------------
 
@@ -126,10 +121,11 @@ class Adaptive(SlotStreamPolicy):
         rest = ranking[k:]
         if c.explorable is not None:
             rest = rest[c.explorable[rest]]
+        young = np.zeros(len(c), dtype=bool) if c.age is None else c.age < self.new_age
         new = np.zeros(len(c), dtype=bool)
-        if c.age is not None and len(rest):
-            young = rest[c.age[rest] < self.new_age]
-            new[young[self._owed(c.items[young])]] = True
+        if len(rest):
+            candidates = rest[young[rest]]
+            new[candidates[self._owed(c.items[candidates])]] = True
         new_pool = rest[new[rest]]
         known = rest[~new[rest]]
         optimism = (
@@ -138,12 +134,11 @@ class Adaptive(SlotStreamPolicy):
         uncertain = known[_top(optimism, min(self.pool, len(known)))] if len(known) else known
 
         key = self._key(c.segment, c.placement)
-        rates = self.controller.rates(key, c.placement, c.timestamp)
-        allowed, gate = self.controller.allows(c.placement, k, c.timestamp)
+        rates = self.controller.rates(key, c.placement)
+        allowed = self.controller.allows(c.placement, k, c.timestamp)
         # Shares on a grid of 0.001 (rounded down, so caps hold): the same streams recur
         # request after request, and their exact marginals are computed once.
-        pace = self.controller.new_pace(key)
-        owed_share = self.new_rate * len(new_pool) * pace
+        owed_share = self.new_rate * len(new_pool) * rates.new_pace
         new_share = _grid(min(self.new_cap, owed_share, rates.share_cap))
         epsilon = _grid(min(rates.epsilon, rates.share_cap - new_share))
         challengers = {
@@ -157,13 +152,9 @@ class Adaptive(SlotStreamPolicy):
             {
                 "key": key,
                 "epsilon": epsilon,
-                "new_share": new_share,
-                "gate": gate,
                 "why": rates.why,
                 "challengers": challengers,
-                "new": c.items[np.flatnonzero(c.age < self.new_age)].tolist()
-                if c.age is not None
-                else [],
+                "new": c.items[young].tolist(),
             },
         )
         pools = [
@@ -204,8 +195,6 @@ class Adaptive(SlotStreamPolicy):
             "challengers": challengers,
             "charges": charges,
             "new": notes["new"],
-            "epsilon": notes["epsilon"],
-            "new_share": notes["new_share"],
         }
         return slate
 
@@ -227,7 +216,8 @@ class Adaptive(SlotStreamPolicy):
             for key in changed:
                 placement, segment = split_key(key)
                 self.arms.scale(self._key(segment, placement), factor)
-            self.arms.scale(self._pool_key(closed.placement), factor)
+            if self.pooled:
+                self.arms.scale(self._pool_key(closed.placement), factor)
 
     # --- persistence ------------------------------------------------------------------------
 

@@ -99,10 +99,11 @@ class PlacementSpend:
     def share_allows(self, k: int, max_share: float) -> bool:
         return self.explored + k <= max_share * (self.slots + k) + 1e-9
 
-    def loss_allows(self, worst_case: float, slate_value: float, max_loss: float | None) -> bool:
+    def loss_allows(self, slate_value: float, max_loss: float | None) -> bool:
+        """The worst case of a slate that explores every slot is losing its whole value."""
         if max_loss is None:
             return True
-        return self.charged + worst_case <= max_loss * (self.value + slate_value) + 1e-12
+        return self.charged + slate_value <= max_loss * (self.value + slate_value) + 1e-12
 
     def as_dict(self, budget: Budget, placement: str) -> dict[str, object]:
         share = self.explored / self.slots if self.slots else 0.0

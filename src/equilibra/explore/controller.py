@@ -142,19 +142,13 @@ class Rates:
     share_cap: float
     why: dict[str, float]
     challengers: dict[float, float]  # multiplier → the epsilon that challenger would use
+    new_pace: float  # the share of full speed the new-item guarantee is paid at
 
 
 class BalanceController:
-    def __init__(
-        self,
-        config: ControllerConfig | None = None,
-        budget: Budget | None = None,
-        exposure: Sequence[float] | None = None,
-    ) -> None:
+    def __init__(self, config: ControllerConfig | None = None, budget: Budget | None = None):
         self.config = config or ControllerConfig()
         self.budget = budget or Budget()
-        # P(position j + 1 is looked at): what a slot is worth when the budget charges it.
-        self.exposure = None if exposure is None else np.asarray(exposure, dtype=float)
         self.keys: dict[str, KeyState] = {}
         self.placement_detectors: dict[str, BatchedDetector] = {}
         self.spend: dict[str, PlacementSpend] = {}
@@ -196,26 +190,32 @@ class BalanceController:
             self.now = max(self.now, now)
         return self.now if math.isfinite(self.now) else 0.0
 
-    def rates(self, key: str, placement: str, now: float | None = None) -> Rates:
+    def _factor(self, ratio: float, most: float) -> float:
+        """A measured value ratio as a multiplier: (ratio / value_ref)^value_power, clipped."""
+        cfg = self.config
+        return float(min(max((ratio / cfg.value_ref) ** cfg.value_power, VALUE_CLIP[0]), most))
+
+    def rates(self, key: str, placement: str) -> Rates:
         cfg = self.config
         state = self._state(key)
         arena = self._arena(placement)
         uncertainty = cfg.start * (1.0 + state.evidence / cfg.half_evidence) ** (-1.0 / 3.0)
-        ratio = state.value_ratio(cfg.value_ref) / cfg.value_ref
-        value = min(max(ratio**cfg.value_power, VALUE_CLIP[0]), VALUE_CLIP[1])
+        explore_ratio = state.value_ratio(cfg.value_ref)
+        value = self._factor(explore_ratio, VALUE_CLIP[1])
+        new_ratio = state.new_ratio(cfg.value_ref)
+        new_pace = self._factor(new_ratio, 1.0)
         share_cap = min(cfg.cap, self.budget.share_for(placement))
 
         def epsilon(scale: float) -> float:
             raw = scale * uncertainty * value + state.boost
             return float(min(max(raw, cfg.floor), share_cap))
 
-        new_ratio = state.new_ratio(cfg.value_ref)
         why = {
             "new_item_value_ratio": new_ratio,
-            "new_item_pace": self.new_pace(key),
+            "new_item_pace": new_pace,
             "evidence_since_change": state.evidence,
             "uncertainty": uncertainty,
-            "explore_value_ratio": state.value_ratio(cfg.value_ref),
+            "explore_value_ratio": explore_ratio,
             "value_factor": value,
             "drift_boost": state.boost,
             "champion_scale": arena.scale,
@@ -223,32 +223,21 @@ class BalanceController:
             "cap": share_cap,
         }
         challengers = {m: epsilon(arena.scale * m) for m in cfg.challengers}
-        return Rates(epsilon(arena.scale), share_cap, why, challengers)
+        return Rates(epsilon(arena.scale), share_cap, why, challengers, new_pace)
 
     def new_pace(self, key: str) -> float:
         """How fast the new-item guarantee is paid out: full speed while new items earn what
         the value reference expects, slower (never below 1/16) when they prove poor — every
         owed item still gets its exposure, over more requests."""
-        cfg = self.config
-        ratio = self._state(key).new_ratio(cfg.value_ref) / cfg.value_ref
-        return float(min(max(ratio**cfg.value_power, VALUE_CLIP[0]), 1.0))
+        return self._factor(self._state(key).new_ratio(self.config.value_ref), 1.0)
 
-    def allows(self, placement: str, k: int, now: float | None = None) -> tuple[bool, str]:
-        """May a slate of k explore at all (the budgets' worst case: every slot explores)?"""
-        now = self.advance(now)
-        spend = self._spend(placement, now)
-        if not spend.share_allows(k, self.budget.share_for(placement)):
-            return False, "budget: the placement's exploration share is spent for this period"
-        value = self._slate_value(placement, k)
-        if not spend.loss_allows(value, value, self.budget.max_loss):
-            return False, "budget: the estimated loss allowed this period is spent"
-        return True, ""
-
-    def _exposures(self, k: int) -> np.ndarray:
-        if self.exposure is None:
-            return np.ones(k)
-        curve = self.exposure
-        return curve[np.minimum(np.arange(k), len(curve) - 1)]
+    def allows(self, placement: str, k: int, now: float | None = None) -> bool:
+        """May a slate of k explore at all (the budgets' worst case: every slot explores,
+        and earns nothing)? Each slot is charged what an exploit slot earns."""
+        spend = self._spend(placement, self.advance(now))
+        return spend.share_allows(k, self.budget.share_for(placement)) and spend.loss_allows(
+            k * self._placement_value(placement), self.budget.max_loss
+        )
 
     def _placement_value(self, placement: str) -> float:
         """Reward per looked-at exploit slot over the placement's keys."""
@@ -259,9 +248,6 @@ class BalanceController:
                 exposure += state.exploit_exposure
         return (reward + 0.05) / (exposure + 1.0)
 
-    def _slate_value(self, placement: str, k: int) -> float:
-        return float(self._exposures(k).sum()) * self._placement_value(placement)
-
     def charge(
         self, key: str, placement: str, explore: np.ndarray, now: float | None
     ) -> list[float]:
@@ -269,12 +255,11 @@ class BalanceController:
         now = self.advance(now)
         spend = self._spend(placement, now)
         k = len(explore)
-        exposures = self._exposures(k)
         rate = self._placement_value(placement)
-        charges = np.where(explore, exposures * rate, 0.0)
+        charges = np.where(explore, rate, 0.0)
         spend.slots += k
         spend.explored += int(np.count_nonzero(explore))
-        spend.value += float(exposures.sum()) * rate
+        spend.value += k * rate
         spend.charged += float(charges.sum())
         state = self._state(key)
         state.slots += k
@@ -366,10 +351,10 @@ class BalanceController:
         if not charges:
             return
         spend = self.spend.get(closed.placement)
-        if spend is None or not spend.period_start <= closed.timestamp:
-            return
-        if closed.timestamp >= spend.period_start + self.budget.period:
-            return
+        if spend is None or not (
+            spend.period_start <= closed.timestamp < spend.period_start + self.budget.period
+        ):
+            return  # charged in a period that has ended
         for outcome, charge in zip(learnable, charges, strict=False):
             if charge > 0:  # the loss of an explored slot: its charge less what it earned
                 spend.charged -= outcome.raw_reward

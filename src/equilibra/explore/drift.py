@@ -75,11 +75,7 @@ class PageHinkley:
 
     @classmethod
     def from_state(cls, state: dict[str, float]) -> PageHinkley:
-        detector = cls(float(state["delta"]), float(state["threshold"]), int(state["min_samples"]))
-        for name in ("mean", "m2", "up", "up_min", "down", "down_max"):
-            setattr(detector, name, float(state[name]))
-        detector.n = int(state["n"])
-        return detector
+        return cls(**state)  # type: ignore[arg-type]
 
 
 @dataclass
@@ -107,20 +103,9 @@ class BatchedDetector:
         return self.test.update(sample)
 
     def state_dict(self) -> dict[str, object]:
-        return {
-            "test": self.test.state_dict(),
-            "batch": self.batch,
-            "reward": self.reward,
-            "exposure": self.exposure,
-            "count": self.count,
-        }
+        return {**asdict(self), "test": self.test.state_dict()}
 
     @classmethod
     def from_state(cls, state: dict[str, object]) -> BatchedDetector:
-        return cls(
-            PageHinkley.from_state(state["test"]),  # type: ignore[arg-type]
-            int(state["batch"]),  # type: ignore[call-overload]
-            float(state["reward"]),  # type: ignore[arg-type]
-            float(state["exposure"]),  # type: ignore[arg-type]
-            int(state["count"]),  # type: ignore[call-overload]
-        )
+        rest = {k: v for k, v in state.items() if k != "test"}
+        return cls(PageHinkley.from_state(state["test"]), **rest)  # type: ignore[arg-type]

@@ -55,6 +55,4 @@ class RunningGain:
 
     @classmethod
     def from_state(cls, state: dict[str, float]) -> RunningGain:
-        gain = cls(float(state["alpha"]), int(state["tight_at"]))
-        gain.n, gain.mean, gain.m2 = int(state["n"]), float(state["mean"]), float(state["m2"])
-        return gain
+        return cls(**state)  # type: ignore[arg-type]

@@ -68,6 +68,7 @@ class Engine:
             self.policy.new_age = self.state.config.new_item_age_s
         self.ledger = FeedbackLedger(settings.rewards, window_s=settings.attribution_window)
         self.rules: dict[str, Rule] = {}
+        self.explore_excluded = settings.explore_excluded  # parsed once, read every request
         self.counters = Counters()
         self.clock = float("-inf")
         self.rng = np.random.default_rng(settings.seed)

@@ -77,7 +77,7 @@ def recommend(body: RecommendIn, request: Request) -> JSONResponse:
         base_rate,
         engine.segment(req.user_id),
         engine.catalog,
-        settings.explore_excluded,
+        engine.explore_excluded,
         model,
     )
     slate = engine.explore(candidates, req.k)
