@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from equilibra.data.interactions import Interactions
-from equilibra.models.base import Recommender
+from equilibra.models.base import Recommender, SparseScores
 from equilibra.models.content import ContentBased
 from equilibra.models.ease import EASE
 from equilibra.models.factorization import ALS, BPR
@@ -20,6 +20,7 @@ from equilibra.models.neighbours import ItemKNN, RP3Beta, UserKNN
 from equilibra.models.popularity import Popularity
 from equilibra.models.recent import RecentItems
 from equilibra.models.sequence import CoVisitation
+from equilibra.rank.hybrid import Hybrid
 
 N_USERS, N_ITEMS = 40, 20
 
@@ -36,6 +37,7 @@ PERSONALISED = [
     ContentBased(),
     CoVisitation(window=10, recent=10),
     RP3Beta(beta=0.3, k=10),
+    Hybrid(),  # the serving default: recent + co-visitation + item-kNN
 ]
 OTHERS = [Popularity(), Popularity(half_life_days=3, by_category=True), RecentItems()]
 
@@ -200,6 +202,30 @@ def test_fast_recommend_paths_match_the_generic_one(model, blocks):
     slow_items, slow_scores = Recommender.recommend(model, users, 15, exclude=x.interacted())
     assert np.allclose(fast_scores, slow_scores, rtol=1e-4, atol=1e-5)
     assert ((fast_items == slow_items) | np.isclose(fast_scores, slow_scores)).all()
+
+
+@pytest.mark.parametrize(
+    "components",
+    [
+        None,
+        [{"algorithm": "covisit", "weight": 1.0}, {"algorithm": "popularity", "weight": 0.0},
+         {"algorithm": "itemknn", "weight": 0.5}],
+        [{"algorithm": "recent", "weight": 2.0}, {"algorithm": "itemknn", "weight": 1.0}],
+    ],
+)  # fmt: skip
+def test_hybrid_one_user_path_matches_the_batch_blend(components, blocks) -> None:
+    """A serving request scores one user through `_blend_one_row`; a batch goes through scipy."""
+    x, items = blocks
+    model = Hybrid(components).fit(x, items)
+    batch_items, batch_scores = model.recommend(np.arange(N_USERS), 12, exclude=x.interacted())
+    for user in range(N_USERS):
+        one_items, one_scores = model.recommend(np.array([user]), 12, exclude=x.interacted())
+        assert np.allclose(one_scores[0], batch_scores[user])
+        same = (one_items[0] == batch_items[user]) | np.isclose(one_scores[0], batch_scores[user])
+        assert same.all()
+    one, batch = model._score_users(np.array([0])), model._score_users(np.arange(3))
+    if isinstance(one, SparseScores):  # the blended background is made once, for both paths
+        assert one.background is batch.background
 
 
 @settings(max_examples=60, deadline=None)

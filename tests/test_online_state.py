@@ -44,6 +44,9 @@ def test_top_and_newest_match_a_full_scan(stream, n, max_age) -> None:
             # The same keys in the same order (ties may pick either item).
             keys = [counters.key[counters.index[i]] for i, _ in top]
             np.testing.assert_allclose(keys, brute_top(counters, n))  # shapes too
+            fewer = counters.top(max(1, n // 2), clock)  # the sorted leaders, reused
+            keys = [counters.key[counters.index[i]] for i, _ in fewer]
+            np.testing.assert_allclose(keys, brute_top(counters, max(1, n // 2)))
             newest = counters.newest(n, clock, max_age)
             np.testing.assert_allclose(
                 [a for _, a in newest], brute_newest(counters, n, clock, max_age)

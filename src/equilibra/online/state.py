@@ -83,18 +83,24 @@ class _Leaders:
         self.slots: set[int] | None = None
         self.threshold = np.inf
         self.depth = 0
+        # The set sorted best first, kept until a touch or a scan changes it: between events,
+        # every request asks for the same leaders.
+        self._order: np.ndarray | None = None
 
     def touch(self, slot: int, value: float) -> None:
         if self.slots is not None and value >= self.threshold:
             self.slots.add(slot)
+            self._order = None
 
     def best(self, values: np.ndarray, n: int) -> np.ndarray:
         """The slots of the `n` largest `values`, best first."""
         if self.slots is None or n > self.depth or len(self.slots) > 8 * self.depth:
             self._scan(values, max(4 * n, self.min_depth))
         assert self.slots is not None
-        slots = np.fromiter(self.slots, dtype=np.int64, count=len(self.slots))
-        return slots[np.argsort(-values[slots], kind="stable")[:n]]
+        if self._order is None:
+            slots = np.fromiter(self.slots, dtype=np.int64, count=len(self.slots))
+            self._order = slots[np.argsort(-values[slots], kind="stable")]
+        return self._order[:n]
 
     def _scan(self, values: np.ndarray, depth: int) -> None:
         size = len(values)
@@ -105,6 +111,7 @@ class _Leaders:
             best, self.threshold = np.arange(size), -np.inf
         self.depth = depth
         self.slots = set(best.tolist())
+        self._order = None
 
 
 class ItemCounters:

@@ -14,6 +14,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from equilibra.data.interactions import Interactions
+from equilibra.models import leaders
 from equilibra.models.base import (
     Recommender,
     SparseScores,
@@ -69,6 +70,8 @@ class Hybrid(Recommender):
 
     def _score_users(self, users: np.ndarray) -> np.ndarray | SparseScores:
         raw = [m._score_users(users) for m in self.models_]
+        if len(users) == 1 and all(isinstance(r, SparseScores) for r in raw):
+            return self._blend_one_row(raw)  # type: ignore[arg-type]
         if all(isinstance(r, SparseScores) for r in raw):
             # All parts sparse: blend sparse parts and backgrounds, never the full catalogue.
             scaled = [r.scaled() for r in raw]
@@ -89,6 +92,32 @@ class Hybrid(Recommender):
             if weight:
                 total += weight * minmax_rows(dense_scores(scores).astype(np.float64))
         return total
+
+    def _blend_one_row(self, raw: list[SparseScores]) -> SparseScores:
+        """The sparse blend below for one user (a serving request), in plain numpy.
+
+        The same arithmetic as `SparseScores.scaled` and the weighted sum, without the half
+        dozen scipy matrices the batch path builds and checks: ~0.3 ms of a request otherwise.
+        """
+        items, values = [], []
+        for weight, part in zip(self.weights, raw, strict=True):
+            row = part.matrix.tocsr()
+            if not weight or not row.nnz:
+                continue
+            top = 0.0 if part.background is None else leaders.maximum(part.background)
+            bound = float(row.data.max()) + top
+            bound = 1.0 if bound <= 0 else bound
+            items.append(row.indices)
+            values.append(weight * (row.data / np.asarray(bound, dtype=row.data.dtype)))
+        background = self._blended_background([r.background for r in raw])
+        if not items:
+            return SparseScores(sp.csr_matrix((1, self.n_items_)), background)
+        cells, inverse = np.unique(np.concatenate(items), return_inverse=True)
+        sums = np.bincount(inverse, weights=np.concatenate(values), minlength=len(cells))
+        matrix = sp.csr_matrix(
+            (sums, cells, np.array([0, len(cells)])), shape=(1, self.n_items_), copy=False
+        )
+        return SparseScores(matrix, background)
 
     def _blended_background(self, backgrounds: list[np.ndarray | None]) -> np.ndarray | None:
         """The weighted sum of the parts' fixed backgrounds, made once: the same array on every

@@ -40,6 +40,8 @@ from equilibra.store import Store, open_store
 log = logging.getLogger("equilibra.service")
 DAY = 86_400.0
 SNAPSHOT = "policy"  # the store's snapshot of the policy and what goes with it
+# What `ingest` reads of each event, in this order.
+_INGEST_COLUMNS = (C.event_id, C.user, C.item, C.event_type, C.timestamp, C.value, C.impression_id)
 SNAPSHOT_EVERY_S = 5.0  # at most this often (wall time) while impressions keep closing
 
 
@@ -224,26 +226,36 @@ class Engine:
     def ingest(self, events: pd.DataFrame) -> tuple[int, int]:
         """Store validated events (durable before this returns), then learn the new ones.
         -> (accepted, duplicates)."""
+        # Plain lists, not pandas, past this point: a request's batch is a few events and a
+        # pandas call costs as much for ten rows as for ten thousand.
+        rows = list(zip(*(events[name].tolist() for name in _INGEST_COLUMNS), strict=True))
         with self.ingest_lock:
-            if events[C.impression_id].notna().any():
+            if any(not _missing(row[6]) for row in rows):
                 # An acknowledged event never names an impression a crash could still lose.
                 self.writer.flush()
-            known = self.store.existing_event_ids(events[C.event_id].astype(str).tolist())
-            fresh = events[~events[C.event_id].isin(known)].drop_duplicates(C.event_id)
+            seen = self.store.existing_event_ids([str(row[0]) for row in rows])
+            fresh = []
+            for row in rows:  # the first of each new id, as the store keeps it
+                if str(row[0]) not in seen:
+                    seen.add(str(row[0]))
+                    fresh.append(row)
             result = self.store.append_events(events)
             self.counters.events += result.accepted
-            self.catalog.ensure(fresh[C.item].astype(str).unique().tolist())
-            for row in fresh[
-                [C.user, C.item, C.event_type, C.timestamp, C.value, C.impression_id]
-            ].itertuples(index=False):
-                user, item, kind, stamp = str(row[0]), str(row[1]), str(row[2]), float(row[3])
+            self.catalog.ensure(list(dict.fromkeys(str(row[2]) for row in fresh)))
+            for _, user, item, kind, stamp, value, impression in fresh:
+                user, item, kind, stamp = str(user), str(item), str(kind), float(stamp)
                 self.state.learn_one(user, item, kind, stamp)
-                value = None if pd.isna(row[4]) else float(row[4])
-                impression = None if row[5] is None or pd.isna(row[5]) else str(row[5])
                 with self.lock:
-                    self.ledger.observe(user, item, kind, stamp, value, impression)
-            if len(fresh):
-                self.advance(float(fresh[C.timestamp].max()))
+                    self.ledger.observe(
+                        user,
+                        item,
+                        kind,
+                        stamp,
+                        None if _missing(value) else float(value),
+                        None if _missing(impression) else str(impression),
+                    )
+            if fresh:
+                self.advance(max(float(row[4]) for row in fresh))
         return result.accepted, result.duplicates
 
     def advance(self, now: float) -> None:
@@ -376,3 +388,8 @@ class Engine:
         self.snapshot()
         self.writer.close()
         self.store.close()
+
+
+def _missing(value: object) -> bool:
+    """None, NaN or pandas' NA: what a column of optional values holds where one is absent."""
+    return value is None or value is pd.NA or (isinstance(value, float) and value != value)

@@ -123,6 +123,8 @@ KEYS = {
 
 def rows_of(frame: pd.DataFrame, columns: Sequence[str]) -> list[tuple[Any, ...]]:
     """DataFrame -> DB-API rows with NaN/NA turned into NULL and numpy scalars into Python ones."""
+    if len(frame) <= SMALL_FRAME:
+        return list(zip(*(_python_values(frame[name]) for name in columns), strict=True))
     arrays = []
     for name in columns:
         column = frame[name]
@@ -137,6 +139,17 @@ def rows_of(frame: pd.DataFrame, columns: Sequence[str]) -> list[tuple[Any, ...]
             values = column.astype(object).where(column.notna(), None).to_numpy()
         arrays.append(values.tolist() if isinstance(values, np.ndarray) else list(values))
     return list(zip(*arrays, strict=True))
+
+
+# Up to this many rows, values are converted one by one: pandas' per-call cost would dominate.
+SMALL_FRAME = 256
+
+
+def _python_values(column: pd.Series) -> list[Any]:
+    return [
+        None if v is None or v is pd.NA or v is pd.NaT or (isinstance(v, float) and v != v) else v
+        for v in column.tolist()
+    ]
 
 
 class SqlStore(Store):
@@ -234,11 +247,9 @@ class SqlStore(Store):
         # Columns that are NULL throughout this chunk are left out: binding fewer parameters
         # per row is the cheapest speed-up SQLite's executemany has (~30 % at 5 of 8 columns).
         # Columns the frame does not have are NULL (the impression log's optional fields).
-        columns = [
-            c
-            for c in TABLE_COLUMNS[table]
-            if c in frame and (c in KEYS[table] or frame[c].notna().any())
-        ]
+        present = [c for c in TABLE_COLUMNS[table] if c in frame]
+        given = frame[present].notna().any()  # one pandas call for all the columns
+        columns = [c for c in present if c in KEYS[table] or given[c]]
         with self._transaction():
             inserted = self._bulk_insert_ignore(table, columns, frame)
         return AppendResult(accepted=inserted, duplicates=len(frame) - inserted)

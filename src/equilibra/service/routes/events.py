@@ -6,9 +6,11 @@ import time
 
 import pandas as pd
 from fastapi import APIRouter, Depends, HTTPException, Request
+from fastapi.concurrency import run_in_threadpool
 
 from equilibra.data.columns import Columns as C
 from equilibra.data.validate import validate_events
+from equilibra.data.validate_rows import ROW_PATH_MAX, validate_event_rows
 from equilibra.service.auth import require_admin
 from equilibra.service.routes._common import engine_of, reject
 from equilibra.service.schemas import EventIn, EventsAccepted
@@ -38,7 +40,7 @@ def events_frame(events: list[EventIn], arrival: float) -> pd.DataFrame:
     dependencies=[Depends(require_admin)],
     summary="Store a batch of events; each changes the user's next recommendations at once",
 )
-def post_events(events: list[EventIn], request: Request) -> EventsAccepted:
+async def post_events(events: list[EventIn], request: Request) -> EventsAccepted:
     engine = engine_of(request)
     if len(events) > engine.settings.max_batch:
         raise HTTPException(
@@ -46,10 +48,24 @@ def post_events(events: list[EventIn], request: Request) -> EventsAccepted:
         )
     if not events:
         return EventsAccepted(accepted=0, duplicates=0)
-    checked = validate_events(events_frame(events, time.time()))
-    if len(checked.rejects):
-        raise reject("events", checked.rejects)
-    accepted, duplicates = engine.ingest(checked.valid)
+    if len(events) <= ROW_PATH_MAX and not any(e.impression_id for e in events):
+        # A live batch is a few milliseconds of work: cheaper on the event loop than a thread
+        # hop under the GIL. A bulk batch, or one that must wait for the impression log to be
+        # written (engine.ingest), goes to the thread pool so recommend requests go on.
+        return _store(events, request)
+    return await run_in_threadpool(_store, events, request)
+
+
+def _store(events: list[EventIn], request: Request) -> EventsAccepted:
+    engine = engine_of(request)
+    arrival = time.time()
+    valid = validate_event_rows(events, arrival) if len(events) <= ROW_PATH_MAX else None
+    if valid is None:  # a large batch, or one with something to reject or to parse as a date
+        checked = validate_events(events_frame(events, arrival))
+        if len(checked.rejects):
+            raise reject("events", checked.rejects)
+        valid = checked.valid
+    accepted, duplicates = engine.ingest(valid)
     metrics = request.app.state.metrics
     metrics.events.inc(accepted)
     metrics.duplicates.inc(duplicates)

