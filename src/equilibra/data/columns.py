@@ -28,6 +28,7 @@ class Columns:
     placement = "placement"
     segment = "segment"
     policy = "policy"
+    variant = "variant"  # the A/B test arm that served an impression: `experiment/variant`
     model_version = "model_version"
     position = "position"  # 1 = the top slot
     score = "score"
@@ -82,4 +83,5 @@ IMPRESSION_COLUMNS: tuple[str, ...] = (
     Columns.reward,
     Columns.candidates,
     Columns.context,
+    Columns.variant,
 )

@@ -31,6 +31,7 @@ import scipy.sparse as sp
 
 from equilibra.data.columns import Columns as C
 from equilibra.errors import EquilibraError
+from equilibra.evaluate.experiments import SplitTest
 from equilibra.explore.feedback import FeedbackLedger, Outcome, RewardConfig
 from equilibra.explore.impressions import slate_rows
 from equilibra.explore.slate import Candidates, SlatePolicy
@@ -236,7 +237,9 @@ class Simulator:
         popular = np.argsort(-popular_scores, kind="stable")[:n_known]
         return top, popular
 
-    def run(self, policy: SlatePolicy, log_propensities: bool | None = None) -> SimResult:
+    def run(
+        self, policy: SlatePolicy | SplitTest, log_propensities: bool | None = None
+    ) -> SimResult:
         w, c = self.world, self.config
         # Two streams: the world's (arrivals, responses, changes) consumes the same numbers
         # whatever the policy does, so policies compared on one seed face the same users and
@@ -274,6 +277,14 @@ class Simulator:
                 row = logged.pop((outcome.impression_id, outcome.position), None)
                 if row is not None:
                     row[C.reward] = outcome.raw_reward
+
+        split = policy if isinstance(policy, SplitTest) else None
+
+        def settle(now: float) -> list[Outcome]:
+            if split is None:
+                return ledger.settle(policy, now)  # type: ignore[arg-type]
+            default = next(iter(split.policies.values()))  # every impression has its arm
+            return ledger.settle(default, now, arms=split.arms, on_close=split.observe)
 
         next_release = 0
         users = rng.choice(len(w.user_ids), size=c.requests, p=known_weights)
@@ -317,14 +328,17 @@ class Simulator:
                 timestamp=float(t),
             )
 
-            # --- the policy acts; the user responds ---
-            slate = policy.select(candidates, c.slate_size, policy_rng, propensities=log)
+            # --- the policy acts (in an A/B test, the user's variant's); the user responds ---
+            variant, acting = split.route(str(user)) if split is not None else (None, policy)
+            slate = acting.select(candidates, c.slate_size, policy_rng, propensities=log)
             shown = base[slate.indices]
             k = len(shown)
             # The truth over every candidate: the shown items' click rates and the oracle's.
             all_truth = _probability(truth_users[user] @ w.truth_items[base].T, w.truth_scale, c)
             all_truth = 1.0 / (1.0 + (1.0 / all_truth - 1.0) * np.exp(-truth_bias[base]))
             p_click = all_truth[slate.indices]
+            if variant is not None and split is not None:  # an injected A/B effect
+                p_click = np.minimum(p_click * split.lift(variant), 1.0)
             clicks = rng.random(k) < self.examine[:k] * p_click
             carts = clicks & (rng.random(k) < c.cart_rate)
             purchases = carts & (rng.random(k) < c.purchase_rate)
@@ -339,6 +353,7 @@ class Simulator:
                 candidates.segment,
                 explore=slate.explore_flags,
                 info=slate.extras.get("controller"),  # type: ignore[arg-type]
+                variant=variant,
             )
             earned = np.zeros(k)
             for kind, hits in (("click", clicks), ("add_to_cart", carts), ("purchase", purchases)):
@@ -352,12 +367,13 @@ class Simulator:
                     impression_id=impression,
                     timestamp=float(t),
                     user_id=str(user),
-                    base_rate=getattr(policy, "base_rate", 0.05),
+                    base_rate=getattr(acting, "base_rate", 0.05),
                     exposure=self.examine,
+                    variant=variant,
                 ):
                     impressions.append(row)
                     logged[(impression, int(row[C.position]))] = row  # type: ignore[call-overload]
-            write_back(ledger.settle(policy, float(t) - 0.5))
+            write_back(settle(float(t) - 0.5))
 
             # --- bookkeeping ---
             expected = float((self.examine[:k] * p_click).sum() * self.click_value)
@@ -394,10 +410,12 @@ class Simulator:
                 )
                 window = dict.fromkeys(window, 0.0)
         # The run ends: every window closes (the last impressions' rewards are written too).
-        write_back(ledger.settle(policy, float("inf")))
+        write_back(settle(float("inf")))
         seconds = time.perf_counter() - started
         summary = self._summary(totals, shown_count, released_at, first_click, first_purchase)
         summary["seconds"] = seconds
+        if split is not None:
+            summary["experiment"] = split.experiment.summary()
         return SimResult(policy.spec, asdict(c), summary, pd.DataFrame(rows), seconds, impressions)
 
     def _spike_items(self, top: np.ndarray) -> np.ndarray:

@@ -17,7 +17,7 @@ from __future__ import annotations
 import heapq
 import itertools
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -105,7 +105,10 @@ class PendingImpression:
     learnable: np.ndarray | None = None
     explore: np.ndarray | None = None  # per item: an exploration choice
     info: Mapping[str, object] | None = None  # what the policy noted when it drew the slate
+    variant: str | None = None  # the A/B test arm that served it (its policy learns from it)
     earned: np.ndarray = field(init=False)
+    # What happened on it, by event type (and `revenue`: purchase values): A/B test metrics.
+    kinds: dict[str, float] = field(init=False, default_factory=dict)
 
     def __post_init__(self) -> None:
         self.earned = np.zeros(len(self.items))
@@ -147,6 +150,12 @@ class ClosedImpression:
     placement: str
     outcomes: list[Outcome]
     info: Mapping[str, object] | None = None
+    variant: str | None = None
+    kinds: Mapping[str, float] = field(default_factory=dict)
+
+    @property
+    def raw_reward(self) -> float:
+        return float(sum(o.raw_reward for o in self.outcomes))
 
     @property
     def key(self) -> str:
@@ -197,6 +206,7 @@ class FeedbackLedger:
         learnable: Sequence[bool] | None = None,
         explore: Sequence[bool] | None = None,
         info: Mapping[str, object] | None = None,
+        variant: str | None = None,
     ) -> None:
         if impression_id in self._open:
             raise ValueError(f"impression_id: {impression_id!r} is already open")
@@ -214,6 +224,7 @@ class FeedbackLedger:
             None if learnable is None else np.asarray(learnable, dtype=bool),
             None if explore is None else np.asarray(explore, dtype=bool),
             info,
+            variant,
         )
         self._open[impression_id] = pending
         self._by_user.setdefault(pending.user_id, []).append(impression_id)
@@ -257,6 +268,10 @@ class FeedbackLedger:
             self.unattributed += 1
             return False
         pending.earned[pending.items.index(item)] += self.config.value(event_type, value)
+        kinds = pending.kinds
+        kinds[event_type] = kinds.get(event_type, 0.0) + 1.0
+        if event_type == "purchase" and value is not None and math.isfinite(value):
+            kinds["revenue"] = kinds.get("revenue", 0.0) + float(value)
         return True
 
     def close(self, now: float) -> list[Outcome]:
@@ -305,6 +320,8 @@ class FeedbackLedger:
                     pending.placement,
                     outcomes,
                     pending.info,
+                    pending.variant,
+                    pending.kinds,
                 )
             )
         return closed
@@ -323,16 +340,25 @@ class FeedbackLedger:
             return 1.0
         return float(exposure[min(index, len(exposure) - 1)])
 
-    def settle(self, policy: SlatePolicy, now: float) -> list[Outcome]:
+    def settle(
+        self,
+        policy: SlatePolicy,
+        now: float,
+        arms: Mapping[str, SlatePolicy] | None = None,
+        on_close: Callable[[ClosedImpression], None] | None = None,
+    ) -> list[Outcome]:
         """Close what is due and teach the policy each outcome (and, where it learns from
-        whole impressions, each closed impression)."""
-        learn_impression = getattr(policy, "learn_impression", None)
+        whole impressions, each closed impression). An impression an A/B test arm served
+        teaches that arm's policy (`arms`, by variant) instead; `on_close` sees each one."""
         outcomes: list[Outcome] = []
         for closed in self.close_impressions(now):
+            learner = policy
+            if closed.variant is not None and arms is not None:
+                learner = arms.get(closed.variant, policy)
             for outcome in closed.outcomes:
                 if not outcome.learnable:
                     continue
-                policy.learn_one(
+                learner.learn_one(
                     outcome.item,
                     outcome.reward,
                     segment=outcome.segment,
@@ -341,8 +367,11 @@ class FeedbackLedger:
                     exposure=outcome.exposure,
                     placement=outcome.placement,
                 )
+            learn_impression = getattr(learner, "learn_impression", None)
             if learn_impression is not None:
                 learn_impression(closed)
+            if on_close is not None:
+                on_close(closed)
             outcomes += closed.outcomes
         return outcomes
 
@@ -377,6 +406,7 @@ class FeedbackLedger:
                 explore=group[C.explore].fillna(False).astype(bool).tolist()
                 if C.explore in group
                 else None,
+                variant=_text(first.get(C.variant)) or None,
             )
             reopened += 1
         ordered = events.sort_values(C.timestamp, kind="stable")

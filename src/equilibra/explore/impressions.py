@@ -23,6 +23,7 @@ def slate_rows(
     model_version: str | None = None,
     exposure: Sequence[float] | None = None,
     context: dict[str, Any] | None = None,
+    variant: str | None = None,
 ) -> list[dict[str, object]]:
     """One row per shown item; the first also carries the candidates with their priors.
 
@@ -57,6 +58,7 @@ def slate_rows(
                     else None
                 ),
                 C.context: json.dumps(context, sort_keys=True) if first and context else None,
+                C.variant: variant,
             }
         )
     return rows

@@ -23,6 +23,7 @@ import pandas as pd
 
 from equilibra.data.columns import Columns as C
 from equilibra.errors import EquilibraError
+from equilibra.evaluate.experiments import Experiment
 from equilibra.explore.adaptive import Adaptive
 from equilibra.explore.feedback import PINNED, FeedbackLedger, outcome_rewards
 from equilibra.explore.policies import LinearMixin, Policy
@@ -30,8 +31,9 @@ from equilibra.explore.slate import Candidates, Slate
 from equilibra.explore.spec import parse_policy
 from equilibra.online.catalog import Catalog
 from equilibra.online.state import InProcessState
-from equilibra.pipeline.artifact import CURRENT, ModelArtifact, current
+from equilibra.pipeline.artifact import CURRENT, ModelArtifact, current, rollback
 from equilibra.rank.rules import Rule
+from equilibra.service.experiments import Arm, Experiments
 from equilibra.service.model import ServingModel
 from equilibra.service.settings import Settings
 from equilibra.service.writer import ImpressionWriter
@@ -64,10 +66,8 @@ class Engine:
         self.catalog = Catalog()
         self.state = InProcessState()
         self.model: ServingModel | None = None
-        self.policy: Policy = parse_policy(settings.policy_spec)
-        if isinstance(self.policy, Adaptive):
-            self.policy.controller.budget = settings.budget
-            self.policy.new_age = self.state.config.new_item_age_s
+        self.policy: Policy = self.make_policy(settings.policy_spec)
+        self.experiments = Experiments(Path(settings.model_dir), self.make_policy)
         self.ledger = FeedbackLedger(settings.rewards, window_s=settings.attribution_window)
         self.rules: dict[str, Rule] = {}
         self.explore_excluded = settings.explore_excluded  # parsed once, read every request
@@ -78,6 +78,15 @@ class Engine:
         self.ingest_lock = threading.Lock()  # one batch of events at a time
         self.started = time.time()
         self._snapshot_at = 0.0  # monotonic time of the last snapshot
+        self._promoted = False  # the policy is an experiment's winner, not the configured one
+
+    def make_policy(self, spec: str) -> Policy:
+        """A policy from its spec, with the service's budgets (ValueError for a bad spec)."""
+        policy = parse_policy(spec)
+        if isinstance(policy, Adaptive):
+            policy.controller.budget = self.settings.budget
+            policy.new_age = self.state.config.new_item_age_s
+        return policy
 
     # --- start ----------------------------------------------------------------------------------
     def start(self) -> None:
@@ -129,6 +138,8 @@ class Engine:
                 "closed_slots": c.closed_slots,
                 "rewarded_slots": c.rewarded_slots,
                 "rewards": c.rewards,
+                "promoted": self._promoted,
+                "experiments": self.experiments.state_dict(),
             }
             text = json.dumps(state, allow_nan=True)
         # The rewards this state has learned from are in the log before the state is saved.
@@ -142,6 +153,17 @@ class Engine:
         if saved is None:
             return None
         state = json.loads(saved[0])
+        if state.get("promoted") and state.get("spec") != self.policy.spec:
+            # An A/B test's winner, promoted over the configured policy: it keeps serving.
+            log.warning(
+                "serving %s, promoted by an experiment, instead of the configured %s;"
+                " set EQUILIBRA_POLICY to make it permanent",
+                state["spec"],
+                self.policy.spec,
+            )
+            self.policy = self.make_policy(str(state["spec"]))
+            self._promoted = True
+        self.experiments.load_state_dict(state.get("experiments", {}), self.policy)
         if state.get("spec") != self.policy.spec:
             log.warning(
                 "snapshot of policy %s ignored: this server runs %s",
@@ -173,7 +195,8 @@ class Engine:
                 continue
             prior = record[C.prior]
             exposure = record[C.exposure]
-            self.policy.learn_one(
+            learner = self.experiments.learners.get(str(record.get(C.variant)), self.policy)
+            learner.learn_one(
                 str(record[C.item]),
                 config.scaled(float(record[C.reward])),
                 segment=str(record[C.segment] or ""),
@@ -264,7 +287,9 @@ class Engine:
             if now <= self.clock:
                 return
             self.clock = now
-            outcomes = self.ledger.settle(self.policy, now)
+            outcomes = self.ledger.settle(
+                self.policy, now, self.experiments.learners, self.experiments.observe
+            )
         if outcomes:
             self.writer.rewards(outcome_rewards(outcomes))
             rewarded = sum(1 for o in outcomes if o.raw_reward > 0)
@@ -337,9 +362,9 @@ class Engine:
         )
         return "known" if known else "new"
 
-    def explore(self, candidates: Candidates, k: int) -> Slate:
+    def explore(self, candidates: Candidates, k: int, policy: Policy | None = None) -> Slate:
         with self.lock:
-            return self.policy.select(candidates, k, self.rng)
+            return (policy or self.policy).select(candidates, k, self.rng)
 
     def record(
         self,
@@ -349,16 +374,19 @@ class Engine:
         slate: Slate,
         candidates: Candidates,
         rows: Sequence[dict[str, object]],
+        arm: Arm | None = None,
     ) -> None:
-        """Log the impression (`rows`, pins included) and open it in the ledger."""
+        """Log the impression (`rows`, pins included) and open it in the ledger; `arm`: the
+        A/B test arm that served it (whose policy learns from it)."""
         self.writer.rows(rows)
+        policy = self.policy if arm is None else arm.policy
         index = {str(item): i for i, item in enumerate(candidates.items.tolist())}
-        priors = candidates.prior_or(self.policy.base_rate)
+        priors = candidates.prior_or(policy.base_rate)
         items = [str(r[C.item]) for r in rows]
         chosen = [r[C.policy] != PINNED for r in rows]
         rows_of = [index.get(item, 0) for item in items]
         # Only a linear policy learns from features: the others' open impressions skip them.
-        features = candidates.features if isinstance(self.policy, LinearMixin) else None
+        features = candidates.features if isinstance(policy, LinearMixin) else None
         with self.lock:
             self.ledger.record(
                 impression_id,
@@ -373,12 +401,48 @@ class Engine:
                 learnable=chosen,
                 explore=[bool(r[C.explore]) for r in rows],
                 info=slate.extras.get("controller"),  # type: ignore[arg-type]
+                variant=None if arm is None else arm.key,
             )
             key = (candidates.placement, candidates.segment)
             c = self.counters
             c.impressions += 1
             c.shown_slots[key] = c.shown_slots.get(key, 0) + len(slate)
             c.explore_slots[key] = c.explore_slots.get(key, 0) + int(slate.explore_flags.sum())
+
+    # --- A/B tests ------------------------------------------------------------------------------
+    def arm_for(self, user_id: str, placement: str) -> Arm | None:
+        with self.lock:
+            return self.experiments.arm_for(user_id, placement)
+
+    def start_experiment(
+        self,
+        experiment: Experiment,
+        rules: dict[str, tuple[Rule, ...]],
+        preview: dict[str, object] | None = None,
+    ) -> None:
+        with self.lock:
+            self.experiments.start(experiment, rules, self.policy)
+            if preview is not None:
+                self.experiments.previews[experiment.name] = preview
+
+    def promote(self, name: str, variant: str) -> Experiment:
+        """Stop the test and make the variant the service's: its policy (with what it has
+        learned), its rules, its model version (made current, as a rollback would)."""
+        with self.lock:
+            experiment, chosen, arm = self.experiments.promote(name, variant)
+            if chosen.policy is not None and arm.policy is not self.policy:
+                self.experiments.adopt(self.policy, arm.policy)
+                self.policy = arm.policy
+                self._promoted = True
+            for rule in arm.rules:
+                self.rules[rule.id] = rule
+        if chosen.model_version is not None and (
+            self.model is None or self.model.version != chosen.model_version
+        ):
+            rollback(Path(self.settings.model_dir), chosen.model_version)
+            self.load_model()
+        self.snapshot()
+        return experiment
 
     @staticmethod
     def new_impression_id() -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -45,6 +46,13 @@ class Metrics:
         self.model_version = Gauge(
             "equilibra_model_version", "Model version served (0: none)", registry=r
         )
+        self.gc_pause = Histogram(
+            "equilibra_gc_pause_seconds",
+            "Pauses of Python's cyclic garbage collector, by generation",
+            ["generation"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
         self.log_pending = Gauge(
             "equilibra_impression_log_pending", "Impression writes queued, not yet written",
             registry=r,
@@ -53,3 +61,20 @@ class Metrics:
             "equilibra_impression_log_failed", "Impression writes given up on after retries",
             registry=r,
         )  # fmt: skip
+
+
+class GcTimer:
+    """A `gc.callbacks` hook that times each collection: a full one over a large heap stalls
+    every request in flight, and is otherwise invisible."""
+
+    def __init__(self, histogram: Histogram):
+        self.histogram = histogram
+        self.started = 0.0
+
+    def __call__(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self.started = time.perf_counter()
+        else:
+            self.histogram.labels(str(info["generation"])).observe(
+                time.perf_counter() - self.started
+            )

@@ -419,8 +419,11 @@ def respond(
     model_version: int | None,
     policy_name: str,
     exploration_rate: float,
+    experiment: tuple[str, str] | None = None,
 ) -> dict[str, Any]:
-    return {
+    """The response body, in RecommendOut's shape; `experiment`: (test, variant) if a test
+    served it."""
+    body: dict[str, Any] = {
         "impression_id": impression_id,
         "model_version": model_version,
         "items": [
@@ -436,6 +439,9 @@ def respond(
         ],
         "policy": {"name": policy_name, "exploration_rate": exploration_rate},
     }
+    if experiment is not None:  # only then: design.md's response, extended
+        body["experiment"] = {"name": experiment[0], "variant": experiment[1]}
+    return body
 
 
 def log_rows(
@@ -446,8 +452,10 @@ def log_rows(
     impression_id: str,
     base_rate: float,
     model_version: int | None,
+    variant: str | None = None,
 ) -> list[dict[str, object]]:
-    """The impression-log rows of what was shown (design.md), pins included."""
+    """The impression-log rows of what was shown (design.md), pins included; `variant`:
+    the A/B test arm that served it."""
     rows = slate_rows(
         slate,
         candidates,
@@ -457,6 +465,7 @@ def log_rows(
         base_rate=base_rate,
         model_version=None if model_version is None else str(model_version),
         context=request.context,
+        variant=variant,
     )
     by_item = {str(r["item_id"]): r for r in rows}
     first_extra = {k: rows[0][k] for k in ("candidates", "context")} if rows else {}

@@ -119,11 +119,17 @@ class PolicyOut(BaseModel):
     exploration_rate: float
 
 
+class ArmOut(BaseModel):
+    name: str  # the experiment
+    variant: str
+
+
 class RecommendOut(BaseModel):
     impression_id: str | None
     model_version: int | None
     items: list[RecommendedItem]
     policy: PolicyOut
+    experiment: ArmOut | None = None  # the A/B test arm that served this list, if any
 
 
 class ScoredItem(BaseModel):
@@ -175,3 +181,22 @@ class RuleIn(_Body):
             placement=self.placement,
             until=until,
         )
+
+
+class VariantIn(_Body):
+    name: str = Field(min_length=1, max_length=100)
+    share: float = Field(gt=0, le=1)
+    policy: str | None = Field(None, description="a policy spec; default: the service's")
+    model_version: int | None = Field(None, ge=1, description="default: the version served")
+    rules: list[RuleIn] = Field(default_factory=list, description="added to the shop's rules")
+
+
+class ExperimentIn(_Body):
+    name: str = Field(min_length=1, max_length=100)
+    placement: str | None = Field(None, description="default: every placement")
+    variants: list[VariantIn] = Field(min_length=2, max_length=10)
+    metric: Literal["reward", "click", "add_to_cart", "purchase", "revenue"] = "reward"
+
+
+class PromoteIn(_Body):
+    variant: str

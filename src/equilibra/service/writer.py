@@ -15,7 +15,8 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from functools import partial
 from typing import Any
 
 import pandas as pd
@@ -23,6 +24,8 @@ import pandas as pd
 from equilibra.store import Store
 
 log = logging.getLogger("equilibra.service")
+# Rows per transaction: about 20-40 ms of the store's lock on SQLite.
+CHUNK_ROWS = 2000
 
 
 class ImpressionWriter:
@@ -97,19 +100,37 @@ class ImpressionWriter:
             time.sleep(self.interval / 5)  # let a batch gather
 
     def _write(self, kind: str, group: list[Any]) -> None:
+        # In chunks, each its own transaction: the store's lock is never held for long, so an
+        # event batch waiting for it (on the event loop) waits milliseconds, not the seconds a
+        # backlog of 100 k rows takes to write.
+        if kind == "rows":
+            rows = [r for rows in group for r in rows]
+            chunks = [rows[i : i + CHUNK_ROWS] for i in range(0, len(rows), CHUNK_ROWS)]
+            write: Callable[[Any], object] = self.store.append_impression_rows
+        else:
+            rewards = pd.concat(group, ignore_index=True)
+            chunks = [rewards.iloc[i : i + CHUNK_ROWS] for i in range(0, len(rewards), CHUNK_ROWS)]
+            write = self.store.write_rewards
+        for number, chunk in enumerate(chunks):
+            if number:
+                time.sleep(0.001)  # a thread waiting for the lock takes it between chunks
+            if not self._attempt(partial(write, chunk)):
+                self.failed += len(group)
+                log.error("impression log: %d %s batches not written", len(group), kind)
+                return
+
+    def _attempt(self, write: Callable[[], object]) -> bool:
+        """Write, retrying a locked or full database; -> False once the retries are spent."""
         for attempt in range(1, self.retries + 1):
             try:
-                if kind == "rows":
-                    self.store.append_impression_rows([r for rows in group for r in rows])
-                else:
-                    self.store.write_rewards(pd.concat(group, ignore_index=True))
-                return
-            except Exception:  # a locked or full database: retry, then say what was lost
+                write()
+                return True
+            except Exception:
                 if attempt == self.retries:
-                    self.failed += len(group)
-                    log.exception("impression log: %d %s batches not written", len(group), kind)
-                    return
+                    log.exception("impression log: a write failed %d times", attempt)
+                    return False
                 time.sleep(self.interval * 2**attempt)
+        return False
 
 
 def _coalesce(batch: list[tuple[str, Any]]) -> list[tuple[str, list[Any]]]:

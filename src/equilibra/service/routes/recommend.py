@@ -59,18 +59,22 @@ async def recommend(body: RecommendIn, request: Request) -> JSONResponse:
         timestamp=stamp,
     )
     engine.advance(stamp)
-    model = engine.model  # this request keeps the version it started with
-    rules = list(engine.rules.values())
+    # An A/B test covering this placement serves the user's variant: its policy, its model
+    # version, its extra rules.
+    arm = engine.arm_for(req.user_id, req.placement)
+    model = engine.model if arm is None or arm.model is None else arm.model
+    rules = list(engine.rules.values()) + ([] if arm is None else list(arm.rules))
     pool = pipeline.gather(req, model, engine.state, engine.catalog, settings.candidates)
     blended = pipeline.blend(pool, engine.catalog, req.context)
     screened = pipeline.screen(blended, req, model, engine.state, engine.catalog, rules)
     screened = pipeline.diversify(screened, engine.catalog, _diversity(body, settings), 2 * req.k)
     screened = pipeline.shortlist(screened, max(settings.shortlist, 2 * req.k))
     version = None if model is None else model.version
-    policy = engine.policy
+    policy = engine.policy if arm is None else arm.policy
+    served_by = None if arm is None else (arm.experiment, arm.variant)
     if not screened.items:  # nothing to show yet (an empty shop): an empty list, no impression
         return JSONResponse(
-            pipeline.respond([], None, version, policy.spec, policy.exploration_rate)
+            pipeline.respond([], None, version, policy.spec, policy.exploration_rate, served_by)
         )
     base_rate = engine.base_rate
     candidates = pipeline.to_candidates(
@@ -83,19 +87,24 @@ async def recommend(body: RecommendIn, request: Request) -> JSONResponse:
         engine.explore_excluded,
         model,
     )
-    slate = engine.explore(candidates, req.k)
+    slate = engine.explore(candidates, req.k, policy)
     shown = pipeline.place_pins(slate, screened, pins(rules, req.placement, stamp, req.k), req.k)
     impression_id = engine.new_impression_id()
-    rows = pipeline.log_rows(shown, slate, candidates, req, impression_id, base_rate, version)
-    engine.record(impression_id, req.user_id, stamp, slate, candidates, rows)
+    rows = pipeline.log_rows(
+        shown, slate, candidates, req, impression_id, base_rate, version,
+        None if arm is None else arm.key,
+    )  # fmt: skip
+    engine.record(impression_id, req.user_id, stamp, slate, candidates, rows, arm)
     metrics = request.app.state.metrics
     metrics.impressions.labels(req.placement).inc()
     explored = sum(s.explore for s in shown)
     metrics.slots.labels(req.placement, "true").inc(explored)
     metrics.slots.labels(req.placement, "false").inc(len(shown) - explored)
-    metrics.exploration.set(policy.exploration_rate)
+    metrics.exploration.set(engine.policy.exploration_rate)
     # Built to RecommendOut's shape by `respond` (tested against the schema), so FastAPI's
     # second validation pass, and the thread hop it takes for it, are skipped.
     return JSONResponse(
-        pipeline.respond(shown, impression_id, version, policy.spec, policy.exploration_rate)
+        pipeline.respond(
+            shown, impression_id, version, policy.spec, policy.exploration_rate, served_by
+        )
     )

@@ -1,0 +1,243 @@
+"""The service's A/B tests: each variant's policy, model version and rules, the routing of a
+request to its user's variant, the statistics, and a preview estimated off-policy before launch.
+
+A variant without a policy of its own is served (and learns) with the service's policy, so a
+control that is "what runs today" keeps today's learning. The statistics and the assignment are
+`evaluate.experiments`; this module only holds what a running server needs beside them.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from equilibra.errors import EquilibraError
+from equilibra.evaluate.experiments import Experiment, SplitTest, Variant
+from equilibra.explore.feedback import ClosedImpression
+from equilibra.explore.policies import Policy
+from equilibra.pipeline.artifact import ModelArtifact, versions
+from equilibra.rank.rules import Rule
+from equilibra.service.model import ServingModel
+
+log = logging.getLogger("equilibra.service")
+# The preview replays the impressions of this many recent days (by the event clock).
+PREVIEW_DAYS = 7.0
+
+
+@dataclass(frozen=True)
+class Arm:
+    """What serves one request of a test: the variant's policy, model and extra rules."""
+
+    experiment: str
+    variant: str
+    key: str  # `experiment/variant`, as the impression log and the ledger carry it
+    policy: Policy
+    model: ServingModel | None  # None: the version being served
+    rules: tuple[Rule, ...]
+
+
+class Experiments:
+    def __init__(self, model_dir: Path, make_policy: Callable[[str], Policy]):
+        self.model_dir = model_dir
+        self.make_policy = make_policy
+        self.tests: dict[str, SplitTest] = {}  # stopped ones too: their impressions still close
+        self._own: dict[str, set[str]] = {}  # per test, the variants with a policy of their own
+        self._models: dict[int, ServingModel] = {}
+        self._rules: dict[str, tuple[Rule, ...]] = {}  # by arm key
+        self.previews: dict[str, dict[str, Any]] = {}  # per test, made before it started
+
+    # --- definitions ----------------------------------------------------------------------------
+    def start(
+        self, experiment: Experiment, rules: Mapping[str, tuple[Rule, ...]], default: Policy
+    ) -> None:
+        """Run a new test (ValueError naming the field when it cannot run)."""
+        if experiment.name in self.tests:
+            raise ValueError(f"name: an experiment {experiment.name!r} exists already")
+        policies: dict[str, Policy] = {}
+        own: set[str] = set()
+        for index, variant in enumerate(experiment.variants):
+            if variant.policy is None:
+                policies[variant.name] = default
+                continue
+            try:
+                policies[variant.name] = self.make_policy(variant.policy)
+            except (ValueError, EquilibraError) as exc:
+                raise ValueError(f"variants[{index}].policy: {exc}") from None
+            own.add(variant.name)
+        for index, variant in enumerate(experiment.variants):
+            if variant.model_version is not None:
+                self._model(index, variant.model_version)
+        self.tests[experiment.name] = SplitTest(experiment, policies)
+        self._own[experiment.name] = own
+        for variant in experiment.variants:
+            self._rules[experiment.key(variant)] = rules.get(variant.name, ())
+        log.info("experiment %s started: %s", experiment.name, experiment.summary()["variants"])
+
+    def _model(self, index: int, version: int) -> ServingModel:
+        if version not in self._models:
+            if version not in versions(self.model_dir):
+                kept = ", ".join(map(str, versions(self.model_dir))) or "none"
+                raise ValueError(
+                    f"variants[{index}].model_version: no version {version} (kept: {kept})"
+                )
+            self._models[version] = ServingModel(ModelArtifact.load(self.model_dir, version))
+        return self._models[version]
+
+    def stop(self, name: str) -> Experiment:
+        experiment = self.get(name)
+        if experiment.running:
+            experiment.stopped = time.time()
+            self._release_models()
+        return experiment
+
+    def promote(self, name: str, variant_name: str) -> tuple[Experiment, Variant, Arm]:
+        """Stop the test and say what the winner is; the engine makes it the service's."""
+        experiment = self.get(name)
+        variant = next((v for v in experiment.variants if v.name == variant_name), None)
+        if variant is None:
+            names = ", ".join(v.name for v in experiment.variants)
+            raise ValueError(f"variant: {variant_name!r} is not one of {names}")
+        arm = self._arm(experiment, variant)
+        self.stop(name)
+        experiment.promoted = variant.name
+        return experiment, variant, arm
+
+    def get(self, name: str) -> Experiment:
+        test = self.tests.get(name)
+        if test is None:
+            raise KeyError(name)
+        return test.experiment
+
+    def _release_models(self) -> None:
+        wanted = {
+            v.model_version
+            for t in self.tests.values()
+            if t.experiment.running
+            for v in t.experiment.variants
+        }
+        for version in [v for v in self._models if v not in wanted]:
+            del self._models[version]
+
+    # --- serving --------------------------------------------------------------------------------
+    def arm_for(self, user_id: str, placement: str) -> Arm | None:
+        """The arm of the first running test that covers this placement, if any."""
+        for test in self.tests.values():
+            experiment = test.experiment
+            if experiment.applies_to(placement):
+                return self._arm(experiment, experiment.variant_of(user_id))
+        return None
+
+    def _arm(self, experiment: Experiment, variant: Variant) -> Arm:
+        key = experiment.key(variant)
+        model = None if variant.model_version is None else self._models.get(variant.model_version)
+        policy = self.tests[experiment.name].policies[variant.name]
+        return Arm(experiment.name, variant.name, key, policy, model, self._rules.get(key, ()))
+
+    @property
+    def learners(self) -> dict[str, Policy]:
+        """Every arm's policy by its key: who learns from an impression a test served."""
+        return {key: p for t in self.tests.values() for key, p in t.arms.items()}  # type: ignore[misc]
+
+    def observe(self, closed: ClosedImpression) -> None:
+        if closed.variant is None:
+            return
+        test = self.tests.get(closed.variant.split("/", 1)[0])
+        if test is not None:
+            test.observe(closed)
+
+    def adopt(self, old: Policy, new: Policy) -> None:
+        """After a promotion: arms that served with the service's policy now serve the new one."""
+        for name, test in self.tests.items():
+            for variant, policy in test.policies.items():
+                if policy is old and variant not in self._own[name]:
+                    test.policies[variant] = new
+
+    # --- snapshots ------------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            name: {
+                "experiment": test.experiment.state_dict(),
+                "policies": {v: test.policies[v].state_dict() for v in sorted(self._own[name])},
+                "rules": {
+                    v.name: [vars(r) for r in self._rules.get(test.experiment.key(v), ())]
+                    for v in test.experiment.variants
+                },
+                "preview": self.previews.get(name),
+            }
+            for name, test in self.tests.items()
+        }
+
+    def load_state_dict(self, state: Mapping[str, Any], default: Policy) -> None:
+        for name, saved in state.items():
+            experiment = Experiment.from_state(saved["experiment"])
+            rules = {
+                variant: tuple(Rule(**_rule_fields(r)) for r in listed)
+                for variant, listed in saved.get("rules", {}).items()
+            }
+            try:
+                self.start(experiment, rules, default)
+            except ValueError as exc:  # e.g. its model version was pruned since
+                log.warning("experiment %s not restored: %s", name, exc)
+                continue
+            test = self.tests[name]
+            if saved.get("preview") is not None:
+                self.previews[name] = saved["preview"]
+            for variant, policy_state in saved["policies"].items():
+                test.policies[variant].load_state_dict(policy_state)
+            if not experiment.running:
+                self._release_models()
+
+    # --- the preview ------------------------------------------------------------------------------
+    def preview(
+        self, db: str, experiment: Experiment, default: Policy, clock: float
+    ) -> dict[str, Any]:
+        """Each variant's value estimated off-policy on the recent impression log, before any
+        traffic: reward per shown slot and per impression, SNIPS and DR with their 95 %
+        bootstrap intervals. Only the policy is previewed: a variant's model version and rules
+        change the candidates the log holds, which no log can answer for."""
+        from equilibra.evaluate.bandit_logs import evaluate_on_log, read_store
+
+        since = clock - PREVIEW_DAYS * 86_400.0 if np.isfinite(clock) else None
+        try:
+            logged = read_store(db, since=since)
+        except EquilibraError as exc:
+            return {"error": str(exc)}
+        slots = len(logged) / max(len(np.unique(logged.clusters)), 1)
+        out: dict[str, Any] = {"impressions": len(np.unique(logged.clusters))}
+        for variant in experiment.variants:
+            spec = variant.policy or default.spec
+            try:
+                report = evaluate_on_log(logged, spec, n_boot=200).as_dict()
+            except (EquilibraError, ValueError) as exc:
+                out[variant.name] = {"policy": spec, "error": str(exc)}
+                continue
+            estimates = report["estimates"]
+            out[variant.name] = {
+                "policy": spec,
+                "per_slot": {k: estimates[k] for k in ("snips", "dr") if k in estimates},  # type: ignore[index,operator]
+                "per_impression": {
+                    k: {
+                        "value": estimates[k]["value"] * slots,  # type: ignore[index]
+                        "ci": [c * slots for c in estimates[k]["ci"]],  # type: ignore[index]
+                    }
+                    for k in ("snips", "dr")
+                    if k in estimates  # type: ignore[operator]
+                },
+                "previewed": "policy only"
+                if variant.model_version is not None or self._rules.get(experiment.key(variant))
+                else "all of it",
+            }
+        return out
+
+
+def _rule_fields(saved: Mapping[str, Any]) -> dict[str, Any]:
+    fields = dict(saved)
+    for name in ("items", "categories"):
+        fields[name] = tuple(fields.get(name, ()))
+    return fields
