@@ -14,6 +14,12 @@ fast a variant 10 % better is found.
   and the median impressions to detection.
 - **A/B in the simulator** (`--ab-simulated N`, slow): N runs where the variant's users click
   1.1 times as often (an effect injected in the simulator), as above.
+- **The preview** (`--preview-runs N`): the service's launch preview in the simulator. The shop
+  runs `egreedy:0.2` and logs its impressions; each variant policy is then estimated off-policy
+  on that log (SNIPS and DR, 95 % bootstrap intervals, as `POST /v1/experiments` does), and then
+  run live on the same world for as many requests. Coverage: how often the live reward per shown
+  slot lies within the preview's interval. `--only preview` runs this part alone and merges it
+  into the saved results.
 """
 
 from __future__ import annotations
@@ -104,6 +110,57 @@ def simulated_run(task: tuple[str, int, int, float]) -> dict[str, Any]:
     }
 
 
+PREVIEWED = ("egreedy:0.05", "thompson", "greedy")
+LOGGING = "egreedy:0.2"
+
+
+def preview_run(task: tuple[str, int, int]) -> list[dict[str, Any]]:
+    import tempfile
+
+    from threadpoolctl import threadpool_limits
+
+    from equilibra.data.datasets import load_real
+    from equilibra.evaluate.bandit_logs import evaluate_on_log, read_equilibra, write_impressions
+
+    data_dir, seed, requests = task
+    rows = []
+    with threadpool_limits(1):
+        events = load_real(Path(data_dir), "ml-100k").events
+        config = SimConfig(scenario="stationary", requests=requests, seed=seed)
+        simulator = Simulator(World.build(events, config), config)
+        logged = simulator.run(parse_policy(LOGGING), log_propensities=True)
+        with tempfile.TemporaryDirectory() as folder:
+            path = Path(folder) / "log.csv"
+            write_impressions(logged.impressions, path)
+            log = read_equilibra(path)
+        for spec in PREVIEWED:
+            preview = evaluate_on_log(log, spec, n_boot=200, seed=seed).as_dict()["estimates"]
+            live = simulator.run(parse_policy(spec), log_propensities=False).summary
+            per_slot = live["reward"] / (requests * config.slate_size)
+            row: dict[str, Any] = {"seed": seed, "policy": spec, "live": per_slot}
+            for name in ("snips", "dr"):
+                low, high = preview[name]["ci"]  # type: ignore[index]
+                row[name] = {"value": preview[name]["value"], "ci": [low, high],  # type: ignore[index]
+                             "covered": bool(low <= per_slot <= high)}  # fmt: skip
+            rows.append(row)
+    return rows
+
+
+def coverage(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {"runs": len({r["seed"] for r in rows}), "policies": list(PREVIEWED)}
+    for name in ("snips", "dr"):
+        out[name] = {
+            "covered_share": float(np.mean([r[name]["covered"] for r in rows])),
+            "by_policy": {
+                spec: float(np.mean([r[name]["covered"] for r in rows if r["policy"] == spec]))
+                for spec in PREVIEWED
+            },
+            "mean_abs_error": float(np.mean([abs(r[name]["value"] - r["live"]) for r in rows])),
+            "mean_live": float(np.mean([r["live"] for r in rows])),
+        }
+    return out
+
+
 def stream_run(seed: int, rate: float, lift: float, impressions: int) -> dict[str, Any]:
     rng = np.random.default_rng(seed)
     split = Looked(two_arms(f"stream-{seed}"), {"A": _Inert(), "B": _Inert()}, look_every=LOOK)
@@ -155,11 +212,32 @@ def main() -> None:
     parser.add_argument("--ab-impressions", type=int, default=400_000)
     parser.add_argument("--ab-simulated", type=int, default=0)
     parser.add_argument("--ab-requests", type=int, default=60_000)
+    parser.add_argument("--preview-runs", type=int, default=0)
+    parser.add_argument("--only", choices=["preview"])
     parser.add_argument("--processes", type=int, default=2)
     parser.add_argument("--out", type=Path, default=Path("docs/experiments"))
     args = parser.parse_args()
     command = "python benchmarks/experiments.py " + " ".join(sys.argv[1:])
     results: dict[str, Any] = {"command": command, "policy": POLICY, "look_every": LOOK}
+    saved = args.out / "experiments.json"
+    if args.only == "preview":
+        results = json.loads(saved.read_text())
+        results["preview_command"] = command
+    else:
+        run_tests(args, results)
+    if args.preview_runs:
+        with Pool(args.processes) as pool:
+            tasks = [(str(args.data_dir), 900 + s, args.requests) for s in range(args.preview_runs)]
+            rows = [row for run in pool.map(preview_run, tasks) for row in run]
+        results["preview"] = {**coverage(rows), "requests": args.requests, "logging": LOGGING}
+        print("preview", results["preview"], file=sys.stderr)
+    args.out.mkdir(parents=True, exist_ok=True)
+    saved.write_text(json.dumps(results, indent=1))
+    (args.out / "experiments.md").write_text(markdown(results))
+    print(markdown(results))
+
+
+def run_tests(args: argparse.Namespace, results: dict[str, Any]) -> None:
     with Pool(args.processes) as pool:
         tasks = [(str(args.data_dir), seed, args.requests, 1.0) for seed in range(args.aa_runs)]
         aa = pool.map(simulated_run, tasks)
@@ -179,10 +257,6 @@ def main() -> None:
             simulated = pool.map(simulated_run, tasks)
         results["ab_simulator"] = {**declared(simulated), "requests": args.ab_requests}
         print("A/B simulator", results["ab_simulator"], file=sys.stderr)
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "experiments.json").write_text(json.dumps(results, indent=1))
-    (args.out / "experiments.md").write_text(markdown(results))
-    print(markdown(results))
 
 
 def markdown(results: dict[str, Any]) -> str:
@@ -208,7 +282,7 @@ def markdown(results: dict[str, Any]) -> str:
         f"| A/B on click streams, variant 10 % better | {ab['runs']} | up to "
         f"{results.get('ab_impressions', 400_000):,} | {share(ab['declared_share'])} "
         f"({ab['worse']} the wrong way) | {share(ab['naive_declared_share'])} | "
-        f"{ab['median_impressions_to_detection']:,} |"
+        f"{int(ab['median_impressions_to_detection']):,} |"
         if ab["median_impressions_to_detection"] is not None
         else f"| A/B on click streams | {ab['runs']} | | {share(ab['declared_share'])} | | — |",
     ]
@@ -219,8 +293,28 @@ def markdown(results: dict[str, Any]) -> str:
             f"| A/B in the simulator, the variant's users click 1.1× as often | {s['runs']} | "
             f"{s['requests']:,} requests | {share(s['declared_share'])} ({s['worse']} the wrong "
             f"way) | {share(s['naive_declared_share'])} | "
-            f"{'—' if median is None else f'{median:,}'} |"
+            f"{'—' if median is None else f'{int(median):,}'} |"
         )
+    if "preview" in results:
+        v = results["preview"]
+        lines += [
+            "",
+            f"**The preview** (`{results.get('preview_command', results['command'])}`):"
+            f" {v['runs']} runs of {v['requests']:,} requests on ml-100k; the shop logs"
+            f" `{v['logging']}`, each of {', '.join(f'`{p}`' for p in v['policies'])} is"
+            " estimated off-policy on that log, then run live on the same world.",
+            "",
+            "| estimator | live value within the 95 % interval | by policy | mean abs. error"
+            " (live mean) |",
+            "|---|---:|---|---:|",
+        ]
+        for name in ("snips", "dr"):
+            e = v[name]
+            by = ", ".join(f"{k} {share(x)}" for k, x in e["by_policy"].items())
+            lines.append(
+                f"| {name.upper()} | {share(e['covered_share'])} | {by} | "
+                f"{e['mean_abs_error']:.4f} ({e['mean_live']:.4f}) |"
+            )
     return "\n".join(lines) + "\n"
 
 
