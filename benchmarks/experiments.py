@@ -35,7 +35,13 @@ from typing import Any
 
 import numpy as np
 
-from equilibra.evaluate.experiments import Experiment, SplitTest, Variant, metric_value
+from equilibra.evaluate.experiments import (
+    Experiment,
+    SplitTest,
+    Variant,
+    metric_value,
+    prediction_interval,
+)
 from equilibra.evaluate.simulate import SimConfig, Simulator, World
 from equilibra.explore.spec import parse_policy
 
@@ -133,6 +139,8 @@ def preview_run(task: tuple[str, int, int]) -> list[dict[str, Any]]:
             path = Path(folder) / "log.csv"
             write_impressions(logged.impressions, path)
             log = read_equilibra(path)
+        _, per_impression = np.unique(log.clusters, return_inverse=True)
+        sums = np.bincount(per_impression, weights=log.reward)
         for spec in PREVIEWED:
             preview = evaluate_on_log(log, spec, n_boot=200, seed=seed).as_dict()["estimates"]
             live = simulator.run(parse_policy(spec), log_propensities=False).summary
@@ -140,8 +148,11 @@ def preview_run(task: tuple[str, int, int]) -> list[dict[str, Any]]:
             row: dict[str, Any] = {"seed": seed, "policy": spec, "live": per_slot}
             for name in ("snips", "dr"):
                 low, high = preview[name]["ci"]  # type: ignore[index]
-                row[name] = {"value": preview[name]["value"], "ci": [low, high],  # type: ignore[index]
-                             "covered": bool(low <= per_slot <= high)}  # fmt: skip
+                value = preview[name]["value"]  # type: ignore[index]
+                wide = prediction_interval(value, [low, high], sums, config.slate_size, requests)
+                row[name] = {"value": value, "ci": [low, high], "prediction": wide,
+                             "covered": bool(low <= per_slot <= high),
+                             "predicted": bool(wide[0] <= per_slot <= wide[1])}  # fmt: skip
             rows.append(row)
     return rows
 
@@ -151,6 +162,7 @@ def coverage(rows: list[dict[str, Any]]) -> dict[str, Any]:
     for name in ("snips", "dr"):
         out[name] = {
             "covered_share": float(np.mean([r[name]["covered"] for r in rows])),
+            "predicted_share": float(np.mean([r[name]["predicted"] for r in rows])),
             "by_policy": {
                 spec: float(np.mean([r[name]["covered"] for r in rows if r["policy"] == spec]))
                 for spec in PREVIEWED
@@ -304,15 +316,16 @@ def markdown(results: dict[str, Any]) -> str:
             f" `{v['logging']}`, each of {', '.join(f'`{p}`' for p in v['policies'])} is"
             " estimated off-policy on that log, then run live on the same world.",
             "",
-            "| estimator | live value within the 95 % interval | by policy | mean abs. error"
-            " (live mean) |",
-            "|---|---:|---|---:|",
+            "| estimator | live value within the 95 % confidence interval | within the 95 %"
+            " prediction interval | confidence interval, by policy | mean abs. error (live mean) |",
+            "|---|---:|---:|---|---:|",
         ]
         for name in ("snips", "dr"):
             e = v[name]
             by = ", ".join(f"{k} {share(x)}" for k, x in e["by_policy"].items())
             lines.append(
-                f"| {name.upper()} | {share(e['covered_share'])} | {by} | "
+                f"| {name.upper()} | {share(e['covered_share'])} | "
+                f"{share(e['predicted_share'])} | {by} | "
                 f"{e['mean_abs_error']:.4f} ({e['mean_live']:.4f}) |"
             )
     return "\n".join(lines) + "\n"

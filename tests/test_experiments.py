@@ -159,3 +159,15 @@ def test_the_clustered_variance_is_that_of_the_sums_per_unit(pairs) -> None:
     expected = sum((s - c * mean) ** 2 for s, c in sums.values())
     assert clustered.variance_sum() == pytest.approx(expected, rel=1e-6, abs=1e-6)
     assert clustered.mean == pytest.approx(mean)
+
+
+def test_the_prediction_interval_adds_the_live_runs_noise() -> None:
+    from equilibra.evaluate.experiments import prediction_interval
+
+    ci = [0.10, 0.14]
+    assert prediction_interval(0.12, ci, [1.0, 1.0, 1.0], 10, 100) == pytest.approx(ci)
+    noisy = [0.0, 3.0, 1.0, 0.0, 2.0]
+    short = prediction_interval(0.12, ci, noisy, 10, 100)
+    long = prediction_interval(0.12, ci, noisy, 10, 100_000)
+    assert short[0] < long[0] < ci[0] and ci[1] < long[1] < short[1]
+    assert long == pytest.approx(ci, abs=1e-3)  # a long live run: the estimate's noise only

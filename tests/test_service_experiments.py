@@ -140,3 +140,23 @@ def test_stop_promote_and_a_restart_keep_the_test(tmp_path: Path) -> None:
         assert recommend(client, "u3", T0 + 600)["policy"]["name"] == "egreedy:0.3"
         listed = client.get("/v1/experiments", headers=READ).json()
         assert [t["name"] for t in listed] == ["explore-more"]
+
+
+def test_the_preview_estimates_each_variant_on_the_log_before_launch(tmp_path: Path) -> None:
+    settings = settings_for(tmp_path, attribution_window=60.0)
+    with TestClient(create_app(settings, background=False)) as client:
+        shop(client)
+        for step in range(40):  # a log to preview on, its windows closed
+            recommend(client, f"u{step % 20}", T0 + 200 + step)
+        recommend(client, "u0", T0 + 400)
+        written(client)
+        body = client.post("/v1/experiments", json=TEST, headers=ADMIN).json()
+        preview = body["preview"]
+        assert preview["impressions"] >= 40
+        for variant in ("control", "treatment"):
+            snips = preview[variant]["per_slot"]["snips"]
+            low, high = snips["ci"]
+            wide_low, wide_high = snips["prediction"]
+            assert wide_low <= low <= snips["value"] <= high <= wide_high
+            assert preview[variant]["previewed"] == "all of it"
+        assert preview["treatment"]["policy"] == "egreedy:0.3"

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from equilibra.errors import EquilibraError
-from equilibra.evaluate.experiments import Experiment, SplitTest, Variant
+from equilibra.evaluate.experiments import Experiment, SplitTest, Variant, prediction_interval
 from equilibra.explore.feedback import ClosedImpression
 from equilibra.explore.policies import Policy
 from equilibra.pipeline.artifact import ModelArtifact, versions
@@ -208,8 +208,10 @@ class Experiments:
             logged = read_store(db, since=since)
         except EquilibraError as exc:
             return {"error": str(exc)}
-        slots = len(logged) / max(len(np.unique(logged.clusters)), 1)
-        out: dict[str, Any] = {"impressions": len(np.unique(logged.clusters))}
+        impressions, per_impression = np.unique(logged.clusters, return_inverse=True)
+        slots = len(logged) / max(len(impressions), 1)
+        sums = np.bincount(per_impression, weights=logged.reward)
+        out: dict[str, Any] = {"impressions": len(impressions)}
         for variant in experiment.variants:
             spec = variant.policy or default.spec
             try:
@@ -218,9 +220,27 @@ class Experiments:
                 out[variant.name] = {"policy": spec, "error": str(exc)}
                 continue
             estimates = report["estimates"]
+            # Where the live value over as many impressions as the log holds (this variant's
+            # share of them) should fall: the interval widened by the live run's own noise.
+            horizon = max(int(len(impressions) * variant.share), 1)
+            per_slot = {
+                k: {
+                    **estimates[k],  # type: ignore[index,dict-item]
+                    "prediction": prediction_interval(
+                        estimates[k]["value"],
+                        estimates[k]["ci"],
+                        sums,
+                        slots,
+                        horizon,  # type: ignore[index]
+                    ),
+                    "horizon_impressions": horizon,
+                }
+                for k in ("snips", "dr")
+                if k in estimates  # type: ignore[operator]
+            }
             out[variant.name] = {
                 "policy": spec,
-                "per_slot": {k: estimates[k] for k in ("snips", "dr") if k in estimates},  # type: ignore[index,operator]
+                "per_slot": per_slot,
                 "per_impression": {
                     k: {
                         "value": estimates[k]["value"] * slots,  # type: ignore[index]
