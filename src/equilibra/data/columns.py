@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+import pandas as pd
+
 
 class Columns:
     user = "user_id"
@@ -85,3 +89,14 @@ IMPRESSION_COLUMNS: tuple[str, ...] = (
     Columns.context,
     Columns.variant,
 )
+
+
+def is_missing(value: Any) -> bool:
+    """What a column of optional values holds where one is absent: None, NaN, pandas' NA or
+    NaT. Per value and without pandas' machinery: the small-batch paths call it per cell."""
+    return (
+        value is None
+        or value is pd.NA
+        or value is pd.NaT
+        or (isinstance(value, float) and value != value)
+    )

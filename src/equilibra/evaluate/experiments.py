@@ -25,7 +25,7 @@ import hashlib
 import math
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from equilibra.explore.feedback import ClosedImpression
@@ -279,30 +279,19 @@ class Experiment:
         }
 
     def state_dict(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "variants": [vars(v) for v in self.variants],
-            "metric": self.metric,
-            "placement": self.placement,
-            "alpha": self.alpha,
-            "started": self.started,
-            "stopped": self.stopped,
-            "promoted": self.promoted,
-            "arms": [a.state_dict() for a in self.arms],
-        }
+        state = {f.name: getattr(self, f.name) for f in fields(self)}
+        state["variants"] = [vars(v) for v in self.variants]
+        state["arms"] = [a.state_dict() for a in self.arms]
+        return state
 
     @classmethod
     def from_state(cls, state: Mapping[str, Any]) -> Experiment:
         return cls(
-            name=state["name"],
-            variants=[Variant(**v) for v in state["variants"]],
-            metric=state["metric"],
-            placement=state["placement"],
-            alpha=state["alpha"],
-            started=state["started"],
-            stopped=state["stopped"],
-            promoted=state["promoted"],
-            arms=[ArmStats.from_state(a) for a in state["arms"]],
+            **{
+                **state,
+                "variants": [Variant(**v) for v in state["variants"]],
+                "arms": [ArmStats.from_state(a) for a in state["arms"]],
+            }
         )
 
 

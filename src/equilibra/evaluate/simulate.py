@@ -279,12 +279,13 @@ class Simulator:
                     row[C.reward] = outcome.raw_reward
 
         split = policy if isinstance(policy, SplitTest) else None
+        # In an A/B test every impression has its arm: the default learner is never used.
+        learner = policy if split is None else next(iter(split.policies.values()))
+        arms = None if split is None else split.arms
 
         def settle(now: float) -> list[Outcome]:
-            if split is None:
-                return ledger.settle(policy, now)  # type: ignore[arg-type]
-            default = next(iter(split.policies.values()))  # every impression has its arm
-            return ledger.settle(default, now, arms=split.arms, on_close=split.observe)
+            observe = None if split is None else split.observe
+            return ledger.settle(learner, now, arms=arms, on_close=observe)  # type: ignore[arg-type]
 
         next_release = 0
         users = rng.choice(len(w.user_ids), size=c.requests, p=known_weights)
@@ -337,7 +338,7 @@ class Simulator:
             all_truth = _probability(truth_users[user] @ w.truth_items[base].T, w.truth_scale, c)
             all_truth = 1.0 / (1.0 + (1.0 / all_truth - 1.0) * np.exp(-truth_bias[base]))
             p_click = all_truth[slate.indices]
-            if variant is not None and split is not None:  # an injected A/B effect
+            if split is not None and variant is not None:  # an injected A/B effect
                 p_click = np.minimum(p_click * split.lift(variant), 1.0)
             clicks = rng.random(k) < self.examine[:k] * p_click
             carts = clicks & (rng.random(k) < c.cart_rate)

@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 
 from equilibra.data.columns import Columns as C
+from equilibra.data.columns import is_missing
 from equilibra.errors import EquilibraError
 from equilibra.evaluate.experiments import Experiment
 from equilibra.explore.adaptive import Adaptive
@@ -253,7 +254,7 @@ class Engine:
         # pandas call costs as much for ten rows as for ten thousand.
         rows = list(zip(*(events[name].tolist() for name in _INGEST_COLUMNS), strict=True))
         with self.ingest_lock:
-            if any(not _missing(row[6]) for row in rows):
+            if any(not is_missing(row[6]) for row in rows):
                 # An acknowledged event never names an impression a crash could still lose.
                 self.writer.flush()
             seen = self.store.existing_event_ids([str(row[0]) for row in rows])
@@ -274,8 +275,8 @@ class Engine:
                         item,
                         kind,
                         stamp,
-                        None if _missing(value) else float(value),
-                        None if _missing(impression) else str(impression),
+                        None if is_missing(value) else float(value),
+                        None if is_missing(impression) else str(impression),
                     )
             if fresh:
                 self.advance(max(float(row[4]) for row in fresh))
@@ -452,8 +453,3 @@ class Engine:
         self.snapshot()
         self.writer.close()
         self.store.close()
-
-
-def _missing(value: object) -> bool:
-    """None, NaN or pandas' NA: what a column of optional values holds where one is absent."""
-    return value is None or value is pd.NA or (isinstance(value, float) and value != value)

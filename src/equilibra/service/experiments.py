@@ -51,6 +51,7 @@ class Experiments:
         self._models: dict[int, ServingModel] = {}
         self._rules: dict[str, tuple[Rule, ...]] = {}  # by arm key
         self.previews: dict[str, dict[str, Any]] = {}  # per test, made before it started
+        self._relink()
 
     # --- definitions ----------------------------------------------------------------------------
     def start(
@@ -62,6 +63,8 @@ class Experiments:
         policies: dict[str, Policy] = {}
         own: set[str] = set()
         for index, variant in enumerate(experiment.variants):
+            if variant.model_version is not None:
+                self._model(index, variant.model_version)
             if variant.policy is None:
                 policies[variant.name] = default
                 continue
@@ -70,13 +73,11 @@ class Experiments:
             except (ValueError, EquilibraError) as exc:
                 raise ValueError(f"variants[{index}].policy: {exc}") from None
             own.add(variant.name)
-        for index, variant in enumerate(experiment.variants):
-            if variant.model_version is not None:
-                self._model(index, variant.model_version)
         self.tests[experiment.name] = SplitTest(experiment, policies)
         self._own[experiment.name] = own
         for variant in experiment.variants:
             self._rules[experiment.key(variant)] = rules.get(variant.name, ())
+        self._relink()
         log.info("experiment %s started: %s", experiment.name, experiment.summary()["variants"])
 
     def _model(self, index: int, version: int) -> ServingModel:
@@ -139,10 +140,14 @@ class Experiments:
         policy = self.tests[experiment.name].policies[variant.name]
         return Arm(experiment.name, variant.name, key, policy, model, self._rules.get(key, ()))
 
-    @property
-    def learners(self) -> dict[str, Policy]:
-        """Every arm's policy by its key: who learns from an impression a test served."""
-        return {key: p for t in self.tests.values() for key, p in t.arms.items()}  # type: ignore[misc]
+    def _relink(self) -> None:
+        """`learners`: every arm's policy by its key, who learns from an impression a test
+        served. Kept, not derived per call: the clock moves on every request."""
+        self.learners: dict[str, Policy] = {
+            key: p  # type: ignore[misc]
+            for t in self.tests.values()
+            for key, p in t.arms.items()
+        }
 
     def observe(self, closed: ClosedImpression) -> None:
         if closed.variant is None:
@@ -157,6 +162,7 @@ class Experiments:
             for variant, policy in test.policies.items():
                 if policy is old and variant not in self._own[name]:
                     test.policies[variant] = new
+        self._relink()
 
     # --- snapshots ------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:

@@ -19,6 +19,7 @@ from equilibra.data.columns import (
     ITEM_COLUMNS,
     USER_COLUMNS,
     Columns,
+    is_missing,
 )
 from equilibra.store.base import AppendResult, EventPage, ForgetResult, Store, StoreStats
 
@@ -148,10 +149,7 @@ SMALL_FRAME = 256
 
 
 def _python_values(column: pd.Series) -> list[Any]:
-    return [
-        None if v is None or v is pd.NA or v is pd.NaT or (isinstance(v, float) and v != v) else v
-        for v in column.tolist()
-    ]
+    return [None if is_missing(v) else v for v in column.tolist()]
 
 
 class SqlStore(Store):
