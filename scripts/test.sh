@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The test command: sets up .venv, starts PostgreSQL (installing it when possible), runs ruff and
-# the whole pytest suite on SQLite and PostgreSQL. Extra arguments go to pytest.
+# The test command: sets up .venv, starts PostgreSQL and installs Chromium (when possible), runs
+# ruff and the whole pytest suite (SQLite and PostgreSQL; the dashboard in a real browser).
+# Extra arguments go to pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
@@ -14,6 +15,17 @@ if [ -z "${EQUILIBRA_TEST_POSTGRES:-}" ]; then
   else
     echo "test.sh: no PostgreSQL; its conformance cases will be skipped" >&2
   fi
+fi
+
+# The dashboard's browser test drives Debian's headless Chromium.
+if ! bash scripts/chromium.sh; then
+  if [ "${CI:-}" = true ] || [ "${EQUILIBRA_REQUIRE_POSTGRES:-}" = 1 ]; then
+    echo "test.sh: chromium is required here but could not be installed" >&2
+    exit 1
+  fi
+  echo "test.sh: no chromium; the browser test will be skipped" >&2
+elif [ "${CI:-}" = true ] || [ "${EQUILIBRA_REQUIRE_POSTGRES:-}" = 1 ]; then
+  export EQUILIBRA_REQUIRE_BROWSER=1
 fi
 
 .venv/bin/ruff check src tests benchmarks

@@ -697,7 +697,8 @@ def demo_command(
     user = summary.get("example user", "u1")
     out.print(
         f"\nServing the demo shop on http://{host}:{port} (OpenAPI at /docs; Ctrl-C stops it).\n"
-        f"Admin key {admin} · read key {read}\n\n"
+        f"Admin key {admin} · read key {read}\n"
+        f"Dashboard: http://{host}:{port}/ (sign in with the read key)\n\n"
         f"curl -s -H 'Authorization: Bearer {read}' -H 'Content-Type: application/json' \\\n"
         f'     -d \'{{"user_id": "{user}", "k": 5}}\' http://{host}:{port}/v1/recommend\n',
         soft_wrap=True,

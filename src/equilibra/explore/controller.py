@@ -273,7 +273,8 @@ class BalanceController:
         state.epsilon = epsilon
         moved = previous == 0.0 or abs(epsilon - previous) > 0.25 * previous
         if moved and (previous != 0.0 or state.impressions > 0):
-            self._log(key, "rate", f"{previous:.4f} → {epsilon:.4f}", dict(why))
+            measured = {**why, "epsilon": epsilon, "previous_epsilon": previous}
+            self._log(key, "rate", f"{previous:.4f} → {epsilon:.4f}", measured)
 
     # --- learning -----------------------------------------------------------------------------
 

@@ -9,25 +9,32 @@ import asyncio
 import gc
 import json
 import logging
+import tempfile
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
+from urllib.parse import quote
 
 from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.docs import get_swagger_ui_html
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from equilibra import __version__
 from equilibra.errors import EquilibraError
+from equilibra.service.dashboard import views
+from equilibra.service.dashboard.access import Access
+from equilibra.service.dashboard.background import Refreshing
 from equilibra.service.engine import Engine
 from equilibra.service.metrics import GcTimer, Metrics
 from equilibra.service.retrain import Trainer
 from equilibra.service.routes import (
     browse,
     catalog,
+    dashboard,
     events,
     experiments,
     recommend,
@@ -39,6 +46,9 @@ from equilibra.service.settings import Settings
 log = logging.getLogger("equilibra.service")
 MAX_BODY_BYTES = 16 * 2**20  # a larger body is refused with 413 before it is read
 FREEZE_EVERY_S = 30.0
+SAMPLE_EVERY_S = 5.0  # the dashboard's time series
+REPORT_EVERY_S = 900.0  # the behaviour report is recomputed when older
+OPE_EVERY_S = 120.0  # so are the off-policy estimates
 
 
 def create_app(
@@ -60,7 +70,15 @@ def create_app(
         freezer = asyncio.get_running_loop().create_task(_keep_heap_frozen())
         if not settings.admin_key:
             log.warning("no EQUILIBRA_ADMIN_KEY: the API is open to anyone who can reach it")
+        if app.state.dashboard_access.generated:
+            log.warning(
+                "no EQUILIBRA_READ_KEY or EQUILIBRA_ADMIN_KEY: the dashboard at / takes the key "
+                "%s (made at start; set EQUILIBRA_READ_KEY to choose one)",
+                app.state.dashboard_access.keys[0],
+            )
         app.state.engine = own
+        _dashboard(app, own)
+        sampler = asyncio.get_running_loop().create_task(_sample_every(own))
         trainer = Trainer(own) if background else None
         app.state.trainer = trainer
         if trainer is not None:
@@ -69,6 +87,7 @@ def create_app(
             yield
         finally:
             freezer.cancel()
+            sampler.cancel()
             gc.callbacks.remove(timer)
             if trainer is not None:
                 trainer.stop()
@@ -83,6 +102,7 @@ def create_app(
     )
     app.state.settings = settings
     app.state.metrics = Metrics()
+    app.state.dashboard_access = Access.of(settings.read_key, settings.admin_key)
     for router in (
         events.router,
         catalog.router,
@@ -91,6 +111,7 @@ def create_app(
         rules.router,
         experiments.router,
         status.router,
+        dashboard.router,
     ):
         app.include_router(router)
     _docs(app)
@@ -108,6 +129,27 @@ async def _keep_heap_frozen(every_s: float = FREEZE_EVERY_S) -> None:
     while True:
         await asyncio.sleep(every_s)
         gc.freeze()
+
+
+def _dashboard(app: FastAPI, engine: Engine) -> None:
+    """What the dashboard computes in the background: off-policy estimates on the recent log
+    and the behaviour report of the live store (its figures in a folder of this process)."""
+    folder = Path(tempfile.mkdtemp(prefix="equilibra-dashboard-"))
+    app.state.dashboard_report_dir = folder
+    app.state.dashboard_report = Refreshing(
+        "analysis", lambda: views.behaviour_report(engine, folder), REPORT_EVERY_S
+    )
+    app.state.dashboard_ope = Refreshing("ope", lambda: views.off_policy(engine), OPE_EVERY_S)
+
+
+async def _sample_every(engine: Engine, every_s: float = SAMPLE_EVERY_S) -> None:
+    """A point of the dashboard's lines every few seconds (a sample costs well under 1 ms)."""
+    while True:
+        try:
+            views.take_sample(engine)
+        except Exception as exc:  # a chart must never stop the service
+            log.warning("dashboard sample failed: %s", exc)
+        await asyncio.sleep(every_s)
 
 
 def _docs(app: FastAPI) -> None:
@@ -159,9 +201,13 @@ class Measure:
             await self.app(scope, receive, sending)
         finally:
             route = scope.get("route")
-            self.metrics.latency.labels(
-                getattr(route, "path", "unmatched"), scope["method"], str(status[0])
-            ).observe(time.perf_counter() - started)
+            path = getattr(route, "path", "unmatched")
+            took = time.perf_counter() - started
+            self.metrics.latency.labels(path, scope["method"], str(status[0])).observe(took)
+            if path == "/v1/recommend":
+                engine = getattr(scope["app"].state, "engine", None)
+                if engine is not None:
+                    engine.timeline.request(took)
 
 
 def _middleware(app: FastAPI) -> None:
@@ -182,6 +228,10 @@ def _errors(app: FastAPI) -> None:
             {"detail": message, "errors": json.loads(json.dumps(errors, default=str))},
             status_code=422,
         )
+
+    @app.exception_handler(dashboard.SignIn)
+    async def sign_in(request: Request, exc: dashboard.SignIn) -> Response:
+        return RedirectResponse(f"/login?next={quote(exc.target, safe='')}", status_code=303)
 
     @app.exception_handler(EquilibraError)
     async def bad_input(request: Request, exc: EquilibraError) -> JSONResponse:

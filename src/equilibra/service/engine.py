@@ -26,7 +26,12 @@ from equilibra.data.columns import is_missing
 from equilibra.errors import EquilibraError
 from equilibra.evaluate.experiments import Experiment
 from equilibra.explore.adaptive import Adaptive
-from equilibra.explore.feedback import PINNED, FeedbackLedger, outcome_rewards
+from equilibra.explore.feedback import (
+    PINNED,
+    ClosedImpression,
+    FeedbackLedger,
+    outcome_rewards,
+)
 from equilibra.explore.policies import LinearMixin, Policy
 from equilibra.explore.slate import Candidates, Slate
 from equilibra.explore.spec import parse_policy
@@ -34,6 +39,7 @@ from equilibra.online.catalog import Catalog
 from equilibra.online.state import InProcessState
 from equilibra.pipeline.artifact import CURRENT, ModelArtifact, current, rollback
 from equilibra.rank.rules import Rule
+from equilibra.service.dashboard.timeline import Timeline
 from equilibra.service.experiments import Arm, Experiments
 from equilibra.service.model import ServingModel
 from equilibra.service.settings import Settings
@@ -73,6 +79,7 @@ class Engine:
         self.rules: dict[str, Rule] = {}
         self.explore_excluded = settings.explore_excluded  # parsed once, read every request
         self.counters = Counters()
+        self.timeline = Timeline()  # what the dashboard plots over time
         self.clock = float("-inf")
         self.rng = np.random.default_rng(settings.seed)
         self.lock = threading.RLock()  # policy, ledger, clock
@@ -288,9 +295,7 @@ class Engine:
             if now <= self.clock:
                 return
             self.clock = now
-            outcomes = self.ledger.settle(
-                self.policy, now, self.experiments.learners, self.experiments.observe
-            )
+            outcomes = self.ledger.settle(self.policy, now, self.experiments.learners, self._closed)
         if outcomes:
             self.writer.rewards(outcome_rewards(outcomes))
             rewarded = sum(1 for o in outcomes if o.raw_reward > 0)
@@ -299,6 +304,11 @@ class Engine:
             self.counters.closed_slots += len(outcomes)
             if time.monotonic() - self._snapshot_at >= SNAPSHOT_EVERY_S:
                 self.snapshot()
+
+    def _closed(self, closed: ClosedImpression) -> None:
+        """An impression's window closed: its A/B test and the dashboard's tallies see it."""
+        self.experiments.observe(closed)
+        self.timeline.closed(closed.variant or self.policy.spec, closed)
 
     def purge(self) -> tuple[int, int]:
         """Apply the retention period: delete what is older, by the event clock."""
@@ -409,6 +419,7 @@ class Engine:
             c.impressions += 1
             c.shown_slots[key] = c.shown_slots.get(key, 0) + len(slate)
             c.explore_slots[key] = c.explore_slots.get(key, 0) + int(slate.explore_flags.sum())
+            self.timeline.shown(items, timestamp)
 
     # --- A/B tests ------------------------------------------------------------------------------
     def arm_for(self, user_id: str, placement: str) -> Arm | None:

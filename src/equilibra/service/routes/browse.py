@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends, Query, Request
 
 from equilibra.service.auth import require_read
+from equilibra.service.engine import Engine
 from equilibra.service.routes._common import engine_of
 from equilibra.service.schemas import ListOut, ScoredItem
 
@@ -44,7 +45,11 @@ def popular(
     k: int = K,
     category: str | None = Query(None, description="only items of this category"),
 ) -> ListOut:
-    engine = engine_of(request)
+    return ListOut(items=popular_items(engine_of(request), k, category))
+
+
+def popular_items(engine: Engine, k: int, category: str | None = None) -> list[ScoredItem]:
+    """Trending available items (what /v1/popular answers; the dashboard shows the same)."""
     wanted = engine.catalog.in_category(category) if category is not None else None
     pool = engine.state.trending(max(10 * k, 200) if wanted is not None else k * 2)
     if engine.model is not None and len(pool) < k:
@@ -66,4 +71,4 @@ def popular(
         )
         if len(out) == k:
             break
-    return ListOut(items=out)
+    return out

@@ -10,6 +10,7 @@ from fastapi import APIRouter, Depends, HTTPException, Request
 from equilibra.evaluate.experiments import Experiment, Variant
 from equilibra.rank.rules import Rule
 from equilibra.service.auth import require_admin, require_read
+from equilibra.service.engine import Engine
 from equilibra.service.routes._common import engine_of
 from equilibra.service.routes.rules import make_rule
 from equilibra.service.schemas import ExperimentIn, PromoteIn
@@ -25,8 +26,12 @@ def _found(request: Request, name: str) -> Experiment:
 
 
 def _view(request: Request, experiment: Experiment) -> dict[str, Any]:
-    previews = engine_of(request).experiments.previews
-    return {**experiment.summary(), "preview": previews.get(experiment.name)}
+    return view_of(engine_of(request), experiment)
+
+
+def view_of(engine: Engine, experiment: Experiment) -> dict[str, Any]:
+    """What the API answers for one test (the dashboard shows the same)."""
+    return {**experiment.summary(), "preview": engine.experiments.previews.get(experiment.name)}
 
 
 @router.post(

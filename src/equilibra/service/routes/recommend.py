@@ -8,9 +8,9 @@ from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.responses import JSONResponse
 
 from equilibra.domain import ValidationError, parse_timestamp
-from equilibra.rank.rules import pins
 from equilibra.service import pipeline
 from equilibra.service.auth import require_read
+from equilibra.service.compose import compose
 from equilibra.service.routes._common import engine_of
 from equilibra.service.schemas import RecommendIn, RecommendOut
 from equilibra.service.settings import Settings
@@ -59,39 +59,18 @@ async def recommend(body: RecommendIn, request: Request) -> JSONResponse:
         timestamp=stamp,
     )
     engine.advance(stamp)
-    # An A/B test covering this placement serves the user's variant: its policy, its model
-    # version, its extra rules.
-    arm = engine.arm_for(req.user_id, req.placement)
-    model = engine.model if arm is None or arm.model is None else arm.model
-    rules = list(engine.rules.values()) + ([] if arm is None else list(arm.rules))
-    pool = pipeline.gather(req, model, engine.state, engine.catalog, settings.candidates)
-    blended = pipeline.blend(pool, engine.catalog, req.context)
-    screened = pipeline.screen(blended, req, model, engine.state, engine.catalog, rules)
-    screened = pipeline.diversify(screened, engine.catalog, _diversity(body, settings), 2 * req.k)
-    screened = pipeline.shortlist(screened, max(settings.shortlist, 2 * req.k))
-    version = None if model is None else model.version
-    policy = engine.policy if arm is None else arm.policy
+    made = compose(engine, req, _diversity(body, settings))
+    policy, arm, version = made.policy, made.arm, made.version
     served_by = None if arm is None else (arm.experiment, arm.variant)
-    if not screened.items:  # nothing to show yet (an empty shop): an empty list, no impression
+    if made.slate is None or made.candidates is None:
+        # Nothing to show yet (an empty shop): an empty list, no impression.
         return JSONResponse(
             pipeline.respond([], None, version, policy.spec, policy.exploration_rate, served_by)
         )
-    base_rate = engine.base_rate
-    candidates = pipeline.to_candidates(
-        screened,
-        req,
-        engine.state,
-        base_rate,
-        engine.segment(req.user_id),
-        engine.catalog,
-        engine.explore_excluded,
-        model,
-    )
-    slate = engine.explore(candidates, req.k, policy)
-    shown = pipeline.place_pins(slate, screened, pins(rules, req.placement, stamp, req.k), req.k)
+    shown, slate, candidates = made.shown, made.slate, made.candidates
     impression_id = engine.new_impression_id()
     rows = pipeline.log_rows(
-        shown, slate, candidates, req, impression_id, base_rate, version,
+        shown, slate, candidates, req, impression_id, made.base_rate, version,
         None if arm is None else arm.key,
     )  # fmt: skip
     engine.record(impression_id, req.user_id, stamp, slate, candidates, rows, arm)

@@ -1,15 +1,17 @@
-"""GET /v1/stats, GET /v1/exploration, GET /health, GET /metrics, GET / (the start page)."""
+"""GET /v1/stats, GET /v1/exploration, GET /health, GET /metrics (the dashboard is at GET /)."""
 
 from __future__ import annotations
 
 import time
 
 from fastapi import APIRouter, Depends, Request
-from fastapi.responses import HTMLResponse, Response
+from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.datastructures import State
 
 from equilibra.explore.adaptive import Adaptive
 from equilibra.service.auth import require_read
+from equilibra.service.engine import Engine
 from equilibra.service.routes._common import engine_of
 from equilibra.service.schemas import StatsOut
 
@@ -19,13 +21,18 @@ STATS_TTL_S = 10.0
 
 @router.get("/v1/stats", response_model=StatsOut, dependencies=[Depends(require_read)])
 def stats(request: Request) -> StatsOut:
-    engine = engine_of(request)
-    cached = getattr(request.app.state, "stats_cache", None)
+    return current_stats(request.app.state)
+
+
+def current_stats(state: State) -> StatsOut:
+    """What /v1/stats answers (the dashboard's overview shows the same numbers)."""
+    engine = state.engine
+    cached = getattr(state, "stats_cache", None)
     if cached is None or time.monotonic() - cached[0] > STATS_TTL_S:
         # Distinct users and items are counted by the store; cached: the count is not free.
         counted = engine.store.stats()
         cached = (time.monotonic(), counted)
-        request.app.state.stats_cache = cached
+        state.stats_cache = cached
     counted = cached[1]
     model = engine.model
     return StatsOut(
@@ -43,7 +50,10 @@ def exploration(request: Request) -> dict[str, object]:
     `EQUILIBRA_POLICY=adaptive` (per placement and segment the rate, the measurements behind
     it, the budget spent, the champion and the history of changes); for a fixed policy, the
     shares it explored."""
-    engine = engine_of(request)
+    return exploration_state(engine_of(request))
+
+
+def exploration_state(engine: Engine) -> dict[str, object]:
     policy = engine.policy
     with engine.lock:
         if isinstance(policy, Adaptive):
@@ -111,12 +121,3 @@ def metrics(request: Request) -> Response:
     m.log_pending.set(engine.writer.pending)
     m.log_failed.set(engine.writer.failed)
     return Response(generate_latest(m.registry), media_type=CONTENT_TYPE_LATEST)
-
-
-@router.get("/", include_in_schema=False, response_class=HTMLResponse)
-def start_page() -> str:
-    return (
-        "<!doctype html><title>Equilibra</title><h1>Equilibra</h1>"
-        '<p><a href="/docs">API (OpenAPI)</a> · <a href="/health">health</a> · '
-        '<a href="/metrics">metrics</a></p>'
-    )
