@@ -195,6 +195,8 @@ def test_pages_render_with_charts_and_the_api_numbers(client) -> None:
         )
         assert row is not None and abs(float(row.group(1)) - segment["exploration_rate"]) < 1e-4
 
+    assert re.search(r'id="budget">The budget: explored slots at most 100 % on default', page)
+
     popular = client.get("/v1/popular?k=15", headers=READ).json()["items"]
     catalog = client.get("/dashboard/catalog", headers=READ).text
     assert re.findall(r'data-item="([^"]+)"', catalog) == [p["item_id"] for p in popular]

@@ -253,6 +253,7 @@ def text_of(driver, selector: str) -> str:
 
 def test_every_page_in_chromium(service: int, browser, tmp_path: Path) -> None:
     from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
 
     port, driver = service, browser
     base = f"http://127.0.0.1:{port}"
@@ -261,13 +262,15 @@ def test_every_page_in_chromium(service: int, browser, tmp_path: Path) -> None:
     # Signing in: a page sends the browser to the form; a wrong key is refused; the read key works.
     driver.get(base + "/dashboard/catalog")
     assert "/login" in driver.current_url
+    # A click submits the form; the next page arrives after it returns, so each step waits.
+    wait = WebDriverWait(driver, 20)
     driver.find_element(By.ID, "key").send_keys("wrong")
     driver.find_element(By.ID, "sign-in").click()
-    assert driver.find_elements(By.ID, "login-error")
+    wait.until(lambda d: d.find_elements(By.ID, "login-error"))
     driver.save_screenshot(str(shots / "login.png"))
     driver.find_element(By.ID, "key").send_keys(READ_KEY)
     driver.find_element(By.ID, "sign-in").click()
-    assert driver.current_url.endswith("/dashboard/catalog")
+    wait.until(lambda d: d.current_url.endswith("/dashboard/catalog"))
 
     load(driver, base + "/dashboard/users")
     user_link = driver.find_element(By.CSS_SELECTOR, "#active a").get_attribute("href")

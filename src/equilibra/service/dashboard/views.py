@@ -238,7 +238,7 @@ def exploration(
         "segments": segments,
         "history": list(reversed(history))[:60],
         "champions": state.get("champions", {}),
-        "budget": budget,
+        "budget": _budget_config_text(budget),
         "ope": estimated,
         "ope_error": failed,
         "ope_busy": ope.busy and estimated is None and failed is None,
@@ -499,6 +499,21 @@ def _budget_text(spent: Mapping[str, Any] | None) -> list[str]:
         f"estimated loss {100 * loss:+.2f} % of the greedy value"
         + (f" (cap {100 * loss_cap:.1f} %)" if loss_cap is not None else " (no cap)"),
     ]
+
+
+def _budget_config_text(budget: Any) -> str | None:
+    """The configured budget in a sentence: the share caps per placement, the loss cap."""
+    if not isinstance(budget, Mapping):
+        return None
+    shares = budget.get("max_share") or {}
+    caps = ", ".join(f"{100 * float(v):.0f} % on {k}" for k, v in shares.items())
+    loss = budget.get("max_loss")
+    period = budget.get("period_s")
+    return (
+        f"explored slots at most {caps or '100 %'}; "
+        + ("no cap on the estimated loss" if loss is None else f"estimated loss ≤ {loss:g}")
+        + (f"; per period of {_duration(float(period))}" if period else "")
+    )
 
 
 def _missing(value: Any) -> bool:
