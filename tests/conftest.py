@@ -1,4 +1,5 @@
-"""Shared fixtures: every store test runs on SQLite and on PostgreSQL.
+"""Shared fixtures: every store test runs on SQLite and on PostgreSQL. Also the helpers that run
+`equilibra` as a real process (the CLI, the server).
 
 PostgreSQL comes from EQUILIBRA_TEST_POSTGRES (`make test` and `.ci/run` start a server and set
 it). Without it the PostgreSQL cases skip locally, but fail in CI (CI=true or
@@ -8,8 +9,12 @@ EQUILIBRA_REQUIRE_POSTGRES=1): a conformance suite that silently ran on one back
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
+import time
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -77,3 +82,35 @@ def run_cli(*args: object, cwd: Path | None = None) -> subprocess.CompletedProce
         cwd=cwd,
         timeout=300,
     )
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def serve_process(
+    settings: dict[str, str], port: int, start_within_s: float = 90.0
+) -> subprocess.Popen[str]:
+    """`equilibra serve` as a real process with these EQUILIBRA_* variables, once it answers
+    /health (AssertionError, with what it printed, if it exits or does not answer in time)."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "equilibra.cli", "serve", "--port", str(port),
+         "--log-level", "warning"],
+        env={**os.environ, **settings},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )  # fmt: skip
+    deadline = time.time() + start_within_s
+    while time.time() < deadline:
+        if process.poll() is not None:
+            raise AssertionError(f"serve exited: {process.stdout.read() if process.stdout else ''}")
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=5):
+                return process
+        except (urllib.error.URLError, ConnectionError):
+            time.sleep(0.2)
+    process.kill()
+    raise AssertionError(f"serve did not answer /health within {start_within_s:.0f} s")

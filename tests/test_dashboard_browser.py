@@ -14,8 +14,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
@@ -23,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import free_port, serve_process
 
 from equilibra.store import open_store
 
@@ -44,14 +43,6 @@ if not (CHROMIUM and CHROMEDRIVER):
     if os.environ.get("EQUILIBRA_REQUIRE_BROWSER") == "1":
         raise RuntimeError("EQUILIBRA_REQUIRE_BROWSER=1 but chromium/chromedriver are missing")
     pytestmark.append(pytest.mark.skip(reason="no chromium + chromedriver (scripts/chromium.sh)"))
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def call(port: int, method: str, path: str, body: object = None) -> object:
@@ -116,41 +107,18 @@ def service(tmp_path_factory: pytest.TempPathFactory):
     with open_store(f"sqlite:///{folder / 'shop.db'}") as store:
         end = float(store.event_time_range()[1])
     port = free_port()
-    env = {
-        **os.environ,
-        "EQUILIBRA_DB": f"sqlite:///{folder / 'shop.db'}",
-        "EQUILIBRA_MODEL_DIR": str(folder / "model"),
-        "EQUILIBRA_ADMIN_KEY": ADMIN_KEY,
-        "EQUILIBRA_READ_KEY": READ_KEY,
-        "EQUILIBRA_POLICY": "adaptive",
-        "EQUILIBRA_ATTRIBUTION_WINDOW": "300",
-    }
-    server = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "equilibra.cli",
-            "serve",
-            "--port",
-            str(port),
-            "--log-level",
-            "warning",
-        ],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
+    server = serve_process(
+        {
+            "EQUILIBRA_DB": f"sqlite:///{folder / 'shop.db'}",
+            "EQUILIBRA_MODEL_DIR": str(folder / "model"),
+            "EQUILIBRA_ADMIN_KEY": ADMIN_KEY,
+            "EQUILIBRA_READ_KEY": READ_KEY,
+            "EQUILIBRA_POLICY": "adaptive",
+            "EQUILIBRA_ATTRIBUTION_WINDOW": "300",
+        },
+        port,
     )
     try:
-        deadline = time.time() + 90
-        while True:
-            try:
-                call(port, "GET", "/health")
-                break
-            except (urllib.error.URLError, ConnectionError):
-                if server.poll() is not None or time.time() > deadline:
-                    raise AssertionError("serve did not start") from None
-                time.sleep(0.3)
         rng = np.random.default_rng(3)
         t = traffic(port, end, 500, rng)
         call(

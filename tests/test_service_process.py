@@ -4,28 +4,20 @@ impressions still waiting for feedback."""
 from __future__ import annotations
 
 import json
-import os
 import signal
-import socket
 import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
 from pathlib import Path
 
 import pytest
+from conftest import free_port, serve_process
 
 from equilibra.store import open_store
 
 KEY = "process-admin"
 T0 = 1_767_000_000.0
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def call(port: int, method: str, path: str, body: object = None) -> tuple[int, object]:
@@ -44,40 +36,16 @@ def call(port: int, method: str, path: str, body: object = None) -> tuple[int, o
 
 
 def serve(tmp_path: Path, port: int) -> subprocess.Popen[str]:
-    env = {
-        **os.environ,
-        "EQUILIBRA_DB": f"sqlite:///{tmp_path / 'shop.db'}",
-        "EQUILIBRA_MODEL_DIR": str(tmp_path / "model"),
-        "EQUILIBRA_ADMIN_KEY": KEY,
-        "EQUILIBRA_ATTRIBUTION_WINDOW": "600",
-    }
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "equilibra.cli",
-            "serve",
-            "--port",
-            str(port),
-            "--log-level",
-            "warning",
-        ],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
+    return serve_process(
+        {
+            "EQUILIBRA_DB": f"sqlite:///{tmp_path / 'shop.db'}",
+            "EQUILIBRA_MODEL_DIR": str(tmp_path / "model"),
+            "EQUILIBRA_ADMIN_KEY": KEY,
+            "EQUILIBRA_ATTRIBUTION_WINDOW": "600",
+        },
+        port,
+        start_within_s=60,
     )
-    deadline = time.time() + 60
-    while time.time() < deadline:
-        if process.poll() is not None:
-            raise AssertionError(f"serve exited: {process.stdout.read() if process.stdout else ''}")
-        try:
-            if call(port, "GET", "/health")[0] == 200:
-                return process
-        except (urllib.error.URLError, ConnectionError):
-            time.sleep(0.2)
-    process.kill()
-    raise AssertionError("serve did not answer /health within 60 s")
 
 
 @pytest.mark.slow

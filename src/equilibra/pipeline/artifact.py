@@ -307,6 +307,11 @@ def versions(root: Path | str) -> list[int]:
     return sorted(found)
 
 
+def version_info(root: Path | str, version: int) -> dict[str, Any]:
+    """The metadata (`equilibra.json`) of one kept version, without loading the model."""
+    return json.loads((Path(root) / _version_name(version) / "equilibra.json").read_text())  # type: ignore[no-any-return]
+
+
 def _taken(root: Path) -> list[int]:
     """Every version number a folder name holds, whether or not the version is complete."""
     return [

@@ -9,6 +9,7 @@ import asyncio
 import gc
 import json
 import logging
+import shutil
 import tempfile
 import time
 from collections.abc import AsyncIterator
@@ -92,6 +93,7 @@ def create_app(
             if trainer is not None:
                 trainer.stop()
             own.close()
+            shutil.rmtree(app.state.dashboard_report_dir, ignore_errors=True)
 
     app = FastAPI(
         title="Equilibra",

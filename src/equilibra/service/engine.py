@@ -419,7 +419,48 @@ class Engine:
             c.impressions += 1
             c.shown_slots[key] = c.shown_slots.get(key, 0) + len(slate)
             c.explore_slots[key] = c.explore_slots.get(key, 0) + int(slate.explore_flags.sum())
-            self.timeline.shown(items, timestamp)
+        self.timeline.shown(items, timestamp)  # the dashboard's count: no need for the lock
+
+    def exploration(self) -> dict[str, object]:
+        """What `GET /v1/exploration` answers: per placement and segment the rate and why (the
+        balance controller's state under `adaptive`; for a fixed policy, the shares it explored)."""
+        policy = self.policy
+        with self.lock:
+            if isinstance(policy, Adaptive):
+                state = policy.controller.explain()
+                return {
+                    "policy": policy.spec,
+                    "controller": "balance",
+                    "why": "EQUILIBRA_POLICY=adaptive: "
+                    "the balance controller sets each segment's rate",
+                    "exploration_rate": policy.exploration_rate,
+                    "new_items_owed": sum(
+                        1 for n, r in policy.new_evidence.values() if policy.owes(n, r)
+                    ),
+                    **state,
+                }
+            c = self.counters
+            segments = []
+            for (placement, segment), slots in sorted(c.shown_slots.items()):
+                explored = c.explore_slots.get((placement, segment), 0)
+                segments.append(
+                    {
+                        "placement": placement,
+                        "segment": segment,
+                        "exploration_rate": explored / slots if slots else 0.0,
+                        "shown_items": slots,
+                        "why": f"fixed policy {policy.spec}",
+                        "budget_spent": None,
+                    }
+                )
+            return {
+                "policy": policy.spec,
+                "controller": None,
+                "why": f"EQUILIBRA_POLICY={self.settings.policy}: a fixed policy",
+                "exploration_rate": policy.exploration_rate,
+                "segments": segments,
+                "history": [],
+            }
 
     # --- A/B tests ------------------------------------------------------------------------------
     def arm_for(self, user_id: str, placement: str) -> Arm | None:

@@ -1,13 +1,12 @@
 """What each dashboard page shows, as plain data and SVG strings: the templates only lay it out.
 
 Numbers that the API also answers come from the same functions the API uses (`current_stats`,
-`exploration_state`, `popular_items`, the experiments' summaries), so the page and the API agree.
+`Engine.exploration`, `popular_items`, the experiments' summaries), so the page and the API agree.
 """
 
 from __future__ import annotations
 
 import copy
-import json
 import math
 import time
 from collections import Counter
@@ -19,9 +18,7 @@ import numpy as np
 
 from equilibra.data.columns import Columns as C
 from equilibra.errors import EquilibraError
-from equilibra.explore.adaptive import Adaptive
-from equilibra.explore.controller import split_key
-from equilibra.pipeline.artifact import versions
+from equilibra.pipeline.artifact import version_info, versions
 from equilibra.service import pipeline
 from equilibra.service.compose import compose
 from equilibra.service.dashboard import charts
@@ -31,25 +28,21 @@ from equilibra.service.engine import Engine
 
 OPE_POLICIES = ("greedy", "egreedy:0.05", "egreedy:0.2", "thompson")
 OPE_DAYS = 7.0
+REWARD_CHARTS = (  # metric, title, axis
+    ("ctr", "Click-through rate", "clicked / impressions"),
+    ("conversion", "Conversion per impression", "purchased / impressions"),
+    ("revenue", "Revenue per request", "revenue / impression"),
+)
 CONVERSION_TYPES = ("add_to_cart", "purchase")
+TOP_DAYS = 30.0  # "most bought" looks back this far
 HISTORY_SHOWN = 30  # a user's latest events on their page
 
 
 # --- sampling: called every few seconds by the app ----------------------------------------------
 def take_sample(engine: Engine, now: float | None = None) -> Sample:
     """One point of the overview's and the exploration page's lines."""
-    rates: dict[str, float] = {}
-    with engine.lock:
-        policy = engine.policy
-        if isinstance(policy, Adaptive):
-            controller = policy.controller
-            for key in list(controller.keys):
-                rates[key] = float(controller.rates(key, split_key(key)[0]).epsilon)
-        else:
-            c = engine.counters
-            for (placement, segment), slots in c.shown_slots.items():
-                explored = c.explore_slots.get((placement, segment), 0)
-                rates[f"{placement}/{segment}"] = explored / slots if slots else 0.0
+    segments = engine.exploration()["segments"]
+    rates = {segment_key(s): float(s["exploration_rate"]) for s in segments}  # type: ignore[attr-defined]
     model = engine.model
     return engine.timeline.sample(
         time.time() if now is None else now,
@@ -59,14 +52,20 @@ def take_sample(engine: Engine, now: float | None = None) -> Sample:
     )
 
 
+def segment_key(segment: Mapping[str, Any]) -> str:
+    """ "placement/segment", or the segment alone where there is no placement (the controller's
+    own keys)."""
+    placement = segment["placement"]
+    return f"{placement}/{segment['segment']}" if placement else str(segment["segment"])
+
+
 # --- overview -------------------------------------------------------------------------------------
 def model_history(model_dir: Path, serving: int | None) -> list[dict[str, Any]]:
     """Each model version kept in the folder, newest first, from its metadata."""
     rows = []
     for version in reversed(versions(model_dir)):
-        meta_path = model_dir / f"v{version:06d}" / "equilibra.json"
         try:
-            meta = json.loads(meta_path.read_text())
+            meta = version_info(model_dir, version)
         except (OSError, ValueError):
             continue
         saved = meta.get("saved_at")
@@ -123,30 +122,21 @@ def overview(engine: Engine, stats: Mapping[str, Any], trainer: Any) -> dict[str
                 "ms",
                 empty="no recommend requests yet",
             ),
-            "ctr": charts.line_chart(
-                "Click-through rate per policy (event time)",
-                timeline.reward_series("ctr"),
-                "clicked / impressions",
-                empty="no impression has closed yet (attribution window)",
-            ),
-            "conversion": charts.line_chart(
-                "Conversion per impression, per policy (event time)",
-                timeline.reward_series("conversion"),
-                "purchased / impressions",
-                empty="no impression has closed yet",
-            ),
-            "revenue": charts.line_chart(
-                "Revenue per request, per policy (event time)",
-                timeline.reward_series("revenue"),
-                "revenue / impression",
-                empty="no impression has closed yet",
-            ),
             "model": charts.line_chart(
                 "Model version served",
                 {"version": [(s.t, s.model_version) for s in samples if s.model_version]},
                 "version",
                 empty="no model yet: serving popular and new items",
             ),
+            **{
+                metric: charts.line_chart(
+                    f"{title}, per policy (event time)",
+                    timeline.reward_series(metric),
+                    axis,
+                    empty="no impression has closed yet (attribution window)",
+                )
+                for metric, title, axis in REWARD_CHARTS
+            },
         },
         "rewards": rewards,
         "models": model_history(Path(engine.settings.model_dir), served),
@@ -192,9 +182,8 @@ def off_policy(engine: Engine) -> dict[str, Any]:
     }
 
 
-def exploration(
-    engine: Engine, state: Mapping[str, Any], ope: Refreshing[dict[str, Any]]
-) -> dict[str, Any]:
+def exploration(engine: Engine, ope: Refreshing[dict[str, Any]]) -> dict[str, Any]:
+    state = engine.exploration()  # what GET /v1/exploration answers
     samples = list(engine.timeline.samples)
     keys = sorted({k for s in samples for k in s.exploration})
     over_time = {k: [(s.t, s.exploration[k]) for s in samples if k in s.exploration] for k in keys}
@@ -209,7 +198,7 @@ def exploration(
             steps.setdefault(change["key"], []).append((float(change["time"]), float(epsilon)))
     now = engine.clock
     for segment in state.get("segments", []):  # type: ignore[attr-defined]
-        key = f"{segment['placement']}/{segment['segment']}".lstrip("/")
+        key = segment_key(segment)
         if key in steps and math.isfinite(now):  # the rate holds until now
             steps[key].append((now, float(segment["exploration_rate"])))
     estimated = ope.get(wait_s=0.5)
@@ -320,7 +309,9 @@ def catalogue(engine: Engine, popular: list[Any]) -> dict[str, Any]:
                 [(p.item_id, p.score) for p in popular],
             ),
             "top": charts.bar_chart(
-                "Most bought, last 30 days", [(i, float(n)) for i, n in top], colour="#009e73"
+                f"Most bought, last {TOP_DAYS:.0f} days",
+                [(i, float(n)) for i, n in top],
+                colour="#009e73",
             ),
             "new": charts.bar_chart(
                 "New items: times shown since the service started",

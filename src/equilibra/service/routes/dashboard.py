@@ -17,7 +17,7 @@ from equilibra.service.dashboard.access import COOKIE, Access, safe_next, sessio
 from equilibra.service.routes._common import engine_of
 from equilibra.service.routes.browse import popular_items
 from equilibra.service.routes.experiments import view_of
-from equilibra.service.routes.status import current_stats, exploration_state
+from equilibra.service.routes.status import current_stats
 
 NAV = (
     ("/", "overview"),
@@ -122,7 +122,7 @@ def overview_page(request: Request) -> HTMLResponse:
 def exploration_page(request: Request) -> HTMLResponse:
     started = time.perf_counter()
     engine = engine_of(request)
-    v = views.exploration(engine, exploration_state(engine), request.app.state.dashboard_ope)
+    v = views.exploration(engine, request.app.state.dashboard_ope)
     refresh = 3 if v["ope_busy"] else REFRESH_S
     return _render("exploration.html", "exploration", "Exploration", started, refresh, v=v)
 

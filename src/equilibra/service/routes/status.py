@@ -9,9 +9,7 @@ from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.datastructures import State
 
-from equilibra.explore.adaptive import Adaptive
 from equilibra.service.auth import require_read
-from equilibra.service.engine import Engine
 from equilibra.service.routes._common import engine_of
 from equilibra.service.schemas import StatsOut
 
@@ -50,46 +48,7 @@ def exploration(request: Request) -> dict[str, object]:
     `EQUILIBRA_POLICY=adaptive` (per placement and segment the rate, the measurements behind
     it, the budget spent, the champion and the history of changes); for a fixed policy, the
     shares it explored."""
-    return exploration_state(engine_of(request))
-
-
-def exploration_state(engine: Engine) -> dict[str, object]:
-    policy = engine.policy
-    with engine.lock:
-        if isinstance(policy, Adaptive):
-            state = policy.controller.explain()
-            return {
-                "policy": policy.spec,
-                "controller": "balance",
-                "why": "EQUILIBRA_POLICY=adaptive: the balance controller sets each segment's rate",
-                "exploration_rate": policy.exploration_rate,
-                "new_items_owed": sum(
-                    1 for n, r in policy.new_evidence.values() if policy.owes(n, r)
-                ),
-                **state,
-            }
-        c = engine.counters
-        segments = []
-        for (placement, segment), slots in sorted(c.shown_slots.items()):
-            explored = c.explore_slots.get((placement, segment), 0)
-            segments.append(
-                {
-                    "placement": placement,
-                    "segment": segment,
-                    "exploration_rate": explored / slots if slots else 0.0,
-                    "shown_items": slots,
-                    "why": f"fixed policy {policy.spec}",
-                    "budget_spent": None,
-                }
-            )
-        return {
-            "policy": policy.spec,
-            "controller": None,
-            "why": f"EQUILIBRA_POLICY={engine.settings.policy}: a fixed policy",
-            "exploration_rate": policy.exploration_rate,
-            "segments": segments,
-            "history": [],
-        }
+    return engine_of(request).exploration()
 
 
 @router.get("/health")
