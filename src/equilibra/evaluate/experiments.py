@@ -28,7 +28,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
+import numpy as np
+
 from equilibra.explore.feedback import ClosedImpression
+from equilibra.explore.sequential import mixture_radius
 from equilibra.explore.slate import SlatePolicy
 
 METRICS = ("reward", "click", "add_to_cart", "purchase", "revenue")
@@ -87,9 +90,7 @@ class ClusteredMean:
         total = self.variance_sum()
         if total <= 0:
             return 0.0
-        rho = total / self.n * self.tight_at
-        bound = math.sqrt(2 * (total + rho) * math.log(math.sqrt((total + rho) / rho) / self.alpha))
-        return bound / self.n
+        return mixture_radius(total, total / self.n * self.tight_at, self.n, self.alpha)
 
     def state_dict(self) -> dict[str, float]:
         return {k: v for k, v in asdict(self).items() if k != "units"}
@@ -109,11 +110,10 @@ def prediction_interval(
     impressions' rewards (`impression_rewards`: one sum per impression, `slots` per impression).
     A confidence interval for the value ignores that noise, and covers a live run of the same
     size as the log only about 70 % of the time (benchmarks/experiments.py)."""
-    rewards = [float(r) for r in impression_rewards]
+    rewards = np.asarray(impression_rewards, dtype=np.float64)
     if len(rewards) < 2 or horizon < 1:
         return [float(ci[0]), float(ci[1])]
-    mean = sum(rewards) / len(rewards)
-    spread = math.sqrt(sum((r - mean) ** 2 for r in rewards) / (len(rewards) - 1)) / slots
+    spread = float(rewards.std(ddof=1)) / slots
     live = z * spread / math.sqrt(horizon)
     low, high = float(ci[0]), float(ci[1])
     return [
@@ -304,11 +304,12 @@ class SplitTest:
         self,
         experiment: Experiment,
         policies: Mapping[str, SlatePolicy],
-        look_every: int = 100,
+        look_every: int | None = None,
         lifts: Mapping[str, float] | None = None,
     ):
-        """`look_every`: how often (closed impressions) the decisions are read, as a person
-        refreshing a dashboard would; the first decision is kept. `lifts` (simulation only):
+        """`look_every` (benchmarks): how often (closed impressions) the decisions are read, as
+        a person refreshing a dashboard would, the first decision kept; None: never (a server
+        reads them when asked). `lifts` (simulation only):
         a variant's users click this many times as often, a known effect to detect."""
         missing = [v.name for v in experiment.variants if v.name not in policies]
         if missing:
@@ -344,7 +345,7 @@ class SplitTest:
         value = metric_value(self.experiment.metric, closed)
         self.experiment.record(closed.variant[len(prefix) :], value, closed.user_id)
         self.closed += 1
-        if self.closed % self.look_every == 0:
+        if self.look_every and self.closed % self.look_every == 0:
             self._look()
 
     def _look(self) -> None:

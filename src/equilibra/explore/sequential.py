@@ -18,6 +18,13 @@ import math
 from dataclasses import asdict, dataclass
 
 
+def mixture_radius(total: float, rho: float, n: int, alpha: float) -> float:
+    """u(V_n) / n: the half-width around the mean after n samples whose variance sum is
+    `total` (V_n), with the boundary tightest where V = `rho`."""
+    bound = math.sqrt(2 * (total + rho) * math.log(math.sqrt((total + rho) / rho) / alpha))
+    return bound / n
+
+
 @dataclass
 class RunningGain:
     alpha: float = 0.05
@@ -39,10 +46,7 @@ class RunningGain:
         variance = self.m2 / (self.n - 1)
         if variance <= 0:
             return 0.0
-        total = variance * self.n  # V_n
-        rho = variance * self.tight_at
-        bound = math.sqrt(2 * (total + rho) * math.log(math.sqrt((total + rho) / rho) / self.alpha))
-        return bound / self.n
+        return mixture_radius(variance * self.n, variance * self.tight_at, self.n, self.alpha)
 
     def lower(self) -> float:
         return self.mean - self.radius()

@@ -24,7 +24,7 @@ import pandas as pd
 from equilibra.data.columns import Columns as C
 from equilibra.data.columns import is_missing
 from equilibra.errors import EquilibraError
-from equilibra.evaluate.experiments import Experiment
+from equilibra.evaluate.experiments import Experiment, SplitTest
 from equilibra.explore.adaptive import Adaptive
 from equilibra.explore.feedback import (
     PINNED,
@@ -469,14 +469,15 @@ class Engine:
 
     def start_experiment(
         self,
-        experiment: Experiment,
+        test: SplitTest,
         rules: dict[str, tuple[Rule, ...]],
         preview: dict[str, object] | None = None,
     ) -> None:
+        """Run a test `experiments.prepare` made (ValueError naming the field)."""
         with self.lock:
-            self.experiments.start(experiment, rules, self.policy)
+            self.experiments.start(test, rules)
             if preview is not None:
-                self.experiments.previews[experiment.name] = preview
+                self.experiments.previews[test.experiment.name] = preview
 
     def promote(self, name: str, variant: str) -> Experiment:
         """Stop the test and make the variant the service's: its policy (with what it has

@@ -18,12 +18,14 @@ from typing import Any
 import numpy as np
 
 from equilibra.errors import EquilibraError
+from equilibra.evaluate.bandit_logs import BanditLog
 from equilibra.evaluate.experiments import Experiment, SplitTest, Variant, prediction_interval
 from equilibra.explore.feedback import ClosedImpression
 from equilibra.explore.policies import Policy
 from equilibra.pipeline.artifact import ModelArtifact, versions
 from equilibra.rank.rules import Rule
 from equilibra.service.model import ServingModel
+from equilibra.service.offpolicy import estimates
 
 log = logging.getLogger("equilibra.service")
 # The preview replays the impressions of this many recent days (by the event clock).
@@ -47,24 +49,25 @@ class Experiments:
         self.model_dir = model_dir
         self.make_policy = make_policy
         self.tests: dict[str, SplitTest] = {}  # stopped ones too: their impressions still close
-        self._own: dict[str, set[str]] = {}  # per test, the variants with a policy of their own
-        self._models: dict[int, ServingModel] = {}
+        self._models: dict[int, ServingModel] = {}  # of the running tests' variants
         self._rules: dict[str, tuple[Rule, ...]] = {}  # by arm key
         self.previews: dict[str, dict[str, Any]] = {}  # per test, made before it started
         self._relink()
 
     # --- definitions ----------------------------------------------------------------------------
-    def start(
-        self, experiment: Experiment, rules: Mapping[str, tuple[Rule, ...]], default: Policy
-    ) -> None:
-        """Run a new test (ValueError naming the field when it cannot run)."""
+    def prepare(self, experiment: Experiment, default: Policy) -> SplitTest:
+        """The test with each variant's policy (ValueError naming the field when it cannot
+        run): cheap checks, made before the preview's replay of the log."""
         if experiment.name in self.tests:
             raise ValueError(f"name: an experiment {experiment.name!r} exists already")
+        kept = versions(self.model_dir)
         policies: dict[str, Policy] = {}
-        own: set[str] = set()
         for index, variant in enumerate(experiment.variants):
-            if variant.model_version is not None:
-                self._model(index, variant.model_version)
+            if variant.model_version is not None and variant.model_version not in kept:
+                raise ValueError(
+                    f"variants[{index}].model_version: no version {variant.model_version} "
+                    f"(kept: {', '.join(map(str, kept)) or 'none'})"
+                )
             if variant.policy is None:
                 policies[variant.name] = default
                 continue
@@ -72,29 +75,24 @@ class Experiments:
                 policies[variant.name] = self.make_policy(variant.policy)
             except (ValueError, EquilibraError) as exc:
                 raise ValueError(f"variants[{index}].policy: {exc}") from None
-            own.add(variant.name)
-        self.tests[experiment.name] = SplitTest(experiment, policies)
-        self._own[experiment.name] = own
+        return SplitTest(experiment, policies)
+
+    def start(self, test: SplitTest, rules: Mapping[str, tuple[Rule, ...]]) -> None:
+        """Run a prepared test (ValueError if its name was taken since it was prepared)."""
+        experiment = test.experiment
+        if experiment.name in self.tests:
+            raise ValueError(f"name: an experiment {experiment.name!r} exists already")
+        self.tests[experiment.name] = test
         for variant in experiment.variants:
             self._rules[experiment.key(variant)] = rules.get(variant.name, ())
-        self._relink()
+        self._load_models()
         log.info("experiment %s started: %s", experiment.name, experiment.summary()["variants"])
-
-    def _model(self, index: int, version: int) -> ServingModel:
-        if version not in self._models:
-            if version not in versions(self.model_dir):
-                kept = ", ".join(map(str, versions(self.model_dir))) or "none"
-                raise ValueError(
-                    f"variants[{index}].model_version: no version {version} (kept: {kept})"
-                )
-            self._models[version] = ServingModel(ModelArtifact.load(self.model_dir, version))
-        return self._models[version]
 
     def stop(self, name: str) -> Experiment:
         experiment = self.get(name)
         if experiment.running:
             experiment.stopped = time.time()
-            self._release_models()
+            self._load_models()
         return experiment
 
     def promote(self, name: str, variant_name: str) -> tuple[Experiment, Variant, Arm]:
@@ -115,23 +113,28 @@ class Experiments:
             raise KeyError(name)
         return test.experiment
 
-    def _release_models(self) -> None:
+    def _load_models(self) -> None:
+        """Hold the model versions the running tests serve, and only those (a stopped test's
+        are never loaded, a restart included)."""
         wanted = {
             v.model_version
             for t in self.tests.values()
             if t.experiment.running
             for v in t.experiment.variants
+            if v.model_version is not None
         }
         for version in [v for v in self._models if v not in wanted]:
             del self._models[version]
+        for version in wanted - self._models.keys():
+            self._models[version] = ServingModel(ModelArtifact.load(self.model_dir, version))
+        self._relink()
 
     # --- serving --------------------------------------------------------------------------------
     def arm_for(self, user_id: str, placement: str) -> Arm | None:
         """The arm of the first running test that covers this placement, if any."""
-        for test in self.tests.values():
-            experiment = test.experiment
+        for experiment in self._running:
             if experiment.applies_to(placement):
-                return self._arm(experiment, experiment.variant_of(user_id))
+                return self._arms[experiment.key(experiment.variant_of(user_id))]
         return None
 
     def _arm(self, experiment: Experiment, variant: Variant) -> Arm:
@@ -141,12 +144,19 @@ class Experiments:
         return Arm(experiment.name, variant.name, key, policy, model, self._rules.get(key, ()))
 
     def _relink(self) -> None:
-        """`learners`: every arm's policy by its key, who learns from an impression a test
-        served. Kept, not derived per call: the clock moves on every request."""
+        """Kept, not derived per call, since the clock moves and a test is looked up on every
+        request: `learners`, every arm's policy by its key (who learns from an impression a
+        test served, stopped tests included); the running tests and their arms."""
         self.learners: dict[str, Policy] = {
             key: p  # type: ignore[misc]
             for t in self.tests.values()
             for key, p in t.arms.items()
+        }
+        self._running = [t.experiment for t in self.tests.values() if t.experiment.running]
+        self._arms = {
+            experiment.key(v): self._arm(experiment, v)
+            for experiment in self._running
+            for v in experiment.variants
         }
 
     def observe(self, closed: ClosedImpression) -> None:
@@ -158,10 +168,10 @@ class Experiments:
 
     def adopt(self, old: Policy, new: Policy) -> None:
         """After a promotion: arms that served with the service's policy now serve the new one."""
-        for name, test in self.tests.items():
-            for variant, policy in test.policies.items():
-                if policy is old and variant not in self._own[name]:
-                    test.policies[variant] = new
+        for test in self.tests.values():
+            for variant in test.experiment.variants:
+                if variant.policy is None and test.policies[variant.name] is old:
+                    test.policies[variant.name] = new
         self._relink()
 
     # --- snapshots ------------------------------------------------------------------------------
@@ -169,7 +179,11 @@ class Experiments:
         return {
             name: {
                 "experiment": test.experiment.state_dict(),
-                "policies": {v: test.policies[v].state_dict() for v in sorted(self._own[name])},
+                "policies": {  # the variants with a policy of their own
+                    v.name: test.policies[v.name].state_dict()
+                    for v in sorted(test.experiment.variants, key=lambda v: v.name)
+                    if v.policy is not None
+                },
                 "rules": {
                     v.name: [vars(r) for r in self._rules.get(test.experiment.key(v), ())]
                     for v in test.experiment.variants
@@ -187,54 +201,50 @@ class Experiments:
                 for variant, listed in saved.get("rules", {}).items()
             }
             try:
-                self.start(experiment, rules, default)
+                test = self.prepare(experiment, default)
             except ValueError as exc:  # e.g. its model version was pruned since
                 log.warning("experiment %s not restored: %s", name, exc)
                 continue
-            test = self.tests[name]
-            if saved.get("preview") is not None:
-                self.previews[name] = saved["preview"]
             for variant, policy_state in saved["policies"].items():
                 test.policies[variant].load_state_dict(policy_state)
-            if not experiment.running:
-                self._release_models()
+            self.start(test, rules)
+            if saved.get("preview") is not None:
+                self.previews[name] = saved["preview"]
 
     # --- the preview ------------------------------------------------------------------------------
     def preview(
-        self, db: str, experiment: Experiment, default: Policy, clock: float
+        self, load: Callable[[], BanditLog], experiment: Experiment, default: Policy
     ) -> dict[str, Any]:
-        """Each variant's value estimated off-policy on the recent impression log, before any
-        traffic: reward per shown slot and per impression, SNIPS and DR with their 95 %
-        bootstrap intervals. Only the policy is previewed: a variant's model version and rules
-        change the candidates the log holds, which no log can answer for."""
-        from equilibra.evaluate.bandit_logs import evaluate_on_log, read_store
-
-        since = clock - PREVIEW_DAYS * 86_400.0 if np.isfinite(clock) else None
+        """Each variant's value estimated off-policy on the recent impression log (`load`
+        reads it), before any traffic: reward per shown slot and per impression, SNIPS and DR
+        with their 95 % bootstrap intervals. Only the policy is previewed: a variant's model
+        version and rules change the candidates the log holds, which no log can answer for."""
         try:
-            logged = read_store(db, since=since)
+            logged = load()
         except EquilibraError as exc:
             return {"error": str(exc)}
+        specs = [variant.policy or default.spec for variant in experiment.variants]
+        reports = estimates(logged, specs)  # the control and the service's variants: one run
         impressions, per_impression = np.unique(logged.clusters, return_inverse=True)
         slots = len(logged) / max(len(impressions), 1)
         sums = np.bincount(per_impression, weights=logged.reward)
         out: dict[str, Any] = {"impressions": len(impressions)}
         for variant in experiment.variants:
             spec = variant.policy or default.spec
-            try:
-                report = evaluate_on_log(logged, spec, n_boot=200).as_dict()
-            except (EquilibraError, ValueError) as exc:
-                out[variant.name] = {"policy": spec, "error": str(exc)}
+            report = reports[spec]
+            if isinstance(report, str):
+                out[variant.name] = {"policy": spec, "error": report}
                 continue
-            estimates = report["estimates"]
+            found = report["estimates"]
             # Where the live value over as many impressions as the log holds (this variant's
             # share of them) should fall: the interval widened by the live run's own noise.
             horizon = max(int(len(impressions) * variant.share), 1)
             per_slot = {
                 k: {
-                    **estimates[k],  # type: ignore[index,dict-item]
+                    **found[k],  # type: ignore[index,dict-item]
                     "prediction": prediction_interval(
-                        estimates[k]["value"],
-                        estimates[k]["ci"],
+                        found[k]["value"],
+                        found[k]["ci"],
                         sums,
                         slots,
                         horizon,  # type: ignore[index]
@@ -242,18 +252,18 @@ class Experiments:
                     "horizon_impressions": horizon,
                 }
                 for k in ("snips", "dr")
-                if k in estimates  # type: ignore[operator]
+                if k in found  # type: ignore[operator]
             }
             out[variant.name] = {
                 "policy": spec,
                 "per_slot": per_slot,
                 "per_impression": {
                     k: {
-                        "value": estimates[k]["value"] * slots,  # type: ignore[index]
-                        "ci": [c * slots for c in estimates[k]["ci"]],  # type: ignore[index]
+                        "value": found[k]["value"] * slots,  # type: ignore[index]
+                        "ci": [c * slots for c in found[k]["ci"]],  # type: ignore[index]
                     }
                     for k in ("snips", "dr")
-                    if k in estimates  # type: ignore[operator]
+                    if k in found  # type: ignore[operator]
                 },
                 "previewed": "policy only"
                 if variant.model_version is not None or self._rules.get(experiment.key(variant))

@@ -25,6 +25,7 @@ from equilibra.service.dashboard import charts
 from equilibra.service.dashboard.background import Refreshing
 from equilibra.service.dashboard.timeline import Sample
 from equilibra.service.engine import Engine
+from equilibra.service.offpolicy import estimates, recent_log
 
 OPE_POLICIES = ("greedy", "egreedy:0.05", "egreedy:0.2", "thompson")
 OPE_DAYS = 7.0
@@ -150,27 +151,19 @@ def overview(engine: Engine, stats: Mapping[str, Any], trainer: Any) -> dict[str
 def off_policy(engine: Engine) -> dict[str, Any]:
     """What other settings would have earned on the recent log (SNIPS and DR with 95 % bootstrap
     intervals, per shown slot), beside what the logged policy earned."""
-    from equilibra.evaluate.bandit_logs import evaluate_on_log, read_store
-
-    engine.writer.flush()
-    clock = engine.clock
-    since = clock - OPE_DAYS * 86_400.0 if math.isfinite(clock) else None
     try:
-        logged = read_store(engine.settings.db, since=since)
+        logged = recent_log(engine, OPE_DAYS)
     except EquilibraError as exc:
         return {"error": str(exc), "rows": []}
     rows = []
-    specs = dict.fromkeys(("logged", engine.policy.spec, *OPE_POLICIES))
-    for spec in specs:
-        try:
-            report = evaluate_on_log(logged, spec, n_boot=200).as_dict()
-        except (EquilibraError, ValueError) as exc:
-            rows.append({"policy": spec, "error": str(exc)})
+    for spec, report in estimates(logged, ("logged", engine.policy.spec, *OPE_POLICIES)).items():
+        if isinstance(report, str):
+            rows.append({"policy": spec, "error": report})
             continue
-        estimates: dict[str, Any] = report["estimates"]  # type: ignore[assignment]
+        found: dict[str, Any] = report["estimates"]
         for name in ("snips", "dr", "on_policy"):
-            if name in estimates:
-                value, (low, high) = estimates[name]["value"], estimates[name]["ci"]
+            if name in found:
+                value, (low, high) = found[name]["value"], found[name]["ci"]
                 rows.append(
                     {"policy": spec, "estimator": name, "value": value, "low": low, "high": high}
                 )

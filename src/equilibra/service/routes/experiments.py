@@ -11,6 +11,8 @@ from equilibra.evaluate.experiments import Experiment, Variant
 from equilibra.rank.rules import Rule
 from equilibra.service.auth import require_admin, require_read
 from equilibra.service.engine import Engine
+from equilibra.service.experiments import PREVIEW_DAYS
+from equilibra.service.offpolicy import recent_log
 from equilibra.service.routes._common import engine_of
 from equilibra.service.routes.rules import make_rule
 from equilibra.service.schemas import ExperimentIn, PromoteIn
@@ -62,10 +64,12 @@ def start_experiment(body: ExperimentIn, request: Request) -> dict[str, Any]:
             metric=body.metric,
             placement=body.placement,
         )
+        with engine.lock:
+            test = engine.experiments.prepare(experiment, engine.policy)
         preview = engine.experiments.preview(
-            engine.settings.db, experiment, engine.policy, engine.clock
+            lambda: recent_log(engine, PREVIEW_DAYS), experiment, engine.policy
         )
-        engine.start_experiment(experiment, rules, preview)
+        engine.start_experiment(test, rules, preview)
     except ValueError as exc:
         raise HTTPException(422, str(exc)) from None
     engine.snapshot()  # the test survives a restart from now on
