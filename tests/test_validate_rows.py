@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pandas as pd
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
@@ -81,6 +81,7 @@ def typed(raw: dict) -> EventIn | None:
 
 @settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.filter_too_much])
 @given(st.lists(raw_event, min_size=1, max_size=8))
+@example([{"user_id": "0", "item_id": 0, "type": "view", "value": float("nan")}])  # NaN: missing
 def test_fast_path_equals_vectorised_path(raws: list[dict]) -> None:
     events = [e for e in map(typed, raws) if e is not None]
     if not events:

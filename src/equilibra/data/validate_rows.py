@@ -58,6 +58,8 @@ def validate_event_rows(
         if seconds is None or not rules.min_timestamp <= seconds <= latest:
             return None
         value = event.value
+        if value is not None and math.isnan(value):
+            value = None  # a NaN value reads as missing there too
         if value is not None and not math.isfinite(value):
             return None
         if event.type == _RATING and (
