@@ -348,3 +348,111 @@ def test_the_new_item_guarantee_slows_when_new_items_prove_poor() -> None:
     assert all(n > 0 for n, _ in policy.new_evidence.values())
     explained = policy.controller.explain()["segments"][0]["why"]
     assert "guarantee is paid at" in explained
+
+
+# --- the exploit stream's prior strength ----------------------------------------------------
+
+
+def run_users(policy: Adaptive, requests: int, personal: bool, seed: int = 0) -> None:
+    """60 users, 40 items, one segment. `personal`: each user's click rates are their own
+    shuffle of one set of values (every item averages the same over users) and the ranker knows
+    them — an item's segment evidence says nothing, the personal prior everything. Otherwise
+    items have their own rates the ranker does not know (its priors are noise)."""
+    rng = np.random.default_rng(seed)
+    n_users, n_items, k = 60, 40, 5
+    levels = np.linspace(0.02, 0.4, n_items)
+    truth = (
+        np.array([rng.permutation(levels) for _ in range(n_users)])
+        if personal
+        else np.tile(rng.permutation(levels), (n_users, 1))
+    )
+    belief = truth if personal else rng.uniform(0.05, 0.3, size=(n_users, n_items))
+    ledger = FeedbackLedger(window_s=10.0, exposure=1.0 / (1.0 + np.arange(k)))
+    items = np.array([f"i{i}" for i in range(n_items)])
+    for t in range(requests):
+        user = int(rng.integers(n_users))
+        c = Candidates(
+            items=items, scores=belief[user], prior=belief[user], segment="s", timestamp=float(t)
+        )
+        slate = policy.select(c, k, rng)
+        ledger.record(
+            f"r{t}",
+            str(user),
+            float(t),
+            items[slate.indices],
+            belief[user][slate.indices],
+            segment="s",
+            explore=slate.explore_flags,
+            info=slate.extras.get("controller"),
+        )
+        for j, index in enumerate(slate.indices):
+            if rng.random() < truth[user, index] / (1.0 + j):
+                ledger.observe(str(user), items[index], "click", float(t), impression_id=f"r{t}")
+        ledger.settle(policy, t - 0.5)
+
+
+def test_the_prior_strength_follows_what_predicts_the_rewards_order() -> None:
+    personal = Adaptive(new_rate=0.0)
+    run_users(personal, 4000, personal=True)
+    assert personal.prior_strength > 20  # the ranker knows each user: trust it longer
+    changes = [h for h in personal.controller.history if h["kind"] == "prior strength"]
+    assert changes and "time-uniform lower bound" in changes[0]["what"]
+    assert changes[-1]["measured"]["strength"] == personal.prior_strength
+    explained = personal.explain()["exploit_estimate"]
+    assert explained["prior_strength"] == personal.prior_strength and explained["tuned"]
+    # Item-level truth the ranker cannot see: the segment's evidence wins, the prior is not
+    # trusted longer.
+    items = Adaptive(new_rate=0.0)
+    run_users(items, 4000, personal=False)
+    assert items.prior_strength <= 20
+
+
+def test_the_prior_strength_judge_is_blind_to_a_strengths_overall_level() -> None:
+    """Scores are the share of a slate's expected reward each item gets: two strengths that
+    order every slate alike never differ, so no change can be decided between them."""
+    from equilibra.explore.strength import StrengthJudge
+
+    judge = StrengthJudge(strengths=(20.0, 80.0), champion=20.0, min_slates=1)
+    rng = np.random.default_rng(1)
+    for _ in range(500):
+        base = rng.uniform(0.01, 0.3, 5)
+        judge.compare(
+            (rng.random(5) < base).astype(float), np.ones(5), np.column_stack([base, 2 * base])
+        )
+    assert judge.decide() is None
+    n, mean, _, _ = judge.versus(80.0)
+    assert n > 0 and mean == pytest.approx(0.0, abs=1e-12)
+
+
+@settings(max_examples=50, deadline=None)
+@given(
+    prior=st.floats(1e-6, 1 - 1e-6),
+    rewards=st.floats(0.0, 50.0),
+    extra=st.floats(0.0, 50.0),
+)
+def test_the_prior_strength_judges_means_are_each_strengths_beta_posterior(
+    prior: float, rewards: float, extra: float
+) -> None:
+    from equilibra.explore.strength import StrengthJudge
+
+    judge = StrengthJudge()
+    counts = rewards + extra
+    means = judge.means(np.array([prior]), np.array([rewards]), np.array([counts]))[0]
+    for s, mean in zip(judge.strengths, means, strict=True):
+        assert mean == pytest.approx((s * prior + rewards) / (s + counts))
+
+
+def test_the_prior_strength_persists_and_can_be_fixed(tmp_path: object) -> None:
+    policy = Adaptive(new_rate=0.0)
+    run_users(policy, 1500, personal=True, seed=2)
+    path = tmp_path / "policy.json"  # type: ignore[operator]
+    save_policy(policy, path)
+    restored = load_policy(path)
+    assert isinstance(restored, Adaptive) and restored.strength is not None
+    assert restored.prior_strength == policy.prior_strength
+    assert restored.strength.state_dict() == policy.strength.state_dict()  # type: ignore[union-attr]
+    fixed = parse_policy("adaptive:tune_strength=false,prior_strength=80")
+    assert isinstance(fixed, Adaptive) and fixed.strength is None
+    run_users(fixed, 300, personal=True)
+    assert fixed.prior_strength == 80
+    assert fixed.explain()["exploit_estimate"] == {"prior_strength": 80, "tuned": False}

@@ -397,6 +397,10 @@ class BalanceController:
         )
         arena.gains = {m: self._gain() for m in cfg.challengers}
 
+    def record(self, key: str, kind: str, what: str, measured: dict[str, float]) -> None:
+        """A change decided outside the controller (the exploit estimate), in its history."""
+        self._log(key, kind, what, measured)
+
     def _log(self, key: str, kind: str, what: str, measured: dict[str, float]) -> None:
         self.history.append(
             {

@@ -95,7 +95,7 @@ class Policy(ABC):
         self.spec = self.name
         self._explore_share = 0.0
         # (candidates, statistics, their step, evidence) of the last request asked about
-        self._evidence_memo: tuple[Candidates, ArmStats, tuple[int, float], Evidence] | None = None
+        self._evidence_memo: tuple[Candidates, ArmStats, tuple[float, ...], Evidence] | None = None
 
     # --- beliefs ------------------------------------------------------------------------------
     #
@@ -122,7 +122,7 @@ class Policy(ABC):
     def _evidence(self, c: Candidates) -> Evidence:
         """Everything the belief needs about the candidates, read from the statistics once per
         request and state (a slate asks for it to draw, and again for the exploit reference)."""
-        state = (self.arms.step, self.base_rate)
+        state = (self.arms.step, self.base_rate, self.prior_strength)
         memo = self._evidence_memo
         if memo is not None and memo[0] is c and memo[1] is self.arms and memo[2] == state:
             return memo[3]

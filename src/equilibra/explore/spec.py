@@ -47,7 +47,7 @@ POSITIONAL: dict[str, tuple[str, ...]] = {
     "gorse": ("popular", "latest"),
 }
 INTEGER_OPTIONS = {"samples", "pool_size", "pool"}
-BOOLEAN_OPTIONS = {"by_segment", "learn", "pooled"}
+BOOLEAN_OPTIONS = {"by_segment", "learn", "pooled", "tune_strength"}
 STRING_OPTIONS = {"belief", "draw"}
 
 

@@ -427,7 +427,7 @@ class Engine:
         policy = self.policy
         with self.lock:
             if isinstance(policy, Adaptive):
-                state = policy.controller.explain()
+                state = policy.explain()
                 return {
                     "policy": policy.spec,
                     "controller": "balance",
