@@ -160,3 +160,33 @@ def test_the_preview_estimates_each_variant_on_the_log_before_launch(tmp_path: P
             assert wide_low <= low <= snips["value"] <= high <= wide_high
             assert preview[variant]["previewed"] == "all of it"
         assert preview["treatment"]["policy"] == "egreedy:0.3"
+
+
+def test_a_variants_rules_serve_its_users_and_show_in_the_summary(tmp_path: Path) -> None:
+    pinned = {"action": "pin", "items": ["i7"], "position": 1}
+    test = {
+        **TEST,
+        "name": "pin-i7",
+        "variants": [
+            {"name": "control", "share": 0.5},
+            {"name": "treatment", "share": 0.5, "rules": [pinned]},
+        ],
+    }
+    settings = settings_for(tmp_path, attribution_window=60.0)
+    with TestClient(create_app(settings, background=False)) as client:
+        shop(client)
+        started = client.post("/v1/experiments", json=test, headers=ADMIN)
+        assert started.status_code == 201, started.text
+        rows = {v["name"]: v for v in started.json()["variants"]}
+        assert rows["control"]["rules"] == []
+        (rule,) = rows["treatment"]["rules"]
+        assert rule["id"] == "pin-i7/treatment/0" and rule["items"] == ["i7"]
+        for step in range(12):
+            user = f"u{step}"
+            body = recommend(client, user, T0 + 200 + step)
+            pins = [i["item_id"] for i in body["items"] if i["reason"].startswith("pinned")]
+            assert pins == (["i7"] if body["experiment"]["variant"] == "treatment" else [])
+    with TestClient(create_app(settings, background=False)) as client:  # a restart keeps them
+        summary = client.get("/v1/experiments/pin-i7", headers=READ).json()
+        rows = {v["name"]: v for v in summary["variants"]}
+        assert [r["id"] for r in rows["treatment"]["rules"]] == ["pin-i7/treatment/0"]

@@ -60,7 +60,12 @@ def start_experiment(body: ExperimentIn, request: Request) -> dict[str, Any]:
     try:
         experiment = Experiment(
             body.name,
-            [Variant(v.name, v.share, v.policy, v.model_version) for v in body.variants],
+            [
+                Variant(
+                    v.name, v.share, v.policy, v.model_version, [vars(r) for r in rules[v.name]]
+                )
+                for v in body.variants
+            ],
             metric=body.metric,
             placement=body.placement,
         )
