@@ -196,6 +196,10 @@ def test_pages_render_with_charts_and_the_api_numbers(client) -> None:
         assert row is not None and abs(float(row.group(1)) - segment["exploration_rate"]) < 1e-4
 
     assert re.search(r'id="budget">The budget: explored slots at most 100 % on default', page)
+    strength = re.search(r'data-metric="prior_strength">(\d+)<', page)
+    assert strength is not None
+    assert int(strength.group(1)) == exploration["exploit_estimate"]["prior_strength"]
+    assert 'id="strengths"' in page
 
     popular = client.get("/v1/popular?k=15", headers=READ).json()["items"]
     catalog = client.get("/dashboard/catalog", headers=READ).text

@@ -343,6 +343,9 @@ def test_similar_popular_stats_exploration_health_metrics_docs(client) -> None:
     assert segment["budget_spent"]["shown_slots"] == 3
     assert exploration["budget"]["max_share"]["checkout"] == 0.0
     assert set(exploration["champions"]) == {"cart"} and exploration["history"] == []
+    estimate = exploration["exploit_estimate"]  # the prior strength, judged online
+    assert estimate["tuned"] and estimate["prior_strength"] == 20.0
+    assert set(estimate["challengers"]) == {"5", "80", "320", "1280"}
     health = client.get("/health").json()
     assert health["status"] == "ok" and health["model_loaded"] is False and health["auth"] == "on"
     metrics = client.get("/metrics").text
