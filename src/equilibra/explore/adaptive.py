@@ -168,9 +168,7 @@ class Adaptive(SlotStreamPolicy):
                 "why": rates.why,
                 "challengers": challengers,
                 "new": c.items[young].tolist(),
-                "judged": None
-                if self.strength is None or not self.learn
-                else self.strength.means(e.prior, e.rewards, e.counts),
+                "evidence": e,
             },
         )
         pools = [
@@ -203,7 +201,7 @@ class Adaptive(SlotStreamPolicy):
                     for name, p in zip(names, plan.pools, strict=True)
                 ]
                 challengers[float(multiplier)] = [1.0 - sum(shares), *shares]
-        judged = notes["judged"]
+        e: Evidence = notes["evidence"]  # type: ignore[assignment]
         slate.extras["controller"] = {
             "streams": streams.tolist(),
             "probs": plan.probs.tolist(),
@@ -213,9 +211,10 @@ class Adaptive(SlotStreamPolicy):
             "charges": charges,
             "new": notes["new"],
         }
-        if judged is not None:  # each strength's prediction for the shown items
-            predictions = judged[slate.indices].round(6).tolist()  # type: ignore[index]
-            slate.extras["controller"]["predictions"] = predictions
+        if self.strength is not None and self.learn:  # each strength's view of the shown items
+            i = slate.indices
+            means = self.strength.means(e.prior[i], e.rewards[i], e.counts[i])
+            slate.extras["controller"]["predictions"] = means.tolist()
         return slate
 
     # --- learning ---------------------------------------------------------------------------

@@ -53,17 +53,18 @@ class StrengthJudge:
             raise ValueError("prior strengths: must be positive and finite")
         self.strengths = tuple(sorted({*map(float, self.strengths), float(self.champion)}))
         self.champion = float(self.champion)
+        self._column = np.asarray(self.strengths)[None, :]
         # Bonferroni over the pairs: every pair's sequence holds at once with probability 1 − α.
         level = self.alpha / max(len(self.strengths) * (len(self.strengths) - 1) // 2, 1)
         for a, b in itertools.combinations(self.strengths, 2):
             self.pairs.setdefault((a, b), RunningGain(level))
 
     def means(self, prior: np.ndarray, rewards: np.ndarray, counts: np.ndarray) -> np.ndarray:
-        """(len(prior), len(strengths)): each strength's Beta posterior mean."""
-        s = np.asarray(self.strengths)[None, :]
-        failures = np.maximum(counts - rewards, 0.0)[:, None]
-        alpha = s * prior[:, None] + rewards[:, None]
-        return alpha / (alpha + s * (1.0 - prior[:, None]) + failures)
+        """(len(prior), len(strengths)): each strength's Beta posterior mean,
+        (s·prior + rewards) / (s + rewards + failures)."""
+        s = self._column
+        seen = (rewards + np.maximum(counts - rewards, 0.0))[:, None]
+        return (s * prior[:, None] + rewards[:, None]) / (s + seen)
 
     def compare(self, rewards: np.ndarray, exposures: np.ndarray, predictions: np.ndarray) -> None:
         """One closed slate against every strength's predictions (len(slate), len(strengths)),
