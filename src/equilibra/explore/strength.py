@@ -17,9 +17,8 @@ This is indifferent to a strength's overall level (what moves the ranking is the
 items in, not its calibration: a plain log-loss on the shown items picked strengths that
 earned less, a squared error barely moved) and is a proper score of that order. For every
 pair of strengths the per-slate difference of scores is kept with a time-uniform confidence
-sequence
-(`sequential.RunningGain`, checked after every slate, Bonferroni over the pairs); the champion
-gives way to the challenger whose lower bound on the improvement is highest above zero, and
+sequence (`sequential.RunningGain`, checked after every slate, Bonferroni over the pairs); the
+champion gives way to the challenger whose lower bound on the improvement is highest above zero, and
 every change is recorded. The pairs keep their evidence across changes, so a second step
 (20 → 80 → 320) does not wait for new data.
 
