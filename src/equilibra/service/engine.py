@@ -467,15 +467,10 @@ class Engine:
         with self.lock:
             return self.experiments.arm_for(user_id, placement)
 
-    def start_experiment(
-        self,
-        test: SplitTest,
-        rules: dict[str, tuple[Rule, ...]],
-        preview: dict[str, object] | None = None,
-    ) -> None:
+    def start_experiment(self, test: SplitTest, preview: dict[str, object] | None = None) -> None:
         """Run a test `experiments.prepare` made (ValueError naming the field)."""
         with self.lock:
-            self.experiments.start(test, rules)
+            self.experiments.start(test)
             if preview is not None:
                 self.experiments.previews[test.experiment.name] = preview
 

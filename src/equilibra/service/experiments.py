@@ -77,14 +77,17 @@ class Experiments:
                 raise ValueError(f"variants[{index}].policy: {exc}") from None
         return SplitTest(experiment, policies)
 
-    def start(self, test: SplitTest, rules: Mapping[str, tuple[Rule, ...]]) -> None:
-        """Run a prepared test (ValueError if its name was taken since it was prepared)."""
+    def start(self, test: SplitTest) -> None:
+        """Run a prepared test (ValueError if its name was taken since it was prepared); each
+        variant's rules are its definition's, made into `Rule`s once here."""
         experiment = test.experiment
         if experiment.name in self.tests:
             raise ValueError(f"name: an experiment {experiment.name!r} exists already")
         self.tests[experiment.name] = test
         for variant in experiment.variants:
-            self._rules[experiment.key(variant)] = rules.get(variant.name, ())
+            self._rules[experiment.key(variant)] = tuple(
+                Rule(**_rule_fields(r)) for r in variant.rules
+            )
         self._load_models()
         log.info("experiment %s started: %s", experiment.name, experiment.summary()["variants"])
 
@@ -184,10 +187,6 @@ class Experiments:
                     for v in sorted(test.experiment.variants, key=lambda v: v.name)
                     if v.policy is not None
                 },
-                "rules": {
-                    v.name: [vars(r) for r in self._rules.get(test.experiment.key(v), ())]
-                    for v in test.experiment.variants
-                },
                 "preview": self.previews.get(name),
             }
             for name, test in self.tests.items()
@@ -196,10 +195,9 @@ class Experiments:
     def load_state_dict(self, state: Mapping[str, Any], default: Policy) -> None:
         for name, saved in state.items():
             experiment = Experiment.from_state(saved["experiment"])
-            rules = {
-                variant: tuple(Rule(**_rule_fields(r)) for r in listed)
-                for variant, listed in saved.get("rules", {}).items()
-            }
+            older = saved.get("rules", {})  # snapshots from before the variants kept their rules
+            for variant in experiment.variants:
+                variant.rules = variant.rules or list(older.get(variant.name, []))
             try:
                 test = self.prepare(experiment, default)
             except ValueError as exc:  # e.g. its model version was pruned since
@@ -207,7 +205,7 @@ class Experiments:
                 continue
             for variant, policy_state in saved["policies"].items():
                 test.policies[variant].load_state_dict(policy_state)
-            self.start(test, rules)
+            self.start(test)
             if saved.get("preview") is not None:
                 self.previews[name] = saved["preview"]
 

@@ -8,7 +8,6 @@ from typing import Any
 from fastapi import APIRouter, Depends, HTTPException, Request
 
 from equilibra.evaluate.experiments import Experiment, Variant
-from equilibra.rank.rules import Rule
 from equilibra.service.auth import require_admin, require_read
 from equilibra.service.engine import Engine
 from equilibra.service.experiments import PREVIEW_DAYS
@@ -44,7 +43,7 @@ def view_of(engine: Engine, experiment: Experiment) -> dict[str, Any]:
 )
 def start_experiment(body: ExperimentIn, request: Request) -> dict[str, Any]:
     engine = engine_of(request)
-    rules: dict[str, tuple[Rule, ...]] = {}
+    rules: dict[str, list[dict[str, Any]]] = {}  # checked, with their ids, per variant
     for index, variant in enumerate(body.variants):
         made = []
         for number, rule in enumerate(variant.rules):
@@ -56,14 +55,12 @@ def start_experiment(body: ExperimentIn, request: Request) -> dict[str, Any]:
                 raise HTTPException(
                     422, f"variants[{index}].rules[{number}]: {exc.detail}"
                 ) from None
-        rules[variant.name] = tuple(made)
+        rules[variant.name] = [vars(r) for r in made]
     try:
         experiment = Experiment(
             body.name,
             [
-                Variant(
-                    v.name, v.share, v.policy, v.model_version, [vars(r) for r in rules[v.name]]
-                )
+                Variant(v.name, v.share, v.policy, v.model_version, rules[v.name])
                 for v in body.variants
             ],
             metric=body.metric,
@@ -74,7 +71,7 @@ def start_experiment(body: ExperimentIn, request: Request) -> dict[str, Any]:
         preview = engine.experiments.preview(
             lambda: recent_log(engine, PREVIEW_DAYS), experiment, engine.policy
         )
-        engine.start_experiment(test, rules, preview)
+        engine.start_experiment(test, preview)
     except ValueError as exc:
         raise HTTPException(422, str(exc)) from None
     engine.snapshot()  # the test survives a restart from now on
