@@ -11,8 +11,8 @@ Three streams, each slot drawing one independently (so propensities are exact, `
   request for each item still owed, at most `new_cap` of the slate.
 
 How far the exploit stream trusts the ranker over what items earned (the Beta prior's
-strength) is itself chosen online (`strength.py`): the strength whose posterior predicts the
-shown items' rewards best, by a confidence sequence.
+strength) is itself chosen online (`strength.py`): the strength that best orders the items
+that earned within closed slates, by a confidence sequence.
 
 Budgets (`budget.py`) cap the sum and can switch exploration off for a request; only candidates
 marked `explorable` are explored. Each shown slate carries, in `extras["controller"]`, how it was
@@ -87,6 +87,16 @@ class Adaptive(SlotStreamPolicy):
         # Per new item: (looked-at exposures, scaled reward), pooled over segments.
         self.new_evidence: dict[str, list[float]] = {}
         self._request: tuple[Candidates, dict[str, object]] | None = None
+
+    @property  # type: ignore[override]
+    def prior_strength(self) -> float:
+        """The Beta prior's strength: the judge's champion where it is tuned online."""
+        judge = getattr(self, "strength", None)  # not there yet while Policy.__init__ runs
+        return self._prior_strength if judge is None else judge.champion
+
+    @prior_strength.setter
+    def prior_strength(self, value: float) -> None:
+        self._prior_strength = value
 
     # --- the request ------------------------------------------------------------------------
 
@@ -255,7 +265,6 @@ class Adaptive(SlotStreamPolicy):
         if decided is None:
             return
         old, new, (n, mean, lower, _) = decided
-        self.prior_strength = new
         self.controller.record(
             EXPLOIT_KEY,
             "prior strength",
@@ -289,7 +298,6 @@ class Adaptive(SlotStreamPolicy):
         strength = state.get("strength")
         if self.strength is not None and strength is not None:  # older snapshots: start afresh
             self.strength = StrengthJudge.from_state(strength)  # type: ignore[arg-type]
-            self.prior_strength = self.strength.champion
         self.new_evidence = {
             str(k): [float(v[0]), float(v[1])]
             for k, v in dict(state.get("new_evidence", {})).items()  # type: ignore[call-overload]

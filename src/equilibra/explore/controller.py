@@ -41,7 +41,7 @@ import numpy as np
 
 from equilibra.explore.budget import Budget, PlacementSpend
 from equilibra.explore.drift import FALL, BatchedDetector, PageHinkley
-from equilibra.explore.sequential import RunningGain
+from equilibra.explore.sequential import RunningGain, finite_or_none
 
 if TYPE_CHECKING:
     from equilibra.explore.feedback import ClosedImpression
@@ -274,7 +274,7 @@ class BalanceController:
         moved = previous == 0.0 or abs(epsilon - previous) > 0.25 * previous
         if moved and (previous != 0.0 or state.impressions > 0):
             measured = {**why, "epsilon": epsilon, "previous_epsilon": previous}
-            self._log(key, "rate", f"{previous:.4f} → {epsilon:.4f}", measured)
+            self.record(key, "rate", f"{previous:.4f} → {epsilon:.4f}", measured)
 
     # --- learning -----------------------------------------------------------------------------
 
@@ -330,14 +330,14 @@ class BalanceController:
         if signal != FALL:
             # What the ranker's choices earn went up (the world moved towards them, or the
             # policy learned): nothing to search for. Recorded, not acted on.
-            self._log(key, "drift", f"the exploit reward rose ({scope} Page–Hinkley alarm)", {})
+            self.record(key, "drift", f"the exploit reward rose ({scope} Page–Hinkley alarm)", {})
             return []
         state.alarms += 1
         state.boost = max(state.boost, cfg.drift_boost)
         state.evidence *= cfg.stale_factor
         for name in VALUE_FIELDS:
             setattr(state, name, getattr(state, name) * cfg.stale_factor)
-        self._log(
+        self.record(
             key,
             "drift",
             f"the exploit reward fell ({scope} Page–Hinkley alarm): exploration boosted "
@@ -387,7 +387,7 @@ class BalanceController:
         gain = arena.gains[best]
         old = arena.scale
         arena.scale = min(max(old * best, SCALE_LIMITS[0]), SCALE_LIMITS[1])
-        self._log(
+        self.record(
             placement,
             "champion",
             f"challenger ×{best:g} won: gain {gain.mean:+.4f} per impression, 95 % "
@@ -398,10 +398,7 @@ class BalanceController:
         arena.gains = {m: self._gain() for m in cfg.challengers}
 
     def record(self, key: str, kind: str, what: str, measured: dict[str, float]) -> None:
-        """A change decided outside the controller (the exploit estimate), in its history."""
-        self._log(key, kind, what, measured)
-
-    def _log(self, key: str, kind: str, what: str, measured: dict[str, float]) -> None:
+        """A change in the history (the controller's own, and the exploit estimate's)."""
         self.history.append(
             {
                 "time": self.now if math.isfinite(self.now) else None,
@@ -443,7 +440,7 @@ class BalanceController:
                 placement: {
                     "scale": arena.scale,
                     "challengers": {
-                        str(m): {"n": g.n, "gain": g.mean, "lower": _finite(g.lower())}
+                        str(m): {"n": g.n, "gain": g.mean, "lower": finite_or_none(g.lower())}
                         for m, g in arena.gains.items()
                     },
                 }
@@ -461,7 +458,7 @@ class BalanceController:
             },
             "placement_detectors": {p: d.state_dict() for p, d in self.placement_detectors.items()},
             "spend": {
-                p: {**asdict(s), "period_start": _finite(s.period_start)}
+                p: {**asdict(s), "period_start": finite_or_none(s.period_start)}
                 for p, s in self.spend.items()
             },
             "arenas": {
@@ -522,10 +519,6 @@ def _path_likelihood(streams: Sequence[int], probs: np.ndarray, sizes: Sequence[
         total *= p
         out[j] = total
     return out
-
-
-def _finite(value: float) -> float | None:
-    return value if math.isfinite(value) else None
 
 
 def _sentence(rates: Rates) -> str:

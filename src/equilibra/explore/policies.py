@@ -32,7 +32,7 @@ from equilibra.explore.marginals import (
 )
 from equilibra.explore.scores import BetaScores, GammaLiftScores, LocationScale, ScoreDistribution
 from equilibra.explore.slate import Candidates, Slate, SlateEntry
-from equilibra.explore.stats import ArmStats, LinearStats
+from equilibra.explore.stats import ArmStats, LinearStats, beta_posterior
 
 BELIEFS = ("lift", "beta")
 ALL_ITEMS = "\x00all"  # the arm that pools a segment's evidence over every item
@@ -152,9 +152,7 @@ class Policy(ABC):
         return Evidence(prior, rewards, counts, shared)
 
     def _beta(self, e: Evidence) -> tuple[np.ndarray, np.ndarray]:
-        alpha = self.prior_strength * e.prior + e.rewards
-        beta = self.prior_strength * (1.0 - e.prior) + np.maximum(e.counts - e.rewards, 0.0)
-        return alpha, beta
+        return beta_posterior(e.prior, e.rewards, e.counts, self.prior_strength)
 
     def _lift_shape(self, e: Evidence) -> tuple[np.ndarray, np.ndarray]:
         """Gamma (shape, rate) of each item's lift."""

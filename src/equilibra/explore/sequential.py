@@ -60,3 +60,9 @@ class RunningGain:
     @classmethod
     def from_state(cls, state: dict[str, float]) -> RunningGain:
         return cls(**state)  # type: ignore[arg-type]
+
+
+def finite_or_none(value: float) -> float | None:
+    """A number as JSON can carry it: infinity (a bound before enough samples, a period not yet
+    begun) becomes null."""
+    return value if math.isfinite(value) else None

@@ -14,6 +14,16 @@ from itertools import repeat
 import numpy as np
 
 
+def beta_posterior(
+    prior: np.ndarray, rewards: np.ndarray, counts: np.ndarray, strength: float | np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """(α, β) of a reward rate whose prior mean is `prior`, worth `strength` impressions, after
+    `rewards` in `counts` exposures (arrays broadcast: several strengths at once)."""
+    alpha = strength * prior + rewards
+    beta = strength * (1.0 - prior) + np.maximum(counts - rewards, 0.0)
+    return alpha, beta
+
+
 class ArmStats:
     """Discounted reward sums and pull counts per (segment, item)."""
 

@@ -34,7 +34,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from equilibra.explore.sequential import RunningGain
+from equilibra.explore.sequential import RunningGain, finite_or_none
+from equilibra.explore.stats import beta_posterior
 
 STRENGTHS = (5.0, 20.0, 80.0, 320.0, 1280.0)
 
@@ -60,11 +61,11 @@ class StrengthJudge:
             self.pairs.setdefault((a, b), RunningGain(level))
 
     def means(self, prior: np.ndarray, rewards: np.ndarray, counts: np.ndarray) -> np.ndarray:
-        """(len(prior), len(strengths)): each strength's Beta posterior mean,
-        (s·prior + rewards) / (s + rewards + failures)."""
-        s = self._column
-        seen = (rewards + np.maximum(counts - rewards, 0.0))[:, None]
-        return (s * prior[:, None] + rewards[:, None]) / (s + seen)
+        """(len(prior), len(strengths)): each strength's Beta posterior mean."""
+        alpha, beta = beta_posterior(
+            prior[:, None], rewards[:, None], counts[:, None], self._column
+        )
+        return alpha / (alpha + beta)
 
     def compare(self, rewards: np.ndarray, exposures: np.ndarray, predictions: np.ndarray) -> None:
         """One closed slate against every strength's predictions (len(slate), len(strengths)),
@@ -115,8 +116,8 @@ class StrengthJudge:
                 challengers[f"{s:g}"] = {
                     "slates": n,
                     "improvement": mean,
-                    "lower": _finite(lower),
-                    "upper": _finite(upper),
+                    "lower": finite_or_none(lower),
+                    "upper": finite_or_none(upper),
                 }
         return {"prior_strength": self.champion, "challengers": challengers}
 
@@ -141,7 +142,3 @@ class StrengthJudge:
                 for a, b, g in state["pairs"]  # type: ignore[attr-defined]
             },
         )
-
-
-def _finite(value: float) -> float | None:
-    return value if math.isfinite(value) else None
