@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from equilibra.data.columns import Columns as C
+from equilibra.data.columns import is_missing
 from equilibra.errors import EquilibraError
 from equilibra.pipeline.artifact import version_info, versions
 from equilibra.service import pipeline
@@ -252,26 +253,38 @@ def exploration(engine: Engine, ope: Refreshing[dict[str, Any]]) -> dict[str, An
 # --- catalogue ------------------------------------------------------------------------------------
 def catalogue(engine: Engine, popular: list[Any]) -> dict[str, Any]:
     state, catalog = engine.state, engine.catalog
-    clock = engine.clock if math.isfinite(engine.clock) else time.time()
+    clock = _now(engine)
     age_limit = state.config.new_item_age_s
-    since = clock - 30 * 86_400.0
-    sold = engine.store.events_frame(since=since, types=["purchase"], columns=[C.item, C.timestamp])
-    top = Counter(sold[C.item].astype(str).tolist()).most_common(15)
-    newest = state.newest(30, clock)
-    conversions = engine.store.events_frame(
-        since=clock - age_limit, types=list(CONVERSION_TYPES), columns=[C.item, C.timestamp]
+    # One read serves both lists: the month's purchases and the new items' first conversions.
+    events = engine.store.events_frame(
+        since=clock - max(TOP_DAYS * 86_400.0, age_limit),
+        types=list(CONVERSION_TYPES),
+        columns=[C.item, C.event_type, C.timestamp],
     )
+    items = events[C.item].astype(str).tolist()
+    kinds = events[C.event_type].tolist()
+    stamps = events[C.timestamp].tolist()
+    top_since = clock - TOP_DAYS * 86_400.0
+    top = Counter(
+        item
+        for item, kind, stamp in zip(items, kinds, stamps, strict=True)
+        if kind == "purchase" and stamp >= top_since
+    ).most_common(15)
     first_conversion: dict[str, float] = {}
-    for item, stamp in zip(
-        conversions[C.item].astype(str).tolist(), conversions[C.timestamp].tolist(), strict=True
-    ):
-        first_conversion.setdefault(item, float(stamp))
+    for item, stamp in zip(items, stamps, strict=True):
+        if stamp >= clock - age_limit:
+            first_conversion.setdefault(item, float(stamp))
+    newest = state.newest(30, clock)
     exposure = engine.timeline.exposure
     rows = []
+    waits = []  # first seen → first conversion, of the new items that converted
     for item, age in newest:
         seen = float(clock - age)
         shown = exposure.get(item)
         converted = first_conversion.get(item)
+        wait = None if converted is None or converted < seen else converted - seen
+        if wait is not None:
+            waits.append(wait)
         info = catalog.get(item)
         rows.append(
             {
@@ -279,16 +292,9 @@ def catalogue(engine: Engine, popular: list[Any]) -> dict[str, Any]:
                 "title": getattr(info, "title", None) or "",
                 "age": _duration(age),
                 "shown": int(shown[0]) if shown else 0,
-                "first_conversion": None
-                if converted is None or converted < seen
-                else _duration(converted - seen),
+                "first_conversion": None if wait is None else _duration(wait),
             }
         )
-    waits = [
-        first_conversion[r["item_id"]] - (clock - a)
-        for r, (_, a) in zip(rows, newest, strict=True)
-        if r["first_conversion"] is not None
-    ]
     return {
         "popular": popular,
         "top": top,
@@ -336,8 +342,7 @@ def user_view(
         )
     ][::-1]  # fmt: skip
     kinds = Counter(events[C.event_type].astype(str).tolist())
-    stamp = engine.clock if math.isfinite(engine.clock) else time.time()
-    req = pipeline.Request(user_id=user_id, k=k, placement=placement, timestamp=stamp)
+    req = pipeline.Request(user_id=user_id, k=k, placement=placement, timestamp=_now(engine))
     # A copy of the policy draws, so that a look at the page charges no exploration budget
     # and moves no statistic; the list is what the user would be shown now, not logged.
     with engine.lock:
@@ -362,7 +367,7 @@ def user_view(
                 "propensity": float(row[C.propensity]),
                 "explore": bool(row[C.explore]),
                 "reason": str(row[C.reason]),
-                "reward": None if _missing(row[C.reward]) else float(row[C.reward]),
+                "reward": None if is_missing(row[C.reward]) else float(row[C.reward]),
             }
             for _, row in newest.sort_values(C.position).iterrows()
         ]
@@ -389,8 +394,7 @@ def user_view(
 
 
 def active_users(engine: Engine, n: int = 20) -> list[tuple[str, int]]:
-    clock = engine.clock if math.isfinite(engine.clock) else time.time()
-    recent = engine.store.events_frame(since=clock - 86_400.0, columns=[C.user])
+    recent = engine.store.events_frame(since=_now(engine) - 86_400.0, columns=[C.user])
     return Counter(recent[C.user].astype(str).tolist()).most_common(n)
 
 
@@ -500,5 +504,6 @@ def _budget_config_text(budget: Any) -> str | None:
     )
 
 
-def _missing(value: Any) -> bool:
-    return value is None or (isinstance(value, float) and math.isnan(value))
+def _now(engine: Engine) -> float:
+    """The event clock, or the wall clock before the first event."""
+    return engine.clock if math.isfinite(engine.clock) else time.time()
