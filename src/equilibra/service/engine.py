@@ -419,7 +419,7 @@ class Engine:
             c.impressions += 1
             c.shown_slots[key] = c.shown_slots.get(key, 0) + len(slate)
             c.explore_slots[key] = c.explore_slots.get(key, 0) + int(slate.explore_flags.sum())
-        self.timeline.shown(items, timestamp)  # the dashboard's count: no need for the lock
+        self.timeline.shown(items)  # the dashboard's count: no need for the lock
 
     def exploration(self) -> dict[str, object]:
         """What `GET /v1/exploration` answers: per placement and segment the rate and why (the

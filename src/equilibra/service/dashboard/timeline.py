@@ -12,7 +12,7 @@ Everything here is cheap to feed (an append, a few dict updates) because it is f
 from __future__ import annotations
 
 import threading
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
@@ -119,7 +119,7 @@ class Timeline:
     def __init__(self, keep: int = SAMPLES_KEPT):
         self.samples: deque[Sample] = deque(maxlen=keep)
         self.rewards = RewardBuckets()
-        self.exposure: dict[str, list[float]] = {}  # item -> [times shown, first shown (clock)]
+        self.exposure: Counter[str] = Counter()  # item -> times shown since the process started
         self._latencies: list[float] = []
         self._requests = 0
         self._last: tuple[float, int, int] | None = None  # (wall time, requests, events)
@@ -131,13 +131,8 @@ class Timeline:
         self._latencies.append(seconds)
         self._requests += 1
 
-    def shown(self, items: Iterable[str], clock: float) -> None:
-        for item in items:
-            seen = self.exposure.get(item)
-            if seen is None:
-                self.exposure[item] = [1.0, clock]
-            else:
-                seen[0] += 1.0
+    def shown(self, items: Iterable[str]) -> None:
+        self.exposure.update(items)
 
     def closed(self, arm: str, closed: ClosedImpression) -> None:
         with self._lock:

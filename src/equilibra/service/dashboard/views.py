@@ -280,7 +280,6 @@ def catalogue(engine: Engine, popular: list[Any]) -> dict[str, Any]:
     waits = []  # first seen → first conversion, of the new items that converted
     for item, age in newest:
         seen = float(clock - age)
-        shown = exposure.get(item)
         converted = first_conversion.get(item)
         wait = None if converted is None or converted < seen else converted - seen
         if wait is not None:
@@ -291,7 +290,7 @@ def catalogue(engine: Engine, popular: list[Any]) -> dict[str, Any]:
                 "item_id": item,
                 "title": getattr(info, "title", None) or "",
                 "age": _duration(age),
-                "shown": int(shown[0]) if shown else 0,
+                "shown": exposure[item],
                 "first_conversion": None if wait is None else _duration(wait),
             }
         )
