@@ -89,6 +89,25 @@ def test_recommend_contract(model: Recommender, blocks, tmp_path):
     assert (again == recs).all()
 
 
+@pytest.mark.parametrize("model", PERSONALISED + OTHERS, ids=repr)
+@pytest.mark.parametrize("exclude", ["interacted", "none"])
+def test_recommend_one_matches_the_batch(model: Recommender, exclude: str, blocks):
+    """A serving request asks for one user (`recommend_one`: the sparse models' own one-row
+    path); it answers what the batch answers for that user, ties and exclusions alike."""
+    x, items = blocks
+    model.fit(x, items)
+    banned = x.interacted() if exclude == "interacted" else None
+    recs, scores = model.recommend(np.arange(N_USERS), k=15, exclude=banned)
+    for user in range(N_USERS):
+        one_items, one_scores = model.recommend_one(user, 15, banned)
+        keep = recs[user] >= 0
+        assert len(one_items) == keep.sum()
+        # One row is multiplied instead of a block: float32 sums in another order.
+        assert np.allclose(one_scores, scores[user][keep], rtol=1e-4, atol=1e-6)
+        tied = np.isclose(one_scores, scores[user][keep], rtol=1e-4, atol=1e-6)
+        assert ((one_items == recs[user][keep]) | tied).all()
+
+
 @pytest.mark.parametrize("model", PERSONALISED, ids=repr)
 def test_personalised_models_find_the_users_group(model: Recommender, blocks):
     x, items = blocks
@@ -214,7 +233,7 @@ def test_fast_recommend_paths_match_the_generic_one(model, blocks):
     ],
 )  # fmt: skip
 def test_hybrid_one_user_path_matches_the_batch_blend(components, blocks) -> None:
-    """A serving request scores one user through `_blend_one_row`; a batch goes through scipy."""
+    """A serving request scores one user through `_score_one`; a batch goes through scipy."""
     x, items = blocks
     model = Hybrid(components).fit(x, items)
     batch_items, batch_scores = model.recommend(np.arange(N_USERS), 12, exclude=x.interacted())
@@ -246,3 +265,31 @@ def test_sparse_row_top_k_matches_the_dense_top_k(seed: int, k: int, positive_on
     found_items, found_values = top_k_rows(matrix, items, k, positive_only)
     assert np.array_equal(found_items, expected_items)
     assert np.array_equal(found_values, expected_values)
+
+
+@settings(max_examples=80, deadline=None)
+@given(st.integers(0, 10_000), st.integers(1, 12), st.booleans(), st.booleans())
+def test_one_row_top_k_matches_the_batch_top_k(
+    seed: int, k: int, with_background: bool, with_banned: bool
+) -> None:
+    """`top_k_row` is `top_k_sparse` for one user: same items, scores and tie order (the
+    values are drawn from a few levels, so ties are common)."""
+    from equilibra.models.base import SparseRow, top_k_row, top_k_sparse
+
+    rng = np.random.default_rng(seed)
+    n = 30
+    indices = np.sort(rng.choice(n, rng.integers(0, n), replace=False))
+    data = rng.integers(0, 4, len(indices)).astype(np.float32) / 2
+    background = rng.integers(0, 3, n).astype(np.float32) / 100 if with_background else None
+    banned = np.sort(rng.choice(n, rng.integers(0, 8), replace=False)) if with_banned else None
+    row = SparseRow(indices, data, background)
+    exclude = None
+    if banned is not None:
+        exclude = sp.csr_matrix(
+            (np.ones(len(banned)), banned, np.array([0, len(banned)])), shape=(1, n)
+        )
+    items, values = top_k_sparse(row.as_scores(n), k, exclude, np.array([0]))
+    keep = items[0] >= 0
+    found_items, found_values = top_k_row(row, k, banned)
+    assert np.array_equal(found_items, items[0][keep])
+    assert np.array_equal(found_values, values[0][keep])

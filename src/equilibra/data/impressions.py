@@ -34,6 +34,28 @@ def encode_candidates(
     return json.dumps(record, separators=(",", ":"))
 
 
+class LaterCandidates:
+    """A `candidates` cell encoded when it is written, not when the impression is served: the
+    JSON of a few hundred floats is most of a log row's cost, and the writer's thread can pay
+    it off the request's path (`encode_later_cells` before the rows reach a store)."""
+
+    __slots__ = ("items", "prior", "scores")
+
+    def __init__(self, items: list[str], scores: np.ndarray, prior: np.ndarray | None) -> None:
+        self.items, self.scores, self.prior = items, scores, prior
+
+    def encode(self) -> str:
+        return encode_candidates(self.items, self.scores, self.prior)
+
+
+def encode_later_cells(rows: Sequence[dict[str, object]], column: str) -> None:
+    """Encode, in place, the `LaterCandidates` cells of `column`."""
+    for row in rows:
+        cell = row.get(column)
+        if isinstance(cell, LaterCandidates):
+            row[column] = cell.encode()
+
+
 def decode_candidates(text: object) -> LoggedCandidates:
     """Parse a `candidates` cell; ValueError with a message that says what is wrong."""
     if not isinstance(text, str) or not text.strip():

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from equilibra.data.columns import Columns as C
-from equilibra.data.impressions import encode_candidates
+from equilibra.data.impressions import LaterCandidates, encode_candidates
 from equilibra.explore.slate import Candidates, Slate
 
 
@@ -24,12 +24,19 @@ def slate_rows(
     exposure: Sequence[float] | None = None,
     context: dict[str, Any] | None = None,
     variant: str | None = None,
+    encode_later: bool = False,
 ) -> list[dict[str, object]]:
-    """One row per shown item; the first also carries the candidates with their priors.
+    """One row per shown item; the first also carries the candidates with their priors
+    (`encode_later`: as a `LaterCandidates`, for a writer that encodes it off the request path).
 
     `exposure[j]` is the chance position j + 1 is looked at (1 where unknown); the reward stays
     empty until the attribution window closes and the ledger writes it back."""
     priors = candidates.prior_or(base_rate)
+    logged: object = (
+        LaterCandidates(candidates.items.tolist(), candidates.scores, priors)
+        if encode_later
+        else encode_candidates(candidates.items.tolist(), candidates.scores, priors)
+    )
     rows: list[dict[str, object]] = []
     for entry in slate.entries:
         first = entry.position == 1
@@ -52,11 +59,7 @@ def slate_rows(
                 C.reason: entry.reason,
                 C.exposure: 1.0 if exposure is None else float(exposure[entry.position - 1]),
                 C.reward: None,
-                C.candidates: (
-                    encode_candidates(candidates.items.tolist(), candidates.scores, priors)
-                    if first
-                    else None
-                ),
+                C.candidates: logged if first else None,
                 C.context: json.dumps(context, sort_keys=True) if first and context else None,
                 C.variant: variant,
             }

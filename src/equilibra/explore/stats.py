@@ -81,7 +81,10 @@ class ArmStats:
             return np.zeros(len(items)), np.zeros(len(items))
         get = known.get
         array = np.asarray(items)
-        keys = (array if array.dtype.kind == "U" else array.astype(str)).tolist()
+        if array.dtype.kind == "O":  # Python objects: strings as they are (no new copies)
+            keys = [k if type(k) is str else str(k) for k in array.tolist()]
+        else:
+            keys = (array if array.dtype.kind == "U" else array.astype(str)).tolist()
         slots = np.fromiter(map(get, keys, repeat(-1)), dtype=np.int64, count=len(keys))
         seen = slots >= 0
         # An unseen item's slot is -1: read (any) value, then masked to 0.

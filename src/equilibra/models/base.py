@@ -75,6 +75,22 @@ class SparseScores:
         return SparseScores(scaled, self.background)
 
 
+@dataclass(frozen=True)
+class SparseRow:
+    """One user's `SparseScores` as plain arrays: the columns (ascending) and values of the
+    sparse part, and the shared background. What a serving request scores with, where building
+    even one scipy matrix per part costs more than the arithmetic."""
+
+    indices: np.ndarray
+    data: np.ndarray
+    background: np.ndarray | None = None
+
+    def as_scores(self, n_items: int) -> SparseScores:
+        indptr = np.array([0, len(self.indices)])
+        matrix = sp.csr_matrix((self.data, self.indices, indptr), shape=(1, n_items))
+        return SparseScores(matrix, self.background)
+
+
 def popularity_fallback(interactions: Interactions, scale: float = 1e-6) -> np.ndarray:
     """A tiny popularity score that orders only what a model's own signal leaves unscored."""
     popularity = interactions.item_popularity().astype(np.float64)
@@ -119,6 +135,55 @@ def top_k_sparse(
         keep = ~contains(banned, row_of, item)
         row_of, item, value = row_of[keep], item[keep], value[keep]
     return _best_per_row(row_of, item, value, n_rows, k)
+
+
+def top_k_row(
+    row: SparseRow, k: int, banned: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """`top_k_sparse` for one user: the same candidates, order and ties (item index ascending),
+    in plain numpy. `banned`: item indices. -> (items, scores), shorter than k where fewer
+    exist (no padding)."""
+    item = row.indices.astype(np.int64)
+    value = row.data.astype(np.float64)
+    if len(item) > 1 and (item[1:] < item[:-1]).any():  # a CSR row not in canonical order
+        order = np.argsort(item, kind="stable")
+        item, value = item[order], value[order]
+    if banned is not None and len(banned) > 1 and (banned[1:] < banned[:-1]).any():
+        banned = np.sort(banned)
+    background = row.background
+    if banned is not None and len(banned):
+        keep = ~_member(banned, item)
+        item, value = item[keep], value[keep]
+    if background is not None:
+        value = value + background[item]
+        depth = min(k + (0 if banned is None else len(banned)), len(background))
+        best = leaders.leaders(background, depth)
+        # A leader the sparse part also scores keeps the higher of its two values.
+        scored = _member(item, best)
+        if scored.any():
+            at = np.searchsorted(item, best[scored])
+            value[at] = np.maximum(value[at], background[best[scored]])
+        extra = best[~scored]
+        if banned is not None and len(banned):
+            extra = extra[~_member(banned, extra)]
+        item = np.concatenate([item, extra])
+        value = np.concatenate([value, background[extra].astype(np.float64)])
+    if len(item) > k:
+        cut = np.argpartition(-value, k - 1)[:k]
+        # Every item tied with the k-th best stays in the running, so ties break by index.
+        pick = value >= value[cut].min()
+        item, value = item[pick], value[pick]
+    order = np.lexsort((item, -value))[:k]
+    return item[order], value[order]
+
+
+def _member(sorted_values: np.ndarray, query: np.ndarray) -> np.ndarray:
+    """Which of `query` are in `sorted_values` (ascending): `np.isin` without its sort, for
+    the few hundred items of one request."""
+    if not len(sorted_values):
+        return np.zeros(len(query), dtype=bool)
+    at = np.minimum(np.searchsorted(sorted_values, query), len(sorted_values) - 1)
+    return sorted_values[at] == query
 
 
 def _best_per_row(
@@ -245,6 +310,25 @@ class Recommender(ABC):
                 found = top_k(block, k)
             out_items[lo : lo + batch], out_scores[lo : lo + batch] = found
         return out_items, out_scores
+
+    def _score_one(self, user: int) -> SparseRow | None:
+        """One user's scores as a `SparseRow`, where the model's scores are sparse and it
+        has this fast path; None otherwise (`recommend_one` then takes the batch path)."""
+        return None
+
+    def recommend_one(
+        self, user: int, k: int = 10, exclude: sp.csr_matrix | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """`recommend` for one user: (items, scores), best first, without -1 / -inf padding."""
+        row = self._score_one(int(user))
+        if row is None:
+            items, scores = self.recommend(np.array([user]), k, exclude)
+            keep = items[0] >= 0
+            return items[0][keep], scores[0][keep]
+        banned = None
+        if exclude is not None:
+            banned = exclude.indices[exclude.indptr[user] : exclude.indptr[user + 1]]
+        return top_k_row(row, k, banned)
 
     def similar_items(self, items: np.ndarray, k: int = 10) -> tuple[np.ndarray, np.ndarray]:
         raise NotImplementedError(f"{self.name} does not rank similar items")

@@ -10,8 +10,8 @@ import numpy as np
 import pandas as pd
 
 from equilibra.data.interactions import Interactions
-from equilibra.data.sparse import take_rows
-from equilibra.models.base import Recommender, SparseScores, popularity_fallback
+from equilibra.data.sparse import row_entries, take_rows
+from equilibra.models.base import Recommender, SparseRow, SparseScores, popularity_fallback
 from equilibra.models.registry import register
 
 
@@ -36,3 +36,6 @@ class RecentItems(Recommender):
 
     def _score_users(self, users: np.ndarray) -> SparseScores:
         return SparseScores(take_rows(self.recency_, users), self.popularity_)
+
+    def _score_one(self, user: int) -> SparseRow:
+        return SparseRow(*row_entries(self.recency_, user), self.popularity_)

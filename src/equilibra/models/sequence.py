@@ -13,9 +13,10 @@ import pandas as pd
 import scipy.sparse as sp
 
 from equilibra.data.interactions import EventWeights, Interactions
-from equilibra.data.sparse import rows_times, take_rows
+from equilibra.data.sparse import row_entries, row_times, rows_times, take_rows
 from equilibra.models.base import (
     Recommender,
+    SparseRow,
     SparseScores,
     keep_top_k_per_row,
     popularity_fallback,
@@ -103,6 +104,10 @@ class CoVisitation(Recommender):
         return SparseScores(
             rows_times(take_rows(self.recent_items_, users), self.transitions_), self.fallback_
         )
+
+    def _score_one(self, user: int) -> SparseRow:
+        recent = row_entries(self.recent_items_, user)
+        return SparseRow(*row_times(*recent, self.transitions_), self.fallback_)
 
     def similar_items(self, items: np.ndarray, k: int = 10) -> tuple[np.ndarray, np.ndarray]:
         """ "Seen next": the items most often looked at right after each item."""

@@ -29,6 +29,7 @@ class Catalog:
         self._lock = threading.RLock()
         self._items: dict[str, ItemInfo] = {}
         self._by_category: dict[str, set[str]] = {}
+        self._unavailable: set[str] = set()  # so a request screens without reading each item
 
     def __len__(self) -> int:
         with self._lock:
@@ -63,6 +64,10 @@ class Catalog:
                 for category in old.categories:
                     self._by_category.get(category, set()).discard(item_id)
             self._items[item_id] = info
+            if info.available:
+                self._unavailable.discard(item_id)
+            else:
+                self._unavailable.add(item_id)
             for category in info.categories:
                 self._by_category.setdefault(category, set()).add(item_id)
 
@@ -85,6 +90,13 @@ class Catalog:
         with self._lock:
             items = self._items
             return [items.get(i) for i in item_ids]
+
+    def missing_or_unavailable(self, item_ids: list[str]) -> tuple[list[int], set[str]]:
+        """-> (positions of the items not in the catalogue, the items marked unavailable)."""
+        with self._lock:
+            items = self._items
+            missing = [i for i, item in enumerate(item_ids) if item not in items]
+            return missing, self._unavailable.intersection(item_ids)
 
     def available(self, item_id: str) -> bool:
         info = self.get(item_id)

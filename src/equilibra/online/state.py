@@ -289,6 +289,18 @@ class InProcessState:
                 float(self._items.count[slot]), trend, float(self._items.first_seen[slot])
             )
 
+    def item_stats(self, items: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        """(`item_counts`, `first_seen`) of the items in one pass."""
+        with self._lock:
+            index = self._items.index
+            slots = np.fromiter((index.get(i, -1) for i in items), dtype=np.int64, count=len(items))
+            seen = slots >= 0
+            at = np.maximum(slots, 0)
+            return (
+                np.where(seen, self._items.count[at], 0.0),
+                np.where(seen, self._items.first_seen[at], np.inf),
+            )
+
     def item_counts(self, items: Iterable[str]) -> np.ndarray:
         """Events per item (0 for items never seen), in the order given."""
         with self._lock:

@@ -51,8 +51,11 @@ class ServingModel:
 
     def __post_init__(self) -> None:
         a = self.artifact
-        self.item_ids = np.asarray(a.items.ids).astype(str)
-        self.item_index = {item: i for i, item in enumerate(self.item_ids.tolist())}
+        # Python strings in an object array: indexing hands out the same string objects on
+        # every request (their hashes computed once) instead of making new ones from '<U'.
+        names = np.asarray(a.items.ids).astype(str).tolist()
+        self.item_ids = np.array(names, dtype=object)
+        self.item_index = {item: i for i, item in enumerate(names)}
         self.user_index = {u: i for i, u in enumerate(np.asarray(a.users.ids).astype(str).tolist())}
         self.exclusions = {name: a.exclusion(name) for name in ("interacted", "converted", "none")}
         self.unavailable = np.zeros(len(self.item_ids), dtype=bool)
@@ -110,10 +113,8 @@ class ServingModel:
             if hit is not None:
                 self._cache.move_to_end(key)
         if hit is None:
-            items, scores = self.artifact.model.recommend(
-                np.array([user]), n, exclude=self.exclusions.get(exclude)
-            )
-            hit = (items[0].astype(np.int32), scores[0].astype(np.float32))
+            items, scores = self.artifact.model.recommend_one(user, n, self.exclusions.get(exclude))
+            hit = (items.astype(np.int32), scores.astype(np.float32))
             with self._cache_lock:
                 self._cache[key] = hit
                 if len(self._cache) > self.cache_users:
@@ -126,8 +127,8 @@ class ServingModel:
         matrix = self.exclusions.get(exclude)
         if user is None or matrix is None:
             return set()
-        row = matrix[user]
-        return set(self.item_ids[row.indices].tolist())
+        row = matrix.indices[matrix.indptr[user] : matrix.indptr[user + 1]]
+        return set(self.item_ids[row].tolist())
 
     def folded_candidates(self, items: list[str], strengths: list[float], n: int) -> Scored:
         """Top n by a user vector folded in from these (item, weight) events."""

@@ -15,7 +15,6 @@ Each stage is a plain function of its inputs; the route calls them in order.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -43,6 +42,7 @@ WEIGHTS = {
     "cold": 0.4,
     "new": 0.1,
 }
+_WEIGHT_ROW = np.array([WEIGHTS[g] for g in GENERATORS])
 RECENT_ITEMS = 5  # the session items co-visitation starts from
 SEEN_AGAIN = 20  # the user's own latest items, shown again (a shop's visitors come back to them)
 
@@ -60,18 +60,26 @@ class Request:
 
 @dataclass
 class Pool:
-    """Candidates by generator: item -> generator -> raw score; and why each was proposed."""
+    """Candidates by generator: each generator's items (distinct, as every generator's list
+    is) and raw scores; and why each was proposed."""
 
-    scores: dict[str, dict[str, float]] = field(default_factory=dict)
+    parts: list[tuple[str, list[str], np.ndarray]] = field(default_factory=list)
     anchors: dict[str, str] = field(default_factory=dict)  # item -> the session item behind it
 
     def add(self, generator: str, scored: Sequence[tuple[str, float]]) -> None:
-        for item, score in scored:
-            if math.isfinite(score):
-                self.scores.setdefault(item, {})[generator] = float(score)
+        if not scored:
+            return
+        items, values = zip(*scored, strict=True)
+        scores = np.asarray(values, dtype=float)
+        finite = np.isfinite(scores)
+        if finite.all():
+            self.parts.append((generator, list(items), scores))
+        else:
+            kept = np.flatnonzero(finite)
+            self.parts.append((generator, [items[i] for i in kept], scores[kept]))
 
     def __len__(self) -> int:
-        return len(self.scores)
+        return len({item for _, items, _ in self.parts for item in items})
 
 
 @dataclass
@@ -99,12 +107,14 @@ class Reasons:
     pool: Pool
     catalog: Catalog
     category: Any
-    lead: dict[str, str]  # item -> the generator that contributed most
+    row: dict[str, int]  # item -> its row in `lead`
+    lead: np.ndarray  # per row: the column of the generator that contributed most
 
     def get(self, item: str, default: str = "trending") -> str:
-        generator = self.lead.get(item)
-        if generator is None:
+        row = self.row.get(item)
+        if row is None:
             return default
+        generator = GENERATORS[int(self.lead[row])]
         return _reason(generator, item, self.pool, self.catalog, self.category)
 
 
@@ -174,22 +184,24 @@ def _merge(scored: Sequence[tuple[str, float]]) -> list[tuple[str, float]]:
 
 
 def blend(pool: Pool, catalog: Catalog, context: dict[str, Any] | None = None) -> Blended:
-    items = list(pool.scores)
-    raw = np.zeros((len(items), len(GENERATORS)))
-    for row, item in enumerate(items):
-        for generator, score in pool.scores[item].items():
-            raw[row, _COLUMN[generator]] = score
+    row: dict[str, int] = {}
+    placed = []
+    for generator, items, scores in pool.parts:
+        rows = [row.setdefault(item, len(row)) for item in items]
+        placed.append((_COLUMN[generator], rows, scores))
+    raw = np.zeros((len(row), len(GENERATORS)))
+    for column, rows, scores in placed:
+        raw[rows, column] = scores  # distinct items per generator: no cell written twice
     # Each generator's scores on [0, 1] by its best (scores may be negative: shift first).
     low = np.minimum(raw.min(axis=0, initial=0.0), 0.0)
     shifted = np.where(raw != 0, raw - low, 0.0)
     top = shifted.max(axis=0, initial=0.0)
     normalised = np.divide(shifted, top, out=np.zeros_like(shifted), where=top > 0)
-    contributions = normalised * np.array([WEIGHTS[g] for g in GENERATORS])
+    contributions = normalised * _WEIGHT_ROW
     scores = contributions.sum(axis=1)
-    leads = contributions.argmax(axis=1) if len(items) else np.empty(0, dtype=int)
-    lead = {item: GENERATORS[int(g)] for item, g in zip(items, leads, strict=True)}
-    reasons = Reasons(pool, catalog, (context or {}).get("category"), lead)
-    return Blended(items, scores, contributions, reasons)
+    lead = contributions.argmax(axis=1) if len(row) else np.empty(0, dtype=int)
+    reasons = Reasons(pool, catalog, (context or {}).get("category"), row, lead)
+    return Blended(list(row), scores, contributions, reasons)
 
 
 def _reason(generator: str, item: str, pool: Pool, catalog: Catalog, category: Any) -> str:
@@ -235,17 +247,23 @@ def screen(
                 banned |= {s.item for s in user.history}
     filters = request.filters or {}
     wanted = _as_set(filters.get("category", filters.get("categories")))
-    not_items = _as_set(filters.get("exclude_items"))
+    banned |= _as_set(filters.get("exclude_items"))
     low, high = filters.get("price_min"), filters.get("price_max")
-    keep = np.array(
-        [
-            item not in banned
-            and item not in not_items
-            and _showable(item, info, model, wanted, low, high)
-            for item, info in zip(blended.items, catalog.get_many(blended.items), strict=True)
-        ],
-        dtype=bool,
-    )
+    items = blended.items
+    if wanted or low is not None or high is not None:
+        keep = np.array(
+            [
+                item not in banned and _showable(item, info, model, wanted, low, high)
+                for item, info in zip(items, catalog.get_many(items), strict=True)
+            ],
+            dtype=bool,
+        )
+    else:  # no filter on what an item is: only its availability, kept as a set
+        missing, unavailable = catalog.missing_or_unavailable(items)
+        banned |= unavailable
+        keep = np.fromiter((item not in banned for item in items), dtype=bool, count=len(items))
+        for i in missing:
+            keep[i] &= _showable(items[i], None, model, wanted, low, high)
     scores, allowed, _ = apply_scores(
         blended.items,
         blended.scores,
@@ -347,8 +365,7 @@ def to_candidates(
 
     scores = blended.scores
     prior = score_to_prior(scores, base_rate)
-    counts = state.item_counts(blended.items)
-    first = state.first_seen(blended.items)
+    counts, first = state.item_stats(blended.items)
     ages = np.where(np.isfinite(first), request.timestamp - first, 1e9)
     if model is not None:
         # An item the model was trained on is not new, whenever the online state (which only
@@ -366,7 +383,8 @@ def to_candidates(
             dtype=bool,
         )
     return Candidates(
-        items=np.asarray(blended.items, dtype=object).astype(str),
+        # Python strings, not '<U': every later `tolist` hands out these same objects.
+        items=np.array(blended.items, dtype=object),
         scores=scores,
         prior=prior,
         features=features,
@@ -455,7 +473,8 @@ def log_rows(
     variant: str | None = None,
 ) -> list[dict[str, object]]:
     """The impression-log rows of what was shown (design.md), pins included; `variant`:
-    the A/B test arm that served it."""
+    the A/B test arm that served it. The first row's candidates cell is a `LaterCandidates`,
+    which the impression writer encodes."""
     rows = slate_rows(
         slate,
         candidates,
@@ -466,6 +485,7 @@ def log_rows(
         model_version=None if model_version is None else str(model_version),
         context=request.context,
         variant=variant,
+        encode_later=True,  # by the impression writer's thread
     )
     by_item = {str(r["item_id"]): r for r in rows}
     first_extra = {k: rows[0][k] for k in ("candidates", "context")} if rows else {}

@@ -21,6 +21,8 @@ from typing import Any
 
 import pandas as pd
 
+from equilibra.data.columns import Columns as C
+from equilibra.data.impressions import encode_later_cells
 from equilibra.store import Store
 
 log = logging.getLogger("equilibra.service")
@@ -105,6 +107,7 @@ class ImpressionWriter:
         # backlog of 100 k rows takes to write.
         if kind == "rows":
             rows = [r for rows in group for r in rows]
+            encode_later_cells(rows, C.candidates)
             chunks = [rows[i : i + CHUNK_ROWS] for i in range(0, len(rows), CHUNK_ROWS)]
             write: Callable[[Any], object] = self.store.append_impression_rows
         else:
