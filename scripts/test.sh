@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The test command: sets up .venv, starts PostgreSQL and installs Chromium (when possible), runs
-# ruff and the whole pytest suite (SQLite and PostgreSQL; the dashboard in a real browser).
+# The test command: sets up .venv, starts PostgreSQL, installs redis-server and Chromium (when
+# possible), runs ruff and the whole pytest suite (SQLite and PostgreSQL, in-process and Redis
+# online state; the dashboard in a real browser).
 # Extra arguments go to pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -15,6 +16,15 @@ if [ -z "${EQUILIBRA_TEST_POSTGRES:-}" ]; then
   else
     echo "test.sh: no PostgreSQL; its conformance cases will be skipped" >&2
   fi
+fi
+
+# The shared online state's tests start their own redis-server.
+if ! bash scripts/redis.sh; then
+  if [ "${CI:-}" = true ] || [ "${EQUILIBRA_REQUIRE_POSTGRES:-}" = 1 ]; then
+    echo "test.sh: redis-server is required here but could not be installed" >&2
+    exit 1
+  fi
+  echo "test.sh: no redis-server; the Redis cases will be skipped" >&2
 fi
 
 # The dashboard's browser test drives Debian's headless Chromium.

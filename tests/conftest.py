@@ -4,11 +4,14 @@
 PostgreSQL comes from EQUILIBRA_TEST_POSTGRES (`make test` and `.ci/run` start a server and set
 it). Without it the PostgreSQL cases skip locally, but fail in CI (CI=true or
 EQUILIBRA_REQUIRE_POSTGRES=1): a conformance suite that silently ran on one backend would lie.
+Redis is the same: the `redis_server` fixture starts Debian's `redis-server` on a free port
+(scripts/test.sh installs it); without it the Redis cases skip locally and fail in CI.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -114,3 +117,51 @@ def serve_process(
             time.sleep(0.2)
     process.kill()
     raise AssertionError(f"serve did not answer /health within {start_within_s:.0f} s")
+
+
+class RedisServer:
+    """A throwaway `redis-server` on loopback (no persistence), which a test may stop and start."""
+
+    def __init__(self, directory: Path):
+        self.directory = directory
+        self.port = free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(
+            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "no", "--dir", str(self.directory)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        deadline = time.time() + 10
+        while time.time() < deadline:
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2) as s:
+                    s.sendall(b"PING\r\n")
+                    if s.recv(16).startswith(b"+PONG"):
+                        return
+            except OSError:
+                time.sleep(0.05)
+        raise AssertionError("redis-server did not start")
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.kill()
+            self.process.wait(timeout=10)
+            self.process = None
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    if shutil.which("redis-server") is None:
+        if REQUIRE_POSTGRES:  # CI requires every server backend
+            pytest.fail("redis-server is not installed but the Redis tests are required")
+        pytest.skip("redis-server not installed")
+    server = RedisServer(tmp_path_factory.mktemp("redis"))
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()

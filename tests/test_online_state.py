@@ -1,12 +1,31 @@
-"""The online item counters: the kept leader sets answer exactly what a full scan would."""
+"""The online state: the kept leader sets answer exactly what a full scan would, and one
+conformance suite holds the in-process and the Redis backends to the same answers."""
 
 from __future__ import annotations
 
+import uuid
+from collections.abc import Callable
+
 import numpy as np
-from hypothesis import given, settings
+import pytest
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from equilibra.online.state import InProcessState, ItemCounters, OnlineConfig
+from equilibra.online.state import InProcessState, ItemCounters, OnlineConfig, OnlineState
+
+MakeState = Callable[[OnlineConfig], OnlineState]
+
+
+@pytest.fixture(params=["in-process", "redis"])
+def make_state(request: pytest.FixtureRequest) -> MakeState:
+    """A factory of empty online states of one backend (Redis: a fresh key prefix each)."""
+    if request.param == "in-process":
+        return InProcessState
+    from equilibra.online.redis_state import RedisState
+
+    server = request.getfixturevalue("redis_server")
+    return lambda config: RedisState(server.url, config, prefix=f"t{uuid.uuid4().hex[:12]}")
+
 
 events = st.lists(
     st.tuples(
@@ -53,8 +72,8 @@ def test_top_and_newest_match_a_full_scan(stream, n, max_age) -> None:
             )
 
 
-def test_trending_follows_a_burst_and_new_items_are_listed() -> None:
-    state = InProcessState(OnlineConfig())
+def test_trending_follows_a_burst_and_new_items_are_listed(make_state: MakeState) -> None:
+    state = make_state(OnlineConfig())
     for t in range(300):
         state.learn_one(f"u{t}", f"old{t % 50}", "view", 1_000.0 + t)
     assert state.trending(5)[0][0].startswith("old")
@@ -64,14 +83,122 @@ def test_trending_follows_a_burst_and_new_items_are_listed() -> None:
     assert "burst" in [item for item, _ in state.newest(10)]
 
 
-def test_co_visitation_counts_within_a_session_only() -> None:
-    state = InProcessState(OnlineConfig())
+def test_co_visitation_counts_within_a_session_only(make_state: MakeState) -> None:
+    state = make_state(OnlineConfig())
     gap = OnlineConfig().session_gap_s
     state.learn_one("u", "a", "view", 1_000.0)
     state.learn_one("u", "b", "view", 1_000.0 + 2 * gap)  # a new session
     state.learn_one("u", "c", "view", 1_060.0 + 2 * gap)
     assert state.neighbours(["a"], 5) == []
     assert [item for item, _ in state.neighbours(["b"], 5)] == ["c"]
+
+
+stream_of_events = st.lists(
+    st.tuples(
+        st.integers(0, 5),  # user
+        st.integers(0, 30),  # item
+        st.sampled_from(["view", "click", "add_to_cart", "purchase"]),
+        st.integers(0, 20_000),  # timestamp (whole seconds), out of order
+    ),
+    min_size=1,
+    max_size=120,
+)
+
+
+def _answers(state: OnlineState, users: list[str]) -> dict[str, object]:
+    """Everything a request or a page reads, in a form two backends can be compared in."""
+    items = [f"i{i}" for i in range(32)]
+    counts, first = state.item_stats(items)
+    out: dict[str, object] = {
+        "known_users": state.known_users(),
+        "n_items": state.n_items(),
+        "counts": counts.tolist(),
+        "first": first.tolist(),
+        # Values, best first (ties may list either item).
+        "trending": [round(v, 9) for _, v in state.trending(10)],
+        "newest": [round(a, 6) for _, a in state.newest(10)],
+        "item": [None if (s := state.item(i)) is None else (s.count, s.first_seen) for i in items],
+    }
+    for user_id in users:
+        user = state.user(user_id)
+        if user is None:
+            out[user_id] = None
+            continue
+        recent = user.recent_items(5)
+        out[user_id] = {
+            "history": list(user.history),
+            "session": user.session(),
+            "converted": sorted(user.converted),
+            "events": user.events,
+            "neighbours": sorted(round(v, 9) for _, v in state.neighbours(recent, 8)),
+        }
+    return out
+
+
+# `make_state` is a factory: each example builds fresh states from it.
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(stream=stream_of_events)
+def test_every_backend_answers_as_the_in_process_state(make_state: MakeState, stream) -> None:
+    config = OnlineConfig(history=4, session_gap_s=1_800.0, covisit_per_item=3)
+    reference, state = InProcessState(config), make_state(config)
+    users = [f"u{u}" for u in range(6)]
+    half = len(stream) // 2
+    for user, item, kind, stamp in stream[:half]:
+        reference.learn_one(f"u{user}", f"i{item}", kind, float(stamp))
+        state.learn_one(f"u{user}", f"i{item}", kind, float(stamp))
+    rest = [(f"u{u}", f"i{i}", kind, float(t)) for u, i, kind, t in stream[half:]]
+    reference.learn_many(rest)
+    state.learn_many(rest)  # a batch, in order
+    assert _answers(state, users) == _answers(reference, users)
+    assert state.forget_user("u0") == reference.forget_user("u0")
+    assert state.user("u0") is None and state.forget_user("u0") is False
+    assert state.known_users() == reference.known_users()
+
+
+def test_a_redis_state_is_shared_by_two_clients(redis_server) -> None:
+    from equilibra.online.redis_state import RedisState
+
+    prefix = f"t{uuid.uuid4().hex[:12]}"
+    one = RedisState(redis_server.url, prefix=prefix)
+    two = RedisState(redis_server.url, prefix=prefix)
+    one.learn_one("u", "a", "view", 100.0)
+    one.learn_one("u", "b", "purchase", 160.0)
+    seen = two.user("u")
+    assert seen is not None and [s.item for s in seen.history] == ["a", "b"]
+    assert seen.converted == {"b"}
+    assert [item for item, _ in two.neighbours(["a"], 5)] == ["b"]
+    assert two.clock == 160.0 and two.events == 2
+    assert one.claim_seed() and not two.claim_seed()  # only the first replica seeds it
+
+
+def test_redis_unreachable_degrades_to_an_empty_state_and_recovers(tmp_path, caplog) -> None:
+    from conftest import RedisServer
+
+    from equilibra.online.redis_state import RedisState
+
+    if __import__("shutil").which("redis-server") is None:
+        pytest.skip("redis-server not installed")
+    server = RedisServer(tmp_path)
+    server.start()
+    state = RedisState(server.url, retry_after_s=0.0)
+    state.learn_one("u", "a", "view", 100.0)
+    server.stop()
+    with caplog.at_level("WARNING", logger="equilibra.online"):
+        assert state.user("u") is None  # no exception: an unknown user
+        assert state.trending(5) == [] and state.newest(5) == []
+        assert state.neighbours(["a"], 5) == []
+        counts, first = state.item_stats(["a"])
+        assert counts.tolist() == [0.0] and first.tolist() == [float("inf")]
+        state.learn_one("u", "b", "view", 110.0)
+    assert state.lost_writes == 1
+    assert sum("Redis unreachable" in r.getMessage() for r in caplog.records) == 1  # one line
+    server.start()  # an empty Redis (no persistence): it learns again at once
+    state.learn_one("u", "c", "view", 120.0)
+    seen = state.user("u")
+    assert seen is not None and [s.item for s in seen.history] == ["c"]
+    server.stop()
 
 
 def test_fold_in_matches_implicits_own_solve_for_one_user() -> None:

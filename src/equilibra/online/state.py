@@ -6,7 +6,8 @@ seen. Between items: co-visitation counts of consecutive items in a session, kep
 strongest `covisit_per_item` neighbours. Everything is keyed by external ids (strings), so
 items and users the model has never seen take part at once.
 
-`InProcessState` is the default; a shared (Redis) backend implements the same methods.
+`InProcessState` is the default; `RedisState` (redis_state.py) shares the state between
+replicas behind the same methods (`OnlineState`).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import threading
 from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import numpy as np
 
@@ -199,6 +201,25 @@ class OnlineConfig:
     new_item_age_s: float = 7 * 24 * 3600.0
 
 
+class OnlineState(Protocol):
+    """What the service reads and writes; `InProcessState` and `RedisState` (redis_state.py)
+    implement it and pass one conformance suite (tests/test_online_state.py)."""
+
+    config: OnlineConfig
+
+    def learn_one(self, user_id: str, item_id: str, event_type: str, timestamp: float) -> None: ...
+    def learn_many(self, events: Iterable[tuple[str, str, str, float]]) -> None: ...
+    def forget_user(self, user_id: str) -> bool: ...
+    def user(self, user_id: str) -> UserState | None: ...
+    def known_users(self) -> int: ...
+    def neighbours(self, items: Iterable[str], n: int) -> list[tuple[str, float]]: ...
+    def trending(self, n: int, now: float | None = None) -> list[tuple[str, float]]: ...
+    def newest(self, n: int, now: float | None = None) -> list[tuple[str, float]]: ...
+    def item(self, item_id: str) -> ItemState | None: ...
+    def item_stats(self, items: list[str]) -> tuple[np.ndarray, np.ndarray]: ...
+    def n_items(self) -> int: ...
+
+
 class InProcessState:
     """Online state in this process's memory, safe to use from several threads."""
 
@@ -242,6 +263,11 @@ class InProcessState:
         if len(row) > 2 * self.config.covisit_per_item:  # prune: keep the strongest
             kept = heapq.nlargest(self.config.covisit_per_item, row.items(), key=lambda kv: kv[1])
             self._covisit[source] = dict(kept)
+
+    def learn_many(self, events: Iterable[tuple[str, str, str, float]]) -> None:
+        """Events (user, item, type, timestamp) in order."""
+        for user_id, item_id, event_type, timestamp in events:
+            self.learn_one(user_id, item_id, event_type, timestamp)
 
     def forget_user(self, user_id: str) -> bool:
         """Drop the user's history and session (item counters are aggregates: they stay)."""

@@ -36,7 +36,7 @@ from equilibra.explore.policies import LinearMixin, Policy
 from equilibra.explore.slate import Candidates, Slate
 from equilibra.explore.spec import parse_policy
 from equilibra.online.catalog import Catalog
-from equilibra.online.state import InProcessState
+from equilibra.online.state import InProcessState, OnlineState
 from equilibra.pipeline.artifact import CURRENT, ModelArtifact, current, rollback
 from equilibra.rank.rules import Rule
 from equilibra.service.dashboard.timeline import Timeline
@@ -65,13 +65,25 @@ class Counters:
     shown_slots: dict[tuple[str, str], int] = field(default_factory=dict)
 
 
+def open_online_state(settings: Settings) -> OnlineState:
+    """In this process's memory, or in Redis when `EQUILIBRA_REDIS` names one (shared)."""
+    if settings.redis is None:
+        return InProcessState()
+    from equilibra.online.redis_state import RedisState
+
+    state = RedisState(settings.redis, prefix=settings.redis_prefix)
+    if not state.available:
+        log.warning("EQUILIBRA_REDIS=%s does not answer yet: serving without it", settings.redis)
+    return state
+
+
 class Engine:
     def __init__(self, settings: Settings, store: Store | None = None):
         self.settings = settings
         self.store = store or open_store(settings.db)
         self.writer = ImpressionWriter(self.store)
         self.catalog = Catalog()
-        self.state = InProcessState()
+        self.state = open_online_state(settings)
         self.model: ServingModel | None = None
         self.policy: Policy = self.make_policy(settings.policy_spec)
         self.experiments = Experiments(Path(settings.model_dir), self.make_policy)
@@ -114,8 +126,12 @@ class Engine:
         snapshot_clock = self._restore()
         since = self._replay_from()
         replayed = self.store.events_frame(since=since)
-        for row in replayed[[C.user, C.item, C.event_type, C.timestamp]].itertuples(index=False):
-            self.state.learn_one(str(row[0]), str(row[1]), str(row[2]), float(row[3]))
+        if self._seeds_state():
+            columns = [C.user, C.item, C.event_type, C.timestamp]
+            self.state.learn_many(
+                (str(u), str(i), str(t), float(s))
+                for u, i, t, s in replayed[columns].itertuples(index=False)
+            )
         if len(replayed):
             self.clock = float(replayed[C.timestamp].max())
         opened = self.store.impressions_frame(open_only=True)
@@ -133,6 +149,21 @@ class Engine:
             len(self.catalog),
             self.model.version if self.model else "none",
         )
+
+    def _seeds_state(self) -> bool:
+        """Whether this process replays recent events into the online state: always for its
+        own memory; for a shared (Redis) state only the first replica, once."""
+        claim = getattr(self.state, "claim_seed", None)
+        if claim is None:
+            return True
+        seeds = bool(claim())
+        log.info(
+            "shared online state: %s",
+            "empty, seeded from the store's recent events"
+            if seeds
+            else "already seeded by another replica",
+        )
+        return seeds
 
     # --- snapshots: a restart resumes the policy where it stopped --------------------------------
     def snapshot(self) -> None:
@@ -273,9 +304,12 @@ class Engine:
             result = self.store.append_events(events)
             self.counters.events += result.accepted
             self.catalog.ensure(list(dict.fromkeys(str(row[2]) for row in fresh)))
+            # One round trip for the batch when the state is shared.
+            self.state.learn_many(
+                [(str(row[1]), str(row[2]), str(row[3]), float(row[4])) for row in fresh]
+            )
             for _, user, item, kind, stamp, value, impression in fresh:
                 user, item, kind, stamp = str(user), str(item), str(kind), float(stamp)
-                self.state.learn_one(user, item, kind, stamp)
                 with self.lock:
                     self.ledger.observe(
                         user,
@@ -501,3 +535,6 @@ class Engine:
         self.snapshot()
         self.writer.close()
         self.store.close()
+        closing = getattr(self.state, "close", None)
+        if closing is not None:
+            closing()

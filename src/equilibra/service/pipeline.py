@@ -25,7 +25,7 @@ from equilibra.explore.feedback import PINNED
 from equilibra.explore.impressions import slate_rows
 from equilibra.explore.slate import Candidates, Slate
 from equilibra.online.catalog import Catalog
-from equilibra.online.state import EVENT_WEIGHT, InProcessState
+from equilibra.online.state import EVENT_WEIGHT, OnlineState
 from equilibra.rank.rules import Rule, apply_scores
 from equilibra.service.model import ServingModel
 
@@ -136,7 +136,7 @@ class Shown:
 def gather(
     request: Request,
     model: ServingModel | None,
-    state: InProcessState,
+    state: OnlineState,
     catalog: Catalog,
     n: int,
 ) -> Pool:
@@ -231,7 +231,7 @@ def screen(
     blended: Blended,
     request: Request,
     model: ServingModel | None,
-    state: InProcessState,
+    state: OnlineState,
     catalog: Catalog,
     rules: Sequence[Rule],
 ) -> Blended:
@@ -352,7 +352,7 @@ def shortlist(blended: Blended, n: int) -> Blended:
 def to_candidates(
     blended: Blended,
     request: Request,
-    state: InProcessState,
+    state: OnlineState,
     base_rate: float,
     segment: str,
     catalog: Catalog | None = None,

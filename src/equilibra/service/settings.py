@@ -7,7 +7,7 @@ sets the same keys (lower-case, without the prefix); the environment wins over t
     EQUILIBRA_ADMIN_KEY / _READ_KEY       admin_key / read_key
     EQUILIBRA_ATTRIBUTION_WINDOW=1800     attribution_window = 1800
     EQUILIBRA_REWARD=click=1,…            reward = "click=1,add_to_cart=2,purchase=5,revenue=0"
-    EQUILIBRA_REDIS=redis://…             redis (shared online state: not in this version)
+    EQUILIBRA_REDIS=redis://…             redis (the online state shared by replicas)
 
 and Equilibra's own: `EQUILIBRA_CANDIDATES` (per generator and request, 100),
 `EQUILIBRA_SHORTLIST` (the best screened candidates the policy chooses among and the impression
@@ -19,7 +19,8 @@ request's `context.diversity` overrides it), `EQUILIBRA_MAX_BATCH` (events per P
 `EQUILIBRA_RULES` (a JSON file of business rules, a list of objects as `POST /v1/rules` takes),
 `EQUILIBRA_EXPLORE_BUDGET` (the balance controller's budgets: `default=0.25,checkout=0,loss=0.05,
 period=3600`, see `explore/budget.py`; default `checkout=0`), `EQUILIBRA_EXPLORE_EXCLUDE`
-(categories never explored, comma-separated; brands kept as categories work the same).
+(categories never explored, comma-separated; brands kept as categories work the same),
+`EQUILIBRA_REDIS_PREFIX` (the Redis keys' prefix, `equilibra`: one Redis may hold several shops).
 """
 
 from __future__ import annotations
@@ -49,6 +50,7 @@ class Settings(BaseModel):
     admin_key: str | None = None
     read_key: str | None = None
     redis: str | None = None
+    redis_prefix: str = Field("equilibra", min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
     attribution_window: float = Field(1800.0, ge=0)
     reward: str = "click=1,add_to_cart=2,purchase=5,revenue=0"
     candidates: int = Field(100, ge=1, le=10_000)  # per generator

@@ -1,0 +1,84 @@
+"""Two `equilibra serve` replicas sharing PostgreSQL and Redis (design.md "Beyond one machine"):
+an event posted to one changes the next recommendation the other serves, within a second."""
+
+from __future__ import annotations
+
+import json
+import signal
+import time
+import urllib.request
+import uuid
+from pathlib import Path
+
+import pytest
+from conftest import _postgres_store, free_port, serve_process
+
+KEY = "replica-admin"
+T0 = 1_767_000_000.0
+
+pytestmark = [pytest.mark.postgres, pytest.mark.slow]
+
+
+def call(port: int, path: str, body: object) -> dict:
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}{path}",
+        data=json.dumps(body).encode(),
+        method="POST",
+        headers={"Authorization": f"Bearer {KEY}", "Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=30) as answer:
+        return json.loads(answer.read())
+
+
+def test_an_event_on_one_replica_changes_the_next_answer_of_the_other(
+    tmp_path: Path, redis_server
+) -> None:
+    from conftest import POSTGRES_URL
+
+    _postgres_store().close()  # empty tables
+    settings = {
+        "EQUILIBRA_DB": str(POSTGRES_URL),
+        "EQUILIBRA_REDIS": redis_server.url,
+        "EQUILIBRA_REDIS_PREFIX": f"replicas{uuid.uuid4().hex[:8]}",
+        "EQUILIBRA_MODEL_DIR": str(tmp_path / "model"),
+        "EQUILIBRA_ADMIN_KEY": KEY,
+        "EQUILIBRA_POLICY": "greedy",
+    }
+    one_port, two_port = free_port(), free_port()
+    one = serve_process(settings, one_port, start_within_s=60)
+    two = serve_process(settings, two_port, start_within_s=60)
+    try:
+        # Popular items everyone views, and a pair of items seen one after the other.
+        events = [
+            {"user_id": f"u{u}", "item_id": f"pop{j}", "type": "view", "timestamp": T0 + u + j}
+            for u in range(40)
+            for j in range(5)
+        ]
+        events += [
+            {"user_id": f"v{u}", "item_id": item, "type": "view", "timestamp": T0 + 100 + u + d}
+            for u in range(6)
+            for d, item in enumerate(["shoe", "sock"])
+        ]
+        assert call(one_port, "/v1/events", events)["accepted"] == len(events)
+        before = call(two_port, "/v1/recommend", {"user_id": "newcomer", "k": 5})
+        assert "sock" not in [i["item_id"] for i in before["items"]]
+
+        view = {"user_id": "newcomer", "item_id": "shoe", "type": "view", "timestamp": T0 + 200}
+        call(one_port, "/v1/events", [view])
+        posted = time.perf_counter()
+        while True:  # the other replica's next answers, until it reflects the event
+            after = call(two_port, "/v1/recommend", {"user_id": "newcomer", "k": 5})
+            shown = {i["item_id"]: i for i in after["items"]}
+            elapsed = time.perf_counter() - posted
+            if "sock" in shown or elapsed > 5:
+                break
+        assert "sock" in shown, after
+        assert elapsed < 1.0
+        assert "shoe" in shown["sock"]["reason"]  # "because you viewed shoe"
+        # Both replicas now see the same user and the same shop.
+        first = call(one_port, "/v1/recommend", {"user_id": "newcomer", "k": 5})
+        assert [i["item_id"] for i in first["items"]] == [i["item_id"] for i in after["items"]]
+    finally:
+        for server in (one, two):
+            server.send_signal(signal.SIGTERM)
+            server.wait(timeout=20)
