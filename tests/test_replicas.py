@@ -43,6 +43,7 @@ def test_an_event_on_one_replica_changes_the_next_answer_of_the_other(
         "EQUILIBRA_MODEL_DIR": str(tmp_path / "model"),
         "EQUILIBRA_ADMIN_KEY": KEY,
         "EQUILIBRA_POLICY": "greedy",
+        "EQUILIBRA_REDIS_STREAM": f"events{uuid.uuid4().hex[:8]}",
     }
     one_port, two_port = free_port(), free_port()
     one = serve_process(settings, one_port, start_within_s=60)
@@ -78,6 +79,21 @@ def test_an_event_on_one_replica_changes_the_next_answer_of_the_other(
         # Both replicas now see the same user and the same shop.
         first = call(one_port, "/v1/recommend", {"user_id": "newcomer", "k": 5})
         assert [i["item_id"] for i in first["items"]] == [i["item_id"] for i in after["items"]]
+
+        # An event on the Redis stream: one of the replicas stores it, both serve by it.
+        import redis
+
+        client = redis.Redis.from_url(redis_server.url)
+        view = {**view, "user_id": "streamer", "event_id": "from-the-stream"}
+        client.xadd(settings["EQUILIBRA_REDIS_STREAM"], {"event": json.dumps(view)})
+        posted = time.perf_counter()
+        while time.perf_counter() - posted < 5:
+            shown = call(two_port, "/v1/recommend", {"user_id": "streamer", "k": 5})["items"]
+            if "sock" in [i["item_id"] for i in shown]:
+                break
+        assert "sock" in [i["item_id"] for i in shown]
+        assert time.perf_counter() - posted < 1.5
+        client.close()
     finally:
         for server in (one, two):
             server.send_signal(signal.SIGTERM)

@@ -43,6 +43,7 @@ from equilibra.service.routes import (
     status,
 )
 from equilibra.service.settings import Settings
+from equilibra.service.stream import EventStream
 
 log = logging.getLogger("equilibra.service")
 MAX_BODY_BYTES = 16 * 2**20  # a larger body is refused with 413 before it is read
@@ -50,6 +51,23 @@ FREEZE_EVERY_S = 30.0
 SAMPLE_EVERY_S = 5.0  # the dashboard's time series
 REPORT_EVERY_S = 900.0  # the behaviour report is recomputed when older
 OPE_EVERY_S = 120.0  # so are the off-policy estimates
+
+
+def _event_stream(app: FastAPI, engine: Engine) -> EventStream | None:
+    """The Redis stream of events (EQUILIBRA_REDIS_STREAM), read in a thread of its own."""
+    settings = engine.settings
+    if settings.redis_stream is None or settings.redis is None:
+        return None
+    metrics = app.state.metrics
+
+    def counted(accepted: int, duplicates: int) -> None:
+        metrics.events.inc(accepted)
+        metrics.duplicates.inc(duplicates)
+
+    stream = EventStream(engine, settings.redis, settings.redis_stream, on_stored=counted)
+    stream.start()
+    log.info("reading events from the Redis stream %s", settings.redis_stream)
+    return stream
 
 
 def create_app(
@@ -84,12 +102,15 @@ def create_app(
         app.state.trainer = trainer
         if trainer is not None:
             trainer.start()
+        stream = _event_stream(app, own)
         try:
             yield
         finally:
             freezer.cancel()
             sampler.cancel()
             gc.callbacks.remove(timer)
+            if stream is not None:
+                stream.stop()
             if trainer is not None:
                 trainer.stop()
             own.close()

@@ -20,7 +20,9 @@ request's `context.diversity` overrides it), `EQUILIBRA_MAX_BATCH` (events per P
 `EQUILIBRA_EXPLORE_BUDGET` (the balance controller's budgets: `default=0.25,checkout=0,loss=0.05,
 period=3600`, see `explore/budget.py`; default `checkout=0`), `EQUILIBRA_EXPLORE_EXCLUDE`
 (categories never explored, comma-separated; brands kept as categories work the same),
-`EQUILIBRA_REDIS_PREFIX` (the Redis keys' prefix, `equilibra`: one Redis may hold several shops).
+`EQUILIBRA_REDIS_PREFIX` (the Redis keys' prefix, `equilibra`: one Redis may hold several shops),
+`EQUILIBRA_REDIS_STREAM` (a Redis stream whose entries' `event` field is an event as `POST
+/v1/events` takes it, in JSON: read beside the API, see `service/stream.py`; needs EQUILIBRA_REDIS).
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
 from equilibra.errors import EquilibraError
 from equilibra.explore.budget import Budget
@@ -50,6 +52,7 @@ class Settings(BaseModel):
     admin_key: str | None = None
     read_key: str | None = None
     redis: str | None = None
+    redis_stream: str | None = None  # a Redis stream of events, read as a consumer group
     redis_prefix: str = Field("equilibra", min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
     attribution_window: float = Field(1800.0, ge=0)
     reward: str = "click=1,add_to_cart=2,purchase=5,revenue=0"
@@ -67,6 +70,13 @@ class Settings(BaseModel):
     explore_budget: str = "checkout=0"
     explore_exclude: str = ""  # categories (or brands kept as categories), comma-separated
     seed: int = 0
+
+    @field_validator("redis_stream")
+    @classmethod
+    def _stream_needs_redis(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is not None and info.data.get("redis") is None:  # `redis` is checked first
+            raise ValueError("needs EQUILIBRA_REDIS (the server to read the stream from)")
+        return value
 
     @field_validator("policy")
     @classmethod
