@@ -192,12 +192,13 @@ def test_redis_unreachable_degrades_to_an_empty_state_and_recovers(tmp_path, cap
         counts, first = state.item_stats(["a"])
         assert counts.tolist() == [0.0] and first.tolist() == [float("inf")]
         state.learn_one("u", "b", "view", 110.0)
-    assert state.lost_writes == 1
+    assert state.lost_writes == 1 and state.degraded
     assert sum("Redis unreachable" in r.getMessage() for r in caplog.records) == 1  # one line
     server.start()  # an empty Redis (no persistence): it learns again at once
     state.learn_one("u", "c", "view", 120.0)
     seen = state.user("u")
     assert seen is not None and [s.item for s in seen.history] == ["c"]
+    assert not state.degraded
     server.stop()
 
 

@@ -61,6 +61,9 @@ def test_an_event_on_one_replica_changes_the_next_answer_of_the_other(
             for d, item in enumerate(["shoe", "sock"])
         ]
         assert call(one_port, "/v1/events", events)["accepted"] == len(events)
+        with urllib.request.urlopen(f"http://127.0.0.1:{two_port}/health", timeout=10) as answer:
+            health = json.loads(answer.read())
+        assert health["online_state"] == "redis" and health["degraded"] is False
         before = call(two_port, "/v1/recommend", {"user_id": "newcomer", "k": 5})
         assert "sock" not in [i["item_id"] for i in before["items"]]
 

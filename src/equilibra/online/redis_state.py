@@ -164,7 +164,7 @@ class RedisState:
         self._learn = self.client.register_script(LEARN)
         self._forget = self.client.register_script(FORGET)
         self._down_since: float | None = None  # monotonic time of the outage's first failure
-        self._retry_at = 0.0
+        self._failed_at = 0.0  # monotonic time of the latest failure
         self._guard = threading.Lock()
         self.lost_writes = 0  # events that reached the store but not this state (Redis down)
 
@@ -178,7 +178,7 @@ class RedisState:
     # --- outages --------------------------------------------------------------------------------
     def _call(self, action: Callable[[], T], fallback: T, write: bool = False) -> T:
         """Run `action` against Redis; during an outage answer `fallback` at once."""
-        if self._down_since is not None and time.monotonic() < self._retry_at:
+        if self._down_since is not None and time.monotonic() < self._failed_at + self.retry_after_s:
             if write:
                 self.lost_writes += 1
             return fallback
@@ -193,7 +193,7 @@ class RedisState:
                         " (the model's lists) until it answers again",
                         exc,
                     )
-                self._retry_at = time.monotonic() + self.retry_after_s
+                self._failed_at = time.monotonic()
             if write:
                 self.lost_writes += 1
             return fallback
@@ -207,6 +207,11 @@ class RedisState:
                     )
                     self._down_since = None
         return result
+
+    @property
+    def degraded(self) -> bool:
+        """True during an outage (from its first failure until Redis answers again)."""
+        return self._down_since is not None
 
     @property
     def available(self) -> bool:

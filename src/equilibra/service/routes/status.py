@@ -65,6 +65,9 @@ def health(request: Request) -> dict[str, object]:
         "uptime_s": round(time.time() - engine.started, 1),
         "training": bool(getattr(request.app.state, "trainer", None))
         and request.app.state.trainer.running,
+        # "redis" (shared by replicas; `degraded` while Redis does not answer) or "in-process".
+        "online_state": "in-process" if engine.settings.redis is None else "redis",
+        "degraded": bool(getattr(engine.state, "degraded", False)),
     }
 
 
