@@ -1,5 +1,7 @@
 """Two `equilibra serve` replicas sharing PostgreSQL and Redis (design.md "Beyond one machine"):
-an event posted to one changes the next recommendation the other serves, within a second."""
+an event posted to one changes the next recommendation the other serves, within a second; an
+event on the Redis stream reaches both; feedback posted to one on an impression the other served
+is credited, once."""
 
 from __future__ import annotations
 
@@ -12,6 +14,8 @@ from pathlib import Path
 
 import pytest
 from conftest import _postgres_store, free_port, serve_process
+
+from equilibra.store import open_store
 
 KEY = "replica-admin"
 T0 = 1_767_000_000.0
@@ -30,6 +34,17 @@ def call(port: int, path: str, body: object) -> dict:
         return json.loads(answer.read())
 
 
+def rewarded(port: int) -> float:
+    """The replica's count of shown items that earned a reward (its /metrics)."""
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}/metrics", headers={"Authorization": f"Bearer {KEY}"}
+    )
+    with urllib.request.urlopen(request, timeout=10) as answer:
+        text = answer.read().decode()
+    line = next(x for x in text.splitlines() if x.startswith("equilibra_rewarded_items_total"))
+    return float(line.split()[-1])
+
+
 def test_an_event_on_one_replica_changes_the_next_answer_of_the_other(
     tmp_path: Path, redis_server
 ) -> None:
@@ -43,6 +58,7 @@ def test_an_event_on_one_replica_changes_the_next_answer_of_the_other(
         "EQUILIBRA_MODEL_DIR": str(tmp_path / "model"),
         "EQUILIBRA_ADMIN_KEY": KEY,
         "EQUILIBRA_POLICY": "greedy",
+        "EQUILIBRA_ATTRIBUTION_WINDOW": "60",
         "EQUILIBRA_REDIS_STREAM": f"events{uuid.uuid4().hex[:8]}",
     }
     one_port, two_port = free_port(), free_port()
@@ -97,6 +113,28 @@ def test_an_event_on_one_replica_changes_the_next_answer_of_the_other(
         assert "sock" in [i["item_id"] for i in shown]
         assert time.perf_counter() - posted < 1.5
         client.close()
+
+        # Feedback on an impression one replica served, posted to the other: credited once.
+        # (The requests above had no timestamp: the clock is now, on arrival.)
+        at = time.time() + 100
+        shown = call(one_port, "/v1/recommend", {"user_id": "buyer", "k": 3, "timestamp": at})
+        impression, clicked = shown["impression_id"], shown["items"][0]["item_id"]
+        click = {"user_id": "buyer", "item_id": clicked, "type": "click", "timestamp": at + 10,
+                 "impression_id": impression}  # fmt: skip
+        call(two_port, "/v1/events", [click])
+        later = {"user_id": "later", "item_id": "pop1", "type": "view", "timestamp": at + 100}
+        call(two_port, "/v1/events", [later])  # the window (60 s) has passed, everywhere
+        deadline = time.time() + 10
+        while time.time() < deadline:
+            with open_store(str(POSTGRES_URL)) as store:
+                log = store.impressions_frame()
+            rows = log[log["impression_id"] == impression].set_index("item_id")["reward"]
+            if len(rows) and rows.notna().all():
+                break
+            time.sleep(0.2)
+        assert rows[clicked] == 1.0 and rows.drop(clicked).eq(0.0).all(), rows
+        assert len(rows) == 3  # each shown item once: written back by the replica that served it
+        assert rewarded(one_port) == 1 and rewarded(two_port) == 0  # learnt by one policy, once
     finally:
         for server in (one, two):
             server.send_signal(signal.SIGTERM)

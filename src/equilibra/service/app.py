@@ -30,6 +30,7 @@ from equilibra.service.dashboard import views
 from equilibra.service.dashboard.access import Access
 from equilibra.service.dashboard.background import Refreshing
 from equilibra.service.engine import Engine
+from equilibra.service.feedback_bus import FeedbackBus
 from equilibra.service.metrics import GcTimer, Metrics
 from equilibra.service.retrain import Trainer
 from equilibra.service.routes import (
@@ -51,6 +52,17 @@ FREEZE_EVERY_S = 30.0
 SAMPLE_EVERY_S = 5.0  # the dashboard's time series
 REPORT_EVERY_S = 900.0  # the behaviour report is recomputed when older
 OPE_EVERY_S = 120.0  # so are the off-policy estimates
+
+
+def _feedback_bus(engine: Engine) -> FeedbackBus | None:
+    """Replicas on one Redis pass each other the events they store (service/feedback_bus.py)."""
+    settings = engine.settings
+    if settings.redis is None:
+        return None
+    bus = FeedbackBus(engine, settings.redis, settings.redis_prefix)
+    engine.bus = bus
+    bus.start()
+    return bus
 
 
 def _event_stream(app: FastAPI, engine: Engine) -> EventStream | None:
@@ -102,6 +114,7 @@ def create_app(
         app.state.trainer = trainer
         if trainer is not None:
             trainer.start()
+        bus = _feedback_bus(own)
         stream = _event_stream(app, own)
         try:
             yield
@@ -111,6 +124,8 @@ def create_app(
             gc.callbacks.remove(timer)
             if stream is not None:
                 stream.stop()
+            if bus is not None:
+                bus.stop()
             if trainer is not None:
                 trainer.stop()
             own.close()

@@ -17,6 +17,7 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Protocol
 
 import numpy as np
 import pandas as pd
@@ -77,6 +78,10 @@ def open_online_state(settings: Settings) -> OnlineState:
     return state
 
 
+class FeedbackPublisher(Protocol):
+    def publish(self, rows: Sequence[tuple[Any, ...]]) -> None: ...
+
+
 class Engine:
     def __init__(self, settings: Settings, store: Store | None = None):
         self.settings = settings
@@ -99,6 +104,7 @@ class Engine:
         self.started = time.time()
         self._snapshot_at = 0.0  # monotonic time of the last snapshot
         self._promoted = False  # the policy is an experiment's winner, not the configured one
+        self.bus: FeedbackPublisher | None = None  # replicas: feedback_bus.FeedbackBus
 
     def make_policy(self, spec: str) -> Policy:
         """A policy from its spec, with the service's budgets (ValueError for a bad spec)."""
@@ -320,8 +326,20 @@ class Engine:
                         None if is_missing(impression) else str(impression),
                     )
             if fresh:
+                if self.bus is not None:  # other replicas' open impressions may be answered
+                    self.bus.publish(fresh)
                 self.advance(max(float(row[4]) for row in fresh))
         return result.accepted, result.duplicates
+
+    def observe_elsewhere(self, events: Sequence[Sequence[Any]]) -> None:
+        """Events another replica stored — (user, item, type, time, value, impression) — for
+        this replica's open impressions, and its clock."""
+        if not events:
+            return
+        with self.lock:
+            for user, item, kind, stamp, value, shown in events:
+                self.ledger.observe(str(user), str(item), str(kind), float(stamp), value, shown)
+        self.advance(max(float(e[3]) for e in events))
 
     def advance(self, now: float) -> None:
         """Move the clock; close what is due (the policy learns, rewards are written back)."""
