@@ -157,6 +157,18 @@ def test_every_backend_answers_as_the_in_process_state(make_state: MakeState, st
     assert state.known_users() == reference.known_users()
 
 
+def test_a_large_batch_is_learnt_whole(make_state: MakeState) -> None:
+    """More events than one pipelined round trip takes (a replica seeding Redis at start)."""
+    rng = np.random.default_rng(3)
+    rows = [
+        (f"u{rng.integers(50)}", f"i{rng.integers(200)}", "view", 1_000.0 + t) for t in range(2_500)
+    ]
+    reference, state = InProcessState(OnlineConfig()), make_state(OnlineConfig())
+    reference.learn_many(rows)
+    state.learn_many(iter(rows))  # any iterable, a generator included
+    assert _answers(state, ["u1", "u7"]) == _answers(reference, ["u1", "u7"])
+
+
 def test_a_redis_state_is_shared_by_two_clients(redis_server) -> None:
     from equilibra.online.redis_state import RedisState
 

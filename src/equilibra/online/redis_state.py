@@ -31,7 +31,7 @@ import math
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
 
 import numpy as np
@@ -41,6 +41,7 @@ from equilibra.errors import EquilibraError
 from equilibra.online.state import EVENT_WEIGHT, ItemState, OnlineConfig, Seen, UserState
 
 log = logging.getLogger("equilibra.online")
+LEARN_CHUNK = 1_000  # events per pipelined round trip: well inside the socket timeout
 SEP = "\x1f"  # between the fields of a history entry: ids may hold anything printable
 T = TypeVar("T")
 
@@ -245,22 +246,23 @@ class RedisState:
         keys, args = self._learn_args(user_id, item_id, event_type, timestamp)
         self._call(lambda: self._learn(keys=keys, args=args), None, write=True)
 
-    def learn_many(self, events: Sequence[tuple[str, str, str, float]]) -> None:
-        """Events in order, in one round trip (each still its own atomic script)."""
-        if not events:
-            return
+    def learn_many(self, events: Iterable[tuple[str, str, str, float]]) -> None:
+        """Events in order, pipelined a chunk at a time (each still its own atomic script)."""
+        rows = list(events)
+        for start in range(0, len(rows), LEARN_CHUNK):
+            chunk = rows[start : start + LEARN_CHUNK]
 
-        def run() -> None:
-            pipe = self.client.pipeline(transaction=False)
-            for user, item, kind, stamp in events:
-                keys, args = self._learn_args(user, item, kind, stamp)
-                self._learn(keys=keys, args=args, client=pipe)
-            pipe.execute()
+            def run(chunk: list[tuple[str, str, str, float]] = chunk) -> None:
+                pipe = self.client.pipeline(transaction=False)
+                for user, item, kind, stamp in chunk:
+                    keys, args = self._learn_args(user, item, kind, stamp)
+                    self._learn(keys=keys, args=args, client=pipe)
+                pipe.execute()
 
-        before = self.lost_writes
-        self._call(run, None, write=True)
-        if self.lost_writes > before:  # the whole batch, not one call
-            self.lost_writes += len(events) - 1
+            before = self.lost_writes
+            self._call(run, None, write=True)
+            if self.lost_writes > before:  # the whole chunk, not one call
+                self.lost_writes += len(chunk) - 1
 
     def forget_user(self, user_id: str) -> bool:
         return bool(self._call(lambda: self._forget(keys=self._user_keys(user_id)), 0, write=True))
