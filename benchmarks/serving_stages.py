@@ -53,18 +53,19 @@ def time_stages(work: Path, n_requests: int) -> dict[str, float]:
                                timestamp=time.time())  # fmt: skip
         engine.advance(req.timestamp)
         model, rules = engine.model, list(engine.rules.values())
-        pool = pipeline.gather(req, model, engine.state, engine.catalog, settings.candidates)
+        user = engine.state.user(req.user_id)  # timed with gather, as the route reads it
+        pool = pipeline.gather(req, model, engine.state, engine.catalog, settings.candidates, user)
         mark(time.perf_counter())
         blended = pipeline.blend(pool, engine.catalog, None)
         mark(time.perf_counter())
-        screened = pipeline.screen(blended, req, model, engine.state, engine.catalog, rules)
+        screened = pipeline.screen(blended, req, model, user, engine.catalog, rules)
         mark(time.perf_counter())
         screened = pipeline.diversify(screened, engine.catalog, settings.diversity, 2 * req.k)
         mark(time.perf_counter())
         screened = pipeline.shortlist(screened, max(settings.shortlist, 2 * req.k))
         mark(time.perf_counter())
         candidates = pipeline.to_candidates(
-            screened, req, engine.state, engine.base_rate, engine.segment(req.user_id)
+            screened, req, engine.state, engine.base_rate, engine.segment_of(req.user_id, user)
         )
         mark(time.perf_counter())
         slate = engine.explore(candidates, req.k)

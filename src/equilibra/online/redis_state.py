@@ -267,21 +267,6 @@ class RedisState:
     def forget_user(self, user_id: str) -> bool:
         return bool(self._call(lambda: self._forget(keys=self._user_keys(user_id)), 0, write=True))
 
-    def clear(self) -> None:
-        """Delete every key under the prefix (tests, and a shop starting over)."""
-
-        def run() -> None:
-            batch = []
-            for key in self.client.scan_iter(match=self._k("*"), count=1000):
-                batch.append(key)
-                if len(batch) >= 1000:
-                    self.client.delete(*batch)
-                    batch = []
-            if batch:
-                self.client.delete(*batch)
-
-        self._call(run, None)
-
     def claim_seed(self) -> bool:
         """True for the first replica to start on this Redis: it replays recent events in."""
         return bool(self._call(lambda: self.client.hsetnx(self._k("meta"), "seeded", 1), False))
@@ -411,12 +396,6 @@ class RedisState:
             np.array([0.0 if c is None else float(c) for c in counts]),
             np.array([np.inf if f is None else float(f) for f in first]),
         )
-
-    def item_counts(self, items: Iterable[str]) -> np.ndarray:
-        return self.item_stats(list(items))[0]
-
-    def first_seen(self, items: Iterable[str]) -> np.ndarray:
-        return self.item_stats(list(items))[1]
 
     def n_items(self) -> int:
         return int(self._call(lambda: self.client.zcard(self._k("if")), 0))

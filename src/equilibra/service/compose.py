@@ -43,9 +43,10 @@ def compose(
     rules = list(engine.rules.values()) + ([] if arm is None else list(arm.rules))
     serving = engine.policy if arm is None else arm.policy
     policy = policy or serving
-    pool = pipeline.gather(req, model, engine.state, engine.catalog, settings.candidates)
+    user = engine.state.user(req.user_id)  # once: a round trip when the state is in Redis
+    pool = pipeline.gather(req, model, engine.state, engine.catalog, settings.candidates, user)
     blended = pipeline.blend(pool, engine.catalog, req.context)
-    screened = pipeline.screen(blended, req, model, engine.state, engine.catalog, rules)
+    screened = pipeline.screen(blended, req, model, user, engine.catalog, rules)
     screened = pipeline.diversify(screened, engine.catalog, diversity, 2 * req.k)
     screened = pipeline.shortlist(screened, max(settings.shortlist, 2 * req.k))
     if not screened.items:
@@ -56,7 +57,7 @@ def compose(
         req,
         engine.state,
         base_rate,
-        engine.segment(req.user_id),
+        engine.segment_of(req.user_id, user),
         engine.catalog,
         engine.explore_excluded,
         model,

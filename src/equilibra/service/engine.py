@@ -37,7 +37,7 @@ from equilibra.explore.policies import LinearMixin, Policy
 from equilibra.explore.slate import Candidates, Slate
 from equilibra.explore.spec import parse_policy
 from equilibra.online.catalog import Catalog
-from equilibra.online.state import InProcessState, OnlineState
+from equilibra.online.state import InProcessState, OnlineState, UserState
 from equilibra.pipeline.artifact import CURRENT, ModelArtifact, current, rollback
 from equilibra.rank.rules import Rule
 from equilibra.service.dashboard.timeline import Timeline
@@ -310,12 +310,11 @@ class Engine:
             result = self.store.append_events(events)
             self.counters.events += result.accepted
             self.catalog.ensure(list(dict.fromkeys(str(row[2]) for row in fresh)))
-            # One round trip for the batch when the state is shared.
-            self.state.learn_many(
-                [(str(row[1]), str(row[2]), str(row[3]), float(row[4])) for row in fresh]
-            )
-            for _, user, item, kind, stamp, value, impression in fresh:
-                user, item, kind, stamp = str(user), str(item), str(kind), float(stamp)
+            learnt = [(str(r[1]), str(r[2]), str(r[3]), float(r[4])) for r in fresh]
+            self.state.learn_many(learnt)  # one round trip for the batch when it is shared
+            for (user, item, kind, stamp), (*_, value, impression) in zip(
+                learnt, fresh, strict=True
+            ):
                 with self.lock:
                     self.ledger.observe(
                         user,
@@ -419,7 +418,10 @@ class Engine:
         return float(min(max(c.rewarded_slots / c.closed_slots, 0.005), 0.3))
 
     def segment(self, user_id: str) -> str:
-        user = self.state.user(user_id)
+        return self.segment_of(user_id, self.state.user(user_id))
+
+    def segment_of(self, user_id: str, user: UserState | None) -> str:
+        """ "known" or "new", from the model and the user's online state `user`."""
         known = (self.model is not None and self.model.knows_user(user_id)) or (
             user is not None and user.events >= 3
         )

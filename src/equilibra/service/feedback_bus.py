@@ -13,30 +13,27 @@ from __future__ import annotations
 
 import json
 import logging
-import threading
 import uuid
 from collections.abc import Sequence
 from typing import Any
 
 from equilibra.data.columns import is_missing
 from equilibra.service.engine import Engine
+from equilibra.service.redis_worker import RedisWorker
 
 log = logging.getLogger("equilibra.service")
 KEEP = 100_000  # batches kept in the stream (approximately): minutes of traffic
 
 
-class FeedbackBus:
-    def __init__(self, engine: Engine, url: str, prefix: str, block_ms: int = 500):
-        import redis
+class FeedbackBus(RedisWorker):
+    name = "feedback bus"
 
+    def __init__(self, engine: Engine, url: str, prefix: str, block_ms: int = 500):
+        super().__init__(url)
         self.engine = engine
-        self.client = redis.Redis.from_url(url, decode_responses=True, socket_timeout=5.0)
         self.stream = f"{prefix}:feedback"
         self.origin = uuid.uuid4().hex  # this replica, so it skips its own batches
         self.block_ms = block_ms
-        self._errors = (redis.ConnectionError, redis.TimeoutError)
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
         self._last = "$"
         self.received = 0  # events from other replicas
 
@@ -84,26 +81,4 @@ class FeedbackBus:
             self._last = last[0][0] if last else "0-0"
         except self._errors:
             self._last = "0-0"
-        self._thread = threading.Thread(target=self._run, name="feedback-bus", daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        down = False
-        while not self._stop.is_set():
-            try:
-                self.poll_once()
-                down = False
-            except self._errors as exc:
-                if not down:
-                    log.warning("feedback bus: Redis unreachable (%s)", exc)
-                    down = True
-                self._stop.wait(1.0)
-            except Exception:  # a bug must not end the thread silently
-                log.exception("feedback bus: a batch failed")
-                self._stop.wait(1.0)
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=10)
-        self.client.close()
+        super().start()

@@ -25,7 +25,7 @@ from equilibra.explore.feedback import PINNED
 from equilibra.explore.impressions import slate_rows
 from equilibra.explore.slate import Candidates, Slate
 from equilibra.online.catalog import Catalog
-from equilibra.online.state import EVENT_WEIGHT, OnlineState
+from equilibra.online.state import EVENT_WEIGHT, OnlineState, UserState
 from equilibra.rank.rules import Rule, apply_scores
 from equilibra.service.model import ServingModel
 
@@ -139,9 +139,10 @@ def gather(
     state: OnlineState,
     catalog: Catalog,
     n: int,
+    user: UserState | None,
 ) -> Pool:
+    """`user`: the requesting user's online state (read once per request by the caller)."""
     pool = Pool()
-    user = state.user(request.user_id)
     recent = user.recent_items(RECENT_ITEMS) if user is not None else []
     if model is not None:
         pool.add("model", model.user_candidates(request.user_id, n, "none"))
@@ -231,7 +232,7 @@ def screen(
     blended: Blended,
     request: Request,
     model: ServingModel | None,
-    state: OnlineState,
+    user: UserState | None,
     catalog: Catalog,
     rules: Sequence[Rule],
 ) -> Blended:
@@ -240,7 +241,6 @@ def screen(
     if request.exclude != "none":
         if model is not None:
             banned |= model.trained_items(request.user_id, request.exclude)
-        user = state.user(request.user_id)
         if user is not None:
             banned |= user.converted
             if request.exclude == "interacted":

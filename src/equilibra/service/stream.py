@@ -16,7 +16,6 @@ import json
 import logging
 import os
 import socket
-import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -26,6 +25,7 @@ from pydantic import ValidationError as SchemaError
 
 from equilibra.data.validate import validate_events
 from equilibra.service.engine import Engine
+from equilibra.service.redis_worker import RedisWorker
 from equilibra.service.routes.events import events_frame
 from equilibra.service.schemas import EventIn
 
@@ -33,7 +33,7 @@ log = logging.getLogger("equilibra.service")
 _EVENT = TypeAdapter(EventIn)
 
 
-class EventStream:
+class EventStream(RedisWorker):
     def __init__(
         self,
         engine: Engine,
@@ -46,24 +46,25 @@ class EventStream:
         claim_idle_ms: int = 30_000,
         on_stored: Callable[[int, int], None] | None = None,
     ):
+        super().__init__(url)
         import redis
 
+        self.name = f"event stream {stream}"
         self.engine = engine
-        self.client = redis.Redis.from_url(url, decode_responses=True, socket_timeout=5.0)
         self.stream, self.group = stream, group
         self.rejected = f"{stream}:rejected"
         self.consumer = consumer or f"{socket.gethostname()}-{os.getpid()}"
         self.batch, self.block_ms, self.claim_idle_ms = batch, block_ms, claim_idle_ms
-        self._errors = (redis.ConnectionError, redis.TimeoutError)
         self._response_error = redis.ResponseError
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
         self._claimed_at = 0.0
         self.on_stored = on_stored  # (accepted, duplicates), for the metrics
         self.stored = 0  # events stored from the stream (duplicates not counted)
         self.rejects = 0
 
     # --- one pass -------------------------------------------------------------------------------
+    def reconnected(self) -> None:
+        self.ensure_group()
+
     def ensure_group(self) -> None:
         try:
             self.client.xgroup_create(self.stream, self.group, id="0", mkstream=True)
@@ -138,36 +139,6 @@ class EventStream:
                 self.rejected,
                 bad[0][2],
             )
-
-    # --- the background thread ------------------------------------------------------------------
-    def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name="event-stream", daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        down = False
-        while not self._stop.is_set():
-            try:
-                if down or self._claimed_at == 0.0:
-                    self.ensure_group()
-                self.poll_once()
-                if down:
-                    log.warning("event stream %s: Redis answers again", self.stream)
-                    down = False
-            except self._errors as exc:
-                if not down:
-                    log.warning("event stream %s: Redis unreachable (%s)", self.stream, exc)
-                    down = True
-                self._stop.wait(1.0)
-            except Exception:  # a bug must not end the thread silently: log it and go on
-                log.exception("event stream %s: batch failed; it stays pending", self.stream)
-                self._stop.wait(1.0)
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=10)
-        self.client.close()
 
 
 def _reason(exc: Exception) -> str:
