@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# The test command: sets up .venv, starts PostgreSQL, installs redis-server and Chromium (when
-# possible), runs ruff and the whole pytest suite (SQLite and PostgreSQL, in-process and Redis
-# online state; the dashboard in a real browser).
+# The test command: sets up .venv, starts PostgreSQL, installs redis-server, Java (for Spark) and
+# Chromium (when possible), runs ruff and the whole pytest suite (SQLite and PostgreSQL,
+# in-process and Redis online state, a local[2] Spark; the dashboard in a real browser).
 # Extra arguments go to pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -25,6 +25,15 @@ if ! bash scripts/redis.sh; then
     exit 1
   fi
   echo "test.sh: no redis-server; the Redis cases will be skipped" >&2
+fi
+
+# `fit --engine spark` tests run a local[2] Spark: Java and the JDBC driver from Debian.
+if ! bash scripts/spark.sh; then
+  if [ "${CI:-}" = true ] || [ "${EQUILIBRA_REQUIRE_POSTGRES:-}" = 1 ]; then
+    echo "test.sh: Java for Spark is required here but could not be installed" >&2
+    exit 1
+  fi
+  echo "test.sh: no Java; the Spark cases will be skipped" >&2
 fi
 
 # The dashboard's browser test drives Debian's headless Chromium.

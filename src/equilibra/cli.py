@@ -9,7 +9,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import pandas as pd
 import typer
@@ -20,6 +20,9 @@ from rich.table import Table
 from equilibra.data.formats import FORMATS, ColumnMapping
 from equilibra.domain import ValidationError, parse_timestamp
 from equilibra.errors import EquilibraError
+
+if TYPE_CHECKING:
+    from equilibra.pipeline.artifact import ModelArtifact
 
 app = typer.Typer(
     add_completion=False,
@@ -341,6 +344,12 @@ def fit_command(
     params: Annotated[str | None, typer.Option(help="model parameters as JSON")] = None,
     budget: Annotated[float, typer.Option(help="seconds for --algorithm auto's search")] = 300.0,
     keep: Annotated[int, typer.Option(min=1, help="model versions kept for rollback")] = 5,
+    engine: Annotated[
+        str, typer.Option(help="local, or spark (als, itemknn; needs the spark extra)")
+    ] = "local",
+    master: Annotated[
+        str, typer.Option(help="Spark master URL for --engine spark: local[2], spark://…")
+    ] = "local[*]",
 ) -> None:
     """Fit a model (or pick the best with --algorithm auto) and publish it as the next version."""
     from equilibra.pipeline.train import load_store_data, train
@@ -350,7 +359,25 @@ def fit_command(
         raise EquilibraError("fit: give exactly one of --events FILE or --db URL")
     if db is not None and (items is not None or users is not None):
         raise EquilibraError("fit: --items and --users go with --events; a store has its own")
+    if engine not in ("local", "spark"):
+        raise EquilibraError(f"engine: expected local or spark, not {engine!r}")
     started = time.perf_counter()
+    if engine == "spark":
+        artifact = _fit_on_spark(events, db, algorithm, items, users, fmt, params, master)
+        version = artifact.publish(out_dir, keep=keep)
+        data_summary = {k: v for k, v in artifact.info["data"].items() if k != "cleaning"}
+        _print_json(
+            {
+                "model": str(out_dir),
+                "model_version": version,
+                "algorithm": artifact.model.name,
+                "params": artifact.model.get_params(),
+                **data_summary,
+                "engine": artifact.info["engine"],
+                "seconds": round(time.perf_counter() - started, 1),
+            }
+        )
+        return
     if db is not None:
         data = load_store_data(db)
         source = db
@@ -400,6 +427,34 @@ def fit_command(
             (s["ndcg@10"] for s in auto.get("validation", []) if "ndcg@10" in s), default=None
         )
     _print_json(summary)
+
+
+def _fit_on_spark(
+    events: Path | None,
+    db: str | None,
+    algorithm: str,
+    items: Path | None,
+    users: Path | None,
+    fmt: str,
+    params: str | None,
+    master: str,
+) -> ModelArtifact:
+    from equilibra.pipeline.spark.train import train_on_spark
+
+    if _check_format(fmt) != "canonical":
+        raise EquilibraError("format: --engine spark reads canonical events (Parquet or CSV)")
+    with console.status("Spark", spinner="dots") as status:
+        return train_on_spark(
+            algorithm,
+            events=events,
+            db=db,
+            items=items,
+            users=users,
+            params=_params(params),
+            master=master,
+            step=lambda label: status.update(f"Spark: {label}"),
+            info={"trained_on": db or str(events)},
+        )
 
 
 @app.command("rollback")

@@ -176,6 +176,47 @@ class Interactions:
         return cls.from_frame(frame, weights, reference_time)
 
     @classmethod
+    def from_cells(
+        cls,
+        rows: np.ndarray,
+        cols: np.ndarray,
+        weight: np.ndarray,
+        latest: np.ndarray,
+        flags: np.ndarray,
+        users: IdMap,
+        items: IdMap,
+        weights: EventWeights,
+        reference_time: float,
+    ) -> Interactions:
+        """Cells already summed elsewhere (Spark): one (row, col) each, in any order.
+
+        The event log stays empty: models that read cells (ALS, kNN, popularity, cold start)
+        train on it; sequence models and temporal splits need `from_frame`."""
+        shape = (len(users), len(items))
+        order = np.lexsort((cols, rows))
+        rows, cols = np.asarray(rows)[order], np.asarray(cols, dtype=np.int32)[order]
+        indptr = np.concatenate([[0], np.cumsum(np.bincount(rows, minlength=shape[0]))])
+
+        def csr(data: np.ndarray) -> sp.csr_matrix:
+            return sp.csr_matrix((np.asarray(data)[order], cols, indptr), shape=shape)
+
+        empty = np.zeros(0, dtype=np.int32)
+        return cls(
+            matrix=csr(weight.astype(np.float32)),
+            users=users,
+            items=items,
+            last_seen=csr(latest.astype(np.float64)),
+            type_flags=csr(flags.astype(np.uint8)),
+            event_user=empty,
+            event_item=empty.copy(),
+            event_type=np.zeros(0, dtype=np.int8),
+            event_time=np.zeros(0, dtype=np.float64),
+            event_value=np.zeros(0, dtype=np.float32),
+            weights=weights,
+            reference_time=float(reference_time),
+        )
+
+    @classmethod
     def _build(
         cls,
         user: np.ndarray,
