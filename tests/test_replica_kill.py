@@ -42,8 +42,8 @@ def test_kill_9_loses_no_acknowledged_event_and_no_reward(tmp_path: Path, redis_
         "EQUILIBRA_ATTRIBUTION_WINDOW": "60",
     }
     one_port, two_port = free_port(), free_port()
-    one = serve_process(settings, one_port, start_within_s=60)
-    two = serve_process(settings, two_port, start_within_s=60)
+    one = serve_process({**settings, "EQUILIBRA_REPLICA": "one"}, one_port, start_within_s=60)
+    two = serve_process({**settings, "EQUILIBRA_REPLICA": "two"}, two_port, start_within_s=60)
     try:
         now = time.time()
         events = [
@@ -83,7 +83,7 @@ def test_kill_9_loses_no_acknowledged_event_and_no_reward(tmp_path: Path, redis_
 
         # The killed replica comes back, reopens its impression and credits the click once
         # the window has passed on the shared event clock.
-        one = serve_process(settings, one_port, start_within_s=60)
+        one = serve_process({**settings, "EQUILIBRA_REPLICA": "one"}, one_port, start_within_s=60)
         later = {"user_id": "later", "item_id": "pop1", "type": "view", "timestamp": now + 200}
         call(two_port, "/v1/events", [later])
         deadline = time.time() + 10

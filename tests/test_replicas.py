@@ -62,8 +62,8 @@ def test_an_event_on_one_replica_changes_the_next_answer_of_the_other(
         "EQUILIBRA_REDIS_STREAM": f"events{uuid.uuid4().hex[:8]}",
     }
     one_port, two_port = free_port(), free_port()
-    one = serve_process(settings, one_port, start_within_s=60)
-    two = serve_process(settings, two_port, start_within_s=60)
+    one = serve_process({**settings, "EQUILIBRA_REPLICA": "one"}, one_port, start_within_s=60)
+    two = serve_process({**settings, "EQUILIBRA_REPLICA": "two"}, two_port, start_within_s=60)
     try:
         # Popular items everyone views, and a pair of items seen one after the other.
         events = [

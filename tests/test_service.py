@@ -455,6 +455,45 @@ def test_a_restart_resumes_the_policy_where_it_stopped(tmp_path) -> None:
         restarted.store.close()
 
 
+def test_replicas_sharing_a_store_reopen_and_resume_only_their_own(tmp_path) -> None:
+    """With EQUILIBRA_REPLICA set, an impression belongs to the replica that served it: after a
+    restart a replica reopens its own open impressions, not another's (which would then be
+    credited and learnt twice), and resumes its own policy snapshot."""
+    from equilibra.service.engine import Engine
+
+    def serve(replica: str, user: str, t: float) -> str:
+        settings = settings_for(tmp_path, attribution_window=600, replica=replica)
+        with TestClient(create_app(settings, background=False)) as c:
+            if replica == "one":
+                c.post("/v1/items", json=items(), headers=ADMIN)
+                c.post("/v1/events", json=browsing(), headers=ADMIN)
+            body = c.post("/v1/recommend", json={"user_id": user, "k": 3, "timestamp": t},
+                          headers=READ).json()  # fmt: skip
+            written(c)
+            c.app.state.engine.snapshot = lambda: None  # type: ignore[method-assign]
+            return str(body["impression_id"])
+
+    mine, theirs = serve("one", "u1", T0 + 10_000), serve("two", "u2", T0 + 10_001)
+    with open_store(f"sqlite:///{tmp_path / 'shop.db'}") as store:
+        owners = store.impressions_frame().groupby("impression_id")["replica"].first()
+    assert owners.to_dict() == {mine: "one", theirs: "two"}
+    restarted = Engine(settings_for(tmp_path, attribution_window=600, replica="one"))
+    restarted.start()
+    try:
+        assert mine in restarted.ledger._open and theirs not in restarted.ledger._open
+        restarted.snapshot()
+        assert restarted.store.load_snapshot("policy@one") is not None
+        assert restarted.store.load_snapshot("policy@two") is None
+    finally:
+        restarted.store.close()
+    alone = Engine(settings_for(tmp_path, attribution_window=600))  # one server owns all
+    alone.start()
+    try:
+        assert {mine, theirs} <= set(alone.ledger._open)
+    finally:
+        alone.store.close()
+
+
 def test_retention_rules_file_and_a_forgotten_user_gone_from_the_next_model(tmp_path) -> None:
     from equilibra.pipeline.train import load_store_data, train
 

@@ -241,5 +241,5 @@ def test_a_store_of_schema_one_gains_the_impression_log_columns(tmp_path):
         assert len(store.impressions_frame()) == 2
         names = {row[1] for row in store._query("PRAGMA index_list(events)")}
         assert "events_impression" in names
-        assert store._query("SELECT value FROM meta WHERE key = 'schema_version'")[0][0] == "3"
+        assert store._query("SELECT value FROM meta WHERE key = 'schema_version'")[0][0] == "4"
         assert "variant" in frame  # schema 3: the A/B test arm

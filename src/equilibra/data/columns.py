@@ -33,6 +33,8 @@ class Columns:
     segment = "segment"
     policy = "policy"
     variant = "variant"  # the A/B test arm that served an impression: `experiment/variant`
+    # The replica (EQUILIBRA_REPLICA) that served an impression and credits its feedback.
+    replica = "replica"
     model_version = "model_version"
     position = "position"  # 1 = the top slot
     score = "score"
@@ -88,6 +90,7 @@ IMPRESSION_COLUMNS: tuple[str, ...] = (
     Columns.candidates,
     Columns.context,
     Columns.variant,
+    Columns.replica,
 )
 
 

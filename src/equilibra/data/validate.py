@@ -467,7 +467,15 @@ def validate_impressions(
     reward = _numeric(frame, C.reward, reasons)
     reasons.flag(reward < 0, "reward: must be >= 0")
     out[C.reward] = reward
-    for name in (C.placement, C.segment, C.policy, C.model_version, C.reason, C.variant):
+    for name in (
+        C.placement,
+        C.segment,
+        C.policy,
+        C.model_version,
+        C.reason,
+        C.variant,
+        C.replica,
+    ):
         out[name] = _text(frame, name)
     out[C.explore] = None
     if C.explore in frame:

@@ -140,7 +140,7 @@ class Engine:
             )
         if len(replayed):
             self.clock = float(replayed[C.timestamp].max())
-        opened = self.store.impressions_frame(open_only=True)
+        opened = self._own(self.store.impressions_frame(open_only=True))
         if len(opened):
             earliest = float(opened[C.timestamp].min())
             reopened = self.ledger.reopen(opened, self.store.events_frame(since=earliest))
@@ -155,6 +155,15 @@ class Engine:
             len(self.catalog),
             self.model.version if self.model else "none",
         )
+
+    def _own(self, impressions: pd.DataFrame) -> pd.DataFrame:
+        """The rows of impressions this replica served (or that no replica claims): among
+        replicas sharing one store, each reopens and relearns only its own, so a reward is
+        learnt by one policy once."""
+        if self.settings.replica is None or C.replica not in impressions:
+            return impressions
+        owner = impressions[C.replica]
+        return impressions[owner.isna() | (owner == self.settings.replica)]
 
     def _seeds_state(self) -> bool:
         """Whether this process replays recent events into the online state: always for its
@@ -189,12 +198,18 @@ class Engine:
             text = json.dumps(state, allow_nan=True)
         # The rewards this state has learned from are in the log before the state is saved.
         self.writer.flush()
-        self.store.save_snapshot(SNAPSHOT, text, time.time())
+        self.store.save_snapshot(self._snapshot_name, text, time.time())
         self._snapshot_at = time.monotonic()
+
+    @property
+    def _snapshot_name(self) -> str:
+        """Each replica resumes its own policy: they learn from different impressions."""
+        replica = self.settings.replica
+        return SNAPSHOT if replica is None else f"{SNAPSHOT}@{replica}"
 
     def _restore(self) -> float | None:
         """Load the policy snapshot (if it is of the configured policy); -> its clock."""
-        saved = self.store.load_snapshot(SNAPSHOT)
+        saved = self.store.load_snapshot(self._snapshot_name)
         if saved is None:
             return None
         state = json.loads(saved[0])
@@ -232,6 +247,7 @@ class Engine:
             return
         window = self.settings.attribution_window
         rows = self.store.impressions_frame(since=snapshot_clock - window)
+        rows = self._own(rows)
         rows = rows[rows[C.reward].notna() & (rows[C.timestamp] + window > snapshot_clock)]
         config = self.ledger.config
         for row in rows.itertuples(index=False):
@@ -443,6 +459,9 @@ class Engine:
     ) -> None:
         """Log the impression (`rows`, pins included) and open it in the ledger; `arm`: the
         A/B test arm that served it (whose policy learns from it)."""
+        if self.settings.replica is not None:
+            for row in rows:
+                row[C.replica] = self.settings.replica
         self.writer.rows(rows)
         policy = self.policy if arm is None else arm.policy
         index = {str(item): i for i, item in enumerate(candidates.items.tolist())}

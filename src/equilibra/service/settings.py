@@ -22,7 +22,9 @@ period=3600`, see `explore/budget.py`; default `checkout=0`), `EQUILIBRA_EXPLORE
 (categories never explored, comma-separated; brands kept as categories work the same),
 `EQUILIBRA_REDIS_PREFIX` (the Redis keys' prefix, `equilibra`: one Redis may hold several shops),
 `EQUILIBRA_REDIS_STREAM` (a Redis stream whose entries' `event` field is an event as `POST
-/v1/events` takes it, in JSON: read beside the API, see `service/stream.py`; needs EQUILIBRA_REDIS).
+/v1/events` takes it, in JSON: read beside the API, see `service/stream.py`; needs EQUILIBRA_REDIS),
+`EQUILIBRA_REPLICA` (this replica's stable name among several sharing one store: it owns the
+impressions it serves and, after a restart, reopens and relearns only those; unset: one server).
 """
 
 from __future__ import annotations
@@ -54,6 +56,10 @@ class Settings(BaseModel):
     redis: str | None = None
     redis_stream: str | None = None  # a Redis stream of events, read as a consumer group
     redis_prefix: str = Field("equilibra", min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
+    # This replica's stable name among several sharing one store (a StatefulSet pod name, a
+    # host:port): it owns the impressions it serves, and only it reopens and relearns them
+    # after a restart. Unset: one server, which owns every impression.
+    replica: str | None = Field(None, min_length=1, max_length=200)
     attribution_window: float = Field(1800.0, ge=0)
     reward: str = "click=1,add_to_cart=2,purchase=5,revenue=0"
     candidates: int = Field(100, ge=1, le=10_000)  # per generator

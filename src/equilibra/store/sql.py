@@ -24,7 +24,7 @@ from equilibra.data.columns import (
 from equilibra.store.base import AppendResult, EventPage, ForgetResult, Store, StoreStats
 
 C = Columns
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 # Columns later schema versions added to a table, with their types: a store created by an older
 # version gains them (ALTER TABLE … ADD COLUMN) when it is opened.
 ADDED_COLUMNS: dict[str, tuple[tuple[str, str], ...]] = {
@@ -39,6 +39,7 @@ ADDED_COLUMNS: dict[str, tuple[tuple[str, str], ...]] = {
         (C.exposure, "DOUBLE PRECISION"),
         (C.candidates, "TEXT"),
         (C.variant, "TEXT"),
+        (C.replica, "TEXT"),
     ),
 }
 FETCH_BLOCK = 200_000
@@ -87,6 +88,7 @@ TABLES: dict[str, str] = {
         {C.exposure} DOUBLE PRECISION,
         {C.candidates} TEXT,
         {C.variant} TEXT,
+        {C.replica} TEXT,
         PRIMARY KEY ({C.impression_id}, {C.position})""",
     "meta": "key TEXT PRIMARY KEY, value TEXT",
     # Online-state snapshots of a server (the policy's statistics, its clock): one per name.
