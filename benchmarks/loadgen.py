@@ -3,12 +3,15 @@
     python benchmarks/loadgen.py --port 8000 --mode closed --concurrency 16 --seconds 20 \
         --requests requests.jsonl --out result.json [--key KEY]
     python benchmarks/loadgen.py ... --mode open --rate 200
+    python benchmarks/loadgen.py --port 8001 --ports 8001,8002 ...   # several replicas
 
 `requests.jsonl`: one JSON object per line, {"method": "POST", "path": "/v1/recommend", "body":
 {...}}, used round-robin. Closed loop: `--concurrency` connections, each sending its next request
 as soon as the last is answered (throughput). Open loop: requests start on a fixed schedule at
 `--rate` per second whatever the answers do (latency at a given load, coordinated omission
 avoided: latency counts from the scheduled start). Writes latencies (ms), statuses and timings.
+`--ports`: the connections are spread over these ports in turn, as a round-robin balancer with
+keep-alive connections spreads them over replicas.
 """
 
 from __future__ import annotations
@@ -73,15 +76,15 @@ class Connection:
 
 
 async def closed_loop(
-    host: str, port: int, key: str | None, requests: list[dict[str, Any]], concurrency: int,
-    seconds: float,
+    host: str, ports: list[int], key: str | None, requests: list[dict[str, Any]],
+    concurrency: int, seconds: float,
 ) -> list[tuple[float, float, int]]:  # fmt: skip
     results: list[tuple[float, float, int]] = []
     deadline = time.perf_counter() + seconds
     counter = iter(range(10**12))
     bodies = [_body(r) for r in requests]
 
-    async def worker() -> None:
+    async def worker(port: int) -> None:
         connection = Connection(host, port, key)
         while time.perf_counter() < deadline:
             i = next(counter) % len(requests)
@@ -97,18 +100,18 @@ async def closed_loop(
             results.append((started, time.perf_counter() - started, status))
         connection.close()
 
-    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    await asyncio.gather(*(worker(ports[j % len(ports)]) for j in range(concurrency)))
     return results
 
 
 async def open_loop(
-    host: str, port: int, key: str | None, requests: list[dict[str, Any]], rate: float,
+    host: str, ports: list[int], key: str | None, requests: list[dict[str, Any]], rate: float,
     seconds: float, connections: int = 64,
 ) -> list[tuple[float, float, int]]:  # fmt: skip
     results: list[tuple[float, float, int]] = []
     pool: asyncio.Queue[Connection] = asyncio.Queue()
-    for _ in range(connections):
-        pool.put_nowait(Connection(host, port, key))
+    for j in range(connections):
+        pool.put_nowait(Connection(host, ports[j % len(ports)], key))
     bodies = [_body(r) for r in requests]
     start = time.perf_counter()
     total = int(rate * seconds)
@@ -121,7 +124,7 @@ async def open_loop(
         except (ConnectionError, OSError, asyncio.IncompleteReadError):
             status = 599
             connection.close()
-            connection = Connection(host, port, key)
+            connection = Connection(host, connection.port, key)
         results.append((scheduled, time.perf_counter() - scheduled, status))
         pool.put_nowait(connection)
 
@@ -144,6 +147,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--ports", help="comma-separated ports to spread connections over")
     parser.add_argument("--mode", choices=["closed", "open"], default="closed")
     parser.add_argument("--concurrency", type=int, default=1)
     parser.add_argument("--rate", type=float, default=200.0)
@@ -153,13 +157,14 @@ def main() -> None:
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
     requests = [json.loads(line) for line in args.requests.read_text().splitlines() if line]
+    ports = [int(p) for p in args.ports.split(",")] if args.ports else [args.port]
     if args.mode == "closed":
         results = asyncio.run(
-            closed_loop(args.host, args.port, args.key, requests, args.concurrency, args.seconds)
+            closed_loop(args.host, ports, args.key, requests, args.concurrency, args.seconds)
         )
     else:
         results = asyncio.run(
-            open_loop(args.host, args.port, args.key, requests, args.rate, args.seconds)
+            open_loop(args.host, ports, args.key, requests, args.rate, args.seconds)
         )
     args.out.write_text(
         json.dumps(

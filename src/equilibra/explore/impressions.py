@@ -62,6 +62,7 @@ def slate_rows(
                 C.candidates: logged if first else None,
                 C.context: json.dumps(context, sort_keys=True) if first and context else None,
                 C.variant: variant,
+                C.replica: None,  # the service stamps its EQUILIBRA_REPLICA
             }
         )
     return rows

@@ -19,6 +19,7 @@ from equilibra.data.cleaning import CleaningConfig, CleaningReport
 from equilibra.data.columns import Columns
 from equilibra.data.interactions import EventWeights, IdMap, Interactions
 from equilibra.domain import EVENT_TYPE_CODE, EventType
+from equilibra.errors import EquilibraError
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
@@ -83,7 +84,8 @@ def clean(events: DataFrame, config: CleaningConfig) -> tuple[DataFrame, Cleanin
                     F.broadcast(outliers.select(C.user)), C.user, "left_anti"
                 ).cache()
     if config.min_user_events > 1 or config.min_item_events > 1:
-        raise NotImplementedError("min support on Spark")  # not reachable from the CLI's config
+        # The CLI never asks for it (its default is 1); a library caller gets a clear no.
+        raise EquilibraError("cleaning: a minimum support (k-core) is not implemented on Spark")
     report.events_out = events.count()
     return events, report
 

@@ -27,8 +27,10 @@ if TYPE_CHECKING:
     from pyspark.sql import DataFrame
 
 SPARK_ALGORITHMS = ("als", "itemknn")
-# Spark's regParam is per cell (ALS-WR): this is what tracks implicit's default best here.
-SPARK_ALS_DEFAULTS: dict[str, Any] = {"regularization": 0.01}
+# Spark's regParam is per cell (ALS-WR), so it is much smaller than implicit's 0.05 for the
+# same effect. 0.001 beat implicit at ¼ and ½ of the retailrocket preset and reached 0.94 of
+# its NDCG at full size (docs/scale.md); no other value was measured at full size.
+SPARK_ALS_DEFAULTS: dict[str, Any] = {"regularization": 0.001}
 
 
 def _factors(frame: DataFrame, count: int, rank: int) -> np.ndarray:
