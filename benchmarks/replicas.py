@@ -38,7 +38,7 @@ import numpy as np
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from serving import KEY, stop, summary, wait_healthy  # noqa: E402
+from serving import KEY, load, stop, summary, wait_healthy  # noqa: E402
 
 
 def free_port() -> int:
@@ -138,10 +138,8 @@ def measure(
 ) -> dict[str, Any]:  # fmt: skip
     raw = work / "raw.json"
 
-    def run(requests: Path, mode: str, concurrency: int = 1, rate: float = 0.0) -> dict:
-        command_ports = ",".join(map(str, ports))
-        out = load_many(command_ports, requests, raw, mode, seconds, concurrency, rate)
-        return summary(out)
+    def run(requests: Path, mode: str, concurrency: int = 1, rate: float = 1.0) -> dict:
+        return summary(load(ports[0], requests, raw, mode, seconds, concurrency, rate, ports))
 
     result: dict[str, Any] = {}
     run(recommend, "closed", 8)  # warm-up
@@ -156,18 +154,6 @@ def measure(
     result["events"] = batches
     print(len(ports), json.dumps(result), file=sys.stderr)
     return result
-
-
-def load_many(
-    ports: str, requests: Path, out: Path, mode: str, seconds: float, concurrency: int,
-    rate: float,
-) -> dict[str, Any]:  # fmt: skip
-    command = [sys.executable, str(HERE / "loadgen.py"), "--port", ports.split(",")[0],
-               "--ports", ports, "--mode", mode, "--seconds", str(seconds),
-               "--concurrency", str(concurrency), "--rate", str(rate or 1),
-               "--requests", str(requests), "--out", str(out), "--key", KEY]  # fmt: skip
-    subprocess.run(command, check=True)
-    return json.loads(out.read_text())
 
 
 def markdown(results: dict[str, Any], command: str) -> str:

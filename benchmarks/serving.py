@@ -143,9 +143,12 @@ def start(kind: str, work: Path, port: int) -> subprocess.Popen[bytes]:
 
 def load(
     port: int, requests: Path, out: Path, mode: str, seconds: float, concurrency: int = 1,
-    rate: float = 200.0,
+    rate: float = 200.0, ports: list[int] | None = None,
 ) -> dict[str, Any]:  # fmt: skip
-    command = [sys.executable, str(HERE / "loadgen.py"), "--port", str(port), "--mode", mode,
+    """`ports`: spread the connections over these replicas (loadgen's --ports)."""
+    spread = ["--ports", ",".join(map(str, ports))] if ports else []
+    command = [sys.executable, str(HERE / "loadgen.py"), "--port", str(port), *spread,
+               "--mode", mode,
                "--seconds", str(seconds), "--concurrency", str(concurrency), "--rate", str(rate),
                "--requests", str(requests), "--out", str(out), "--key", KEY]  # fmt: skip
     subprocess.run(command, check=True)

@@ -29,6 +29,7 @@ from equilibra.data.split import global_temporal_split, test_truth
 from equilibra.data.synthetic import generate_shop, preset
 from equilibra.data.training import build_interactions
 from equilibra.evaluate.offline import evaluate_model
+from equilibra.evaluate.ope import ratio_bootstrap
 from equilibra.models.factorization import ALS
 from equilibra.pipeline.spark.models import SPARK_ALS_DEFAULTS
 
@@ -66,21 +67,10 @@ def _brief(metrics: dict[str, float]) -> dict[str, float]:
     return {k: metrics[k] for k in ("users", "ndcg@10", "recall@20", "hitrate@10")}
 
 
-def ratio_interval(
-    ours: np.ndarray, theirs: np.ndarray, rounds: int = 2000, seed: int = 0
-) -> list[float] | None:
+def ratio_interval(ours: np.ndarray, theirs: np.ndarray) -> list[float]:
     """95 % paired bootstrap interval of mean(ours) / mean(theirs), resampling test users."""
-    rng = np.random.default_rng(seed)
-    ratios = []
-    for _ in range(rounds):  # one resample at a time: test users reach 10^5 at full size
-        pick = rng.integers(0, len(ours), size=len(ours))
-        denominator = theirs[pick].mean()
-        if denominator > 0:
-            ratios.append(ours[pick].mean() / denominator)
-    if len(ratios) < 0.9 * rounds:
-        return None
-    low, high = np.quantile(ratios, [0.025, 0.975])
-    return [round(float(low), 3), round(float(high), 3)]
+    interval = ratio_bootstrap(ours, theirs, np.arange(len(ours)), n_boot=2000)
+    return [round(interval.low, 3), round(interval.high, 3)]
 
 
 def run_scale(scale: float, regs: list[float], work: Path, master: str) -> dict[str, Any]:

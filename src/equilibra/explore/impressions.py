@@ -24,6 +24,7 @@ def slate_rows(
     exposure: Sequence[float] | None = None,
     context: dict[str, Any] | None = None,
     variant: str | None = None,
+    replica: str | None = None,
     encode_later: bool = False,
 ) -> list[dict[str, object]]:
     """One row per shown item; the first also carries the candidates with their priors
@@ -62,7 +63,7 @@ def slate_rows(
                 C.candidates: logged if first else None,
                 C.context: json.dumps(context, sort_keys=True) if first and context else None,
                 C.variant: variant,
-                C.replica: None,  # the service stamps its EQUILIBRA_REPLICA
+                C.replica: replica,
             }
         )
     return rows

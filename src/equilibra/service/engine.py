@@ -160,7 +160,7 @@ class Engine:
         """The rows of impressions this replica served (or that no replica claims): among
         replicas sharing one store, each reopens and relearns only its own, so a reward is
         learnt by one policy once."""
-        if self.settings.replica is None or C.replica not in impressions:
+        if self.settings.replica is None:
             return impressions
         owner = impressions[C.replica]
         return impressions[owner.isna() | (owner == self.settings.replica)]
@@ -459,9 +459,6 @@ class Engine:
     ) -> None:
         """Log the impression (`rows`, pins included) and open it in the ledger; `arm`: the
         A/B test arm that served it (whose policy learns from it)."""
-        if self.settings.replica is not None:
-            for row in rows:
-                row[C.replica] = self.settings.replica
         self.writer.rows(rows)
         policy = self.policy if arm is None else arm.policy
         index = {str(item): i for i, item in enumerate(candidates.items.tolist())}

@@ -471,10 +471,11 @@ def log_rows(
     base_rate: float,
     model_version: int | None,
     variant: str | None = None,
+    replica: str | None = None,
 ) -> list[dict[str, object]]:
     """The impression-log rows of what was shown (design.md), pins included; `variant`:
-    the A/B test arm that served it. The first row's candidates cell is a `LaterCandidates`,
-    which the impression writer encodes."""
+    the A/B test arm that served it; `replica`: the EQUILIBRA_REPLICA that served it. The
+    first row's candidates cell is a `LaterCandidates`, which the impression writer encodes."""
     rows = slate_rows(
         slate,
         candidates,
@@ -485,6 +486,7 @@ def log_rows(
         model_version=None if model_version is None else str(model_version),
         context=request.context,
         variant=variant,
+        replica=replica,
         encode_later=True,  # by the impression writer's thread
     )
     by_item = {str(r["item_id"]): r for r in rows}

@@ -71,7 +71,7 @@ async def recommend(body: RecommendIn, request: Request) -> JSONResponse:
     impression_id = engine.new_impression_id()
     rows = pipeline.log_rows(
         shown, slate, candidates, req, impression_id, made.base_rate, version,
-        None if arm is None else arm.key,
+        None if arm is None else arm.key, settings.replica,
     )  # fmt: skip
     engine.record(impression_id, req.user_id, stamp, slate, candidates, rows, arm)
     metrics = request.app.state.metrics
