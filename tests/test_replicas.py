@@ -139,3 +139,112 @@ def test_an_event_on_one_replica_changes_the_next_answer_of_the_other(
         for server in (one, two):
             server.send_signal(signal.SIGTERM)
             server.wait(timeout=20)
+
+
+def get(port: int, path: str) -> dict:
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}{path}", headers={"Authorization": f"Bearer {KEY}"}
+    )
+    with urllib.request.urlopen(request, timeout=30) as answer:
+        return json.loads(answer.read())
+
+
+def learning(port: int) -> dict:
+    return get(port, "/v1/exploration")["learning"]
+
+
+def wait_until_learnt(ports: list[int], impressions: int, within_s: float = 10.0) -> list[dict]:
+    deadline = time.time() + within_s
+    while True:
+        states = [learning(port) for port in ports]
+        if all(s["impressions_learnt"] >= impressions for s in states) or time.time() > deadline:
+            return states
+        time.sleep(0.1)
+
+
+def test_replicas_share_one_policy_and_give_the_same_propensities(
+    tmp_path: Path, redis_server
+) -> None:
+    """The balance controller's policy learns every closed impression once on every replica,
+    in the shared log's order: the same posterior and controller state (one digest), the same
+    propensities for the same request, and a replica joining later starts from that state."""
+    from conftest import POSTGRES_URL
+
+    _postgres_store().close()  # empty tables
+    settings = {
+        "EQUILIBRA_DB": str(POSTGRES_URL),
+        "EQUILIBRA_REDIS": redis_server.url,
+        "EQUILIBRA_REDIS_PREFIX": f"learn{uuid.uuid4().hex[:8]}",
+        "EQUILIBRA_MODEL_DIR": str(tmp_path / "model"),
+        "EQUILIBRA_ADMIN_KEY": KEY,
+        "EQUILIBRA_POLICY": "adaptive",
+        "EQUILIBRA_ATTRIBUTION_WINDOW": "60",
+    }
+    ports = [free_port(), free_port()]
+    servers = [
+        serve_process({**settings, "EQUILIBRA_REPLICA": name}, port, start_within_s=60)
+        for name, port in zip(["one", "two"], ports, strict=True)
+    ]
+    try:
+        now = time.time()
+        events = [
+            {"user_id": f"u{u}", "item_id": f"pop{j}", "type": "view", "timestamp": now + u + j}
+            for u in range(30)
+            for j in range(12)
+        ]
+        call(ports[0], "/v1/events", events)
+        untaught = learning(ports[1])["digest"]
+        # Each replica serves impressions; the feedback reaches the other one; item pop7 is
+        # clicked wherever it is shown, so the policy has something to learn.
+        served = 0
+        for n in range(24):
+            port, other = ports[n % 2], ports[1 - n % 2]
+            at = now + 100 + n
+            shown = call(port, "/v1/recommend", {"user_id": f"s{n}", "k": 6, "timestamp": at})
+            served += 1
+            for item in shown["items"]:
+                if item["item_id"] in ("pop7", "pop1"):
+                    click = {
+                        "user_id": f"s{n}",
+                        "item_id": item["item_id"],
+                        "type": "click",
+                        "timestamp": at + 5,
+                        "impression_id": shown["impression_id"],
+                    }
+                    call(other, "/v1/events", [click])
+        later = {"user_id": "later", "item_id": "pop0", "type": "view", "timestamp": now + 300}
+        for port in ports:  # the window (60 s) has passed, everywhere
+            call(port, "/v1/events", [{**later, "user_id": f"later{port}"}])
+        states = wait_until_learnt(ports, served)
+        assert [s["impressions_learnt"] for s in states] == [served, served], states
+        assert all(s["shared"] for s in states)
+        assert states[0]["digest"] == states[1]["digest"] != untaught, states
+        assert states[0]["learned_through"] == states[1]["learned_through"]
+
+        # The same request to either replica: the same candidates and the same policy state,
+        # so an item drawn into a slot carries the same propensity whichever replica drew it.
+        request = {"user_id": "probe", "k": 6, "timestamp": now + 301}
+        propensities: dict[tuple[int, str], set[float]] = {}
+        for port in ports:
+            for _ in range(4):
+                answer = call(port, "/v1/recommend", request)
+                for slot, item in enumerate(answer["items"]):
+                    value = round(item["propensity"], 12)
+                    propensities.setdefault((slot, item["item_id"]), set()).add(value)
+        differ = {key: p for key, p in propensities.items() if len(p) > 1}
+        assert len(propensities) > 6 and not differ, differ
+
+        # A third replica, started now, joins the fleet's state (its snapshot, then the log).
+        servers[0].send_signal(signal.SIGTERM)  # a clean stop writes the snapshot
+        servers[0].wait(timeout=20)
+        servers[0] = serve_process({**settings, "EQUILIBRA_REPLICA": "one"}, ports[0], 60)
+        third = free_port()
+        servers.append(
+            serve_process({**settings, "EQUILIBRA_REPLICA": "three"}, third, start_within_s=60)
+        )
+        digests = {learning(port)["digest"] for port in [*ports, third]}
+        assert digests == {states[0]["digest"]}, digests
+    finally:
+        for server in servers:
+            server.send_signal(signal.SIGTERM)
+            server.wait(timeout=20)

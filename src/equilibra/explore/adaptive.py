@@ -292,6 +292,13 @@ class Adaptive(SlotStreamPolicy):
         state["strength"] = None if self.strength is None else self.strength.state_dict()
         return state
 
+    def learned_state(self) -> dict[str, object]:
+        state = super().learned_state()
+        state["controller"] = self.controller.learned_state()
+        state["new_evidence"] = self.new_evidence
+        state["strength"] = None if self.strength is None else self.strength.state_dict()
+        return state
+
     def load_state_dict(self, state: dict[str, object]) -> None:
         super().load_state_dict(state)
         self.controller.load_state_dict(state.get("controller", {}))  # type: ignore[arg-type]

@@ -469,6 +469,32 @@ class BalanceController:
             "now": self.now if math.isfinite(self.now) else None,
         }
 
+    def learned_state(self) -> dict[str, object]:
+        """The state closed impressions build (the rates follow from it alone); without what
+        serving counts: budget spend, shown and explored slots, the last rate decided."""
+        state = self.state_dict()
+        served = ("slots", "explored", "epsilon")
+        keys = state["keys"]
+        # Serving a key or placement creates its empty state: not learnt, so left out.
+        state["keys"] = {
+            key: {k: v for k, v in values.items() if k not in served}  # type: ignore[attr-defined]
+            for key, values in keys.items()  # type: ignore[attr-defined]
+            if self.keys[key].impressions > 0
+        }
+        state["arenas"] = {
+            placement: arena
+            for placement, arena in state["arenas"].items()  # type: ignore[attr-defined]
+            if self.arenas[placement].scale != 1.0
+            or any(g.n for g in self.arenas[placement].gains.values())
+        }
+        for name in ("spend", "history", "now"):
+            del state[name]
+        return state
+
+    def forget_spend(self) -> None:
+        """Budget spend is each replica's own: one taking over another's state starts afresh."""
+        self.spend = {}
+
     def load_state_dict(self, state: Mapping[str, object]) -> None:
         self.keys = {}
         for key, values in dict(state.get("keys", {})).items():  # type: ignore[call-overload]

@@ -19,6 +19,7 @@ import itertools
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -160,6 +161,98 @@ class ClosedImpression:
     @property
     def key(self) -> str:
         return f"{self.placement}/{self.segment}" if self.placement else self.segment
+
+    def to_json(self) -> dict[str, object]:
+        """Plain JSON: what replicas pass each other so every policy learns it."""
+        return {
+            "impression_id": self.impression_id,
+            "user_id": self.user_id,
+            "timestamp": self.timestamp,
+            "segment": self.segment,
+            "placement": self.placement,
+            "outcomes": [
+                [
+                    o.position,
+                    o.item,
+                    o.reward,
+                    o.raw_reward,
+                    o.segment,
+                    o.prior,
+                    None if o.features is None else np.asarray(o.features, dtype=float).tolist(),
+                    o.exposure,
+                    o.placement,
+                    o.learnable,
+                    o.explore,
+                ]
+                for o in self.outcomes
+            ],
+            "info": None if self.info is None else dict(self.info),
+            "variant": self.variant,
+            "kinds": dict(self.kinds),
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, object]) -> ClosedImpression:
+        impression_id = str(data["impression_id"])
+        rows: list[list[Any]] = list(data["outcomes"])  # type: ignore[call-overload]
+        outcomes = [
+            Outcome(
+                impression_id,
+                int(row[0]),
+                str(row[1]),
+                float(row[2]),
+                float(row[3]),
+                str(row[4]),
+                float(row[5]),
+                None if row[6] is None else np.asarray(row[6], dtype=float),
+                float(row[7]),
+                str(row[8]),
+                bool(row[9]),
+                bool(row[10]),
+            )
+            for row in rows
+        ]
+        info = data.get("info")
+        variant = data.get("variant")
+        return cls(
+            impression_id,
+            str(data["user_id"]),
+            float(data["timestamp"]),  # type: ignore[arg-type]
+            str(data["segment"]),
+            str(data["placement"]),
+            outcomes,
+            None if info is None else dict(info),  # type: ignore[call-overload]
+            None if variant is None else str(variant),
+            {str(k): float(v) for k, v in dict(data.get("kinds") or {}).items()},  # type: ignore[call-overload]
+        )
+
+
+def teach(
+    policy: SlatePolicy,
+    closed: ClosedImpression,
+    arms: Mapping[str, SlatePolicy] | None = None,
+) -> None:
+    """Teach a closed impression to the policy that served it: each learnable outcome, then
+    (where it learns from whole impressions) the impression. An A/B test arm's impression
+    teaches that arm's policy (`arms`, by variant) instead."""
+    learner = policy
+    if closed.variant is not None and arms is not None:
+        learner = arms.get(closed.variant, policy)
+    for outcome in closed.outcomes:
+        if not outcome.learnable:
+            continue
+        learner.learn_one(
+            outcome.item,
+            outcome.reward,
+            segment=outcome.segment,
+            prior=outcome.prior,
+            features=outcome.features,
+            exposure=outcome.exposure,
+            placement=outcome.placement,
+        )
+    learn_impression = getattr(learner, "learn_impression", None)
+    if learn_impression is not None:
+        learn_impression(closed)
 
 
 class FeedbackLedger:
@@ -352,24 +445,7 @@ class FeedbackLedger:
         teaches that arm's policy (`arms`, by variant) instead; `on_close` sees each one."""
         outcomes: list[Outcome] = []
         for closed in self.close_impressions(now):
-            learner = policy
-            if closed.variant is not None and arms is not None:
-                learner = arms.get(closed.variant, policy)
-            for outcome in closed.outcomes:
-                if not outcome.learnable:
-                    continue
-                learner.learn_one(
-                    outcome.item,
-                    outcome.reward,
-                    segment=outcome.segment,
-                    prior=outcome.prior,
-                    features=outcome.features,
-                    exposure=outcome.exposure,
-                    placement=outcome.placement,
-                )
-            learn_impression = getattr(learner, "learn_impression", None)
-            if learn_impression is not None:
-                learn_impression(closed)
+            teach(policy, closed, arms)
             if on_close is not None:
                 on_close(closed)
             outcomes += closed.outcomes

@@ -295,6 +295,11 @@ class Policy(ABC):
         self.arms = ArmStats.from_state(state["arms"])  # type: ignore[arg-type]
         self._explore_share = float(state.get("explore_share", 0.0))  # type: ignore[arg-type]
 
+    def learned_state(self) -> dict[str, object]:
+        """What learning alone changes (not what serving counts): equal on two replicas that
+        learnt the same impressions in the same order."""
+        return {"arms": self.arms.state_dict()}
+
 
 # --- slot-stream policies: exact propensities ----------------------------------------------------
 
@@ -564,6 +569,11 @@ class LinearMixin(Policy):
         super().load_state_dict(state)
         linear = state.get("linear")
         self.linear = None if linear is None else LinearStats.from_state(linear)  # type: ignore[arg-type]
+
+    def learned_state(self) -> dict[str, object]:
+        state = super().learned_state()
+        state["linear"] = None if self.linear is None else self.linear.state_dict()
+        return state
 
 
 class LinUCB(LinearMixin, SlotStreamPolicy):

@@ -9,6 +9,8 @@ closed: the policy learns each shown item once and the reward is written onto th
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import json
 import logging
 import threading
@@ -32,6 +34,7 @@ from equilibra.explore.feedback import (
     ClosedImpression,
     FeedbackLedger,
     outcome_rewards,
+    teach,
 )
 from equilibra.explore.policies import LinearMixin, Policy
 from equilibra.explore.slate import Candidates, Slate
@@ -50,6 +53,8 @@ from equilibra.store import Store, open_store
 log = logging.getLogger("equilibra.service")
 DAY = 86_400.0
 SNAPSHOT = "policy"  # the store's snapshot of the policy and what goes with it
+FLEET_SNAPSHOT = "policy/fleet"  # replicas learning together: the latest of any of them
+LEARNING_START = "0-0"  # the shared learning log's position before its first entry
 # What `ingest` reads of each event, in this order.
 _INGEST_COLUMNS = (C.event_id, C.user, C.item, C.event_type, C.timestamp, C.value, C.impression_id)
 SNAPSHOT_EVERY_S = 5.0  # at most this often (wall time) while impressions keep closing
@@ -62,6 +67,7 @@ class Counters:
     rewards: int = 0
     rewarded_slots: int = 0
     closed_slots: int = 0
+    learnt_impressions: int = 0  # closed impressions the policy learnt (any replica's)
     explore_slots: dict[tuple[str, str], int] = field(default_factory=dict)
     shown_slots: dict[tuple[str, str], int] = field(default_factory=dict)
 
@@ -80,6 +86,10 @@ def open_online_state(settings: Settings) -> OnlineState:
 
 class FeedbackPublisher(Protocol):
     def publish(self, rows: Sequence[tuple[Any, ...]]) -> None: ...
+
+
+class LearningPublisher(Protocol):
+    def publish(self, closed: Sequence[ClosedImpression]) -> bool: ...
 
 
 class Engine:
@@ -105,6 +115,13 @@ class Engine:
         self._snapshot_at = 0.0  # monotonic time of the last snapshot
         self._promoted = False  # the policy is an experiment's winner, not the configured one
         self.bus: FeedbackPublisher | None = None  # replicas: feedback_bus.FeedbackBus
+        # Replicas on one Redis learn together (learning_log.py): each closed impression is
+        # taught, in the shared log's order, to every replica's policy.
+        self.shared_learning = settings.redis is not None
+        self.learning: LearningPublisher | None = None  # learning_log.LearningLog
+        self.learned_through = LEARNING_START  # the last entry of that log the policy learnt
+        self.origin = settings.replica or uuid.uuid4().hex  # this replica, in shared logs
+        self._snapshot_clock: float | None = None
 
     def make_policy(self, spec: str) -> Policy:
         """A policy from its spec, with the service's budgets (ValueError for a bad spec)."""
@@ -146,7 +163,9 @@ class Engine:
             reopened = self.ledger.reopen(opened, self.store.events_frame(since=earliest))
             self.clock = max(self.clock, float(opened[C.timestamp].max()))
             log.info("reopened %d impressions still waiting for feedback", reopened)
-        self._relearn_since(snapshot_clock)
+        self._snapshot_clock = snapshot_clock
+        if not self.shared_learning:  # shared: the learning log replays what came after
+            self._relearn_since(snapshot_clock)
         self.purge()
         log.info(
             "started: %d events (%d replayed into the online state), %d items, model %s",
@@ -194,11 +213,15 @@ class Engine:
                 "rewards": c.rewards,
                 "promoted": self._promoted,
                 "experiments": self.experiments.state_dict(),
+                "learned_through": self.learned_through,
             }
             text = json.dumps(state, allow_nan=True)
         # The rewards this state has learned from are in the log before the state is saved.
         self.writer.flush()
-        self.store.save_snapshot(self._snapshot_name, text, time.time())
+        saved_at = time.time()
+        self.store.save_snapshot(self._snapshot_name, text, saved_at)
+        if self.shared_learning:  # what a replica joining the fleet starts from
+            self.store.save_snapshot(FLEET_SNAPSHOT, text, saved_at)
         self._snapshot_at = time.monotonic()
 
     @property
@@ -210,9 +233,12 @@ class Engine:
     def _restore(self) -> float | None:
         """Load the policy snapshot (if it is of the configured policy); -> its clock."""
         saved = self.store.load_snapshot(self._snapshot_name)
+        if saved is None and self.shared_learning:
+            return self._join_fleet()
         if saved is None:
             return None
         state = json.loads(saved[0])
+        self.learned_through = str(state.get("learned_through", LEARNING_START))
         if state.get("promoted") and state.get("spec") != self.policy.spec:
             # An A/B test's winner, promoted over the configured policy: it keeps serving.
             log.warning(
@@ -240,14 +266,70 @@ class Engine:
         log.info("policy restored from its snapshot (clock %s)", clock)
         return clock
 
-    def _relearn_since(self, snapshot_clock: float | None) -> None:
+    def _join_fleet(self) -> float | None:
+        """A replica with no snapshot of its own, joining replicas that learn together, starts
+        from the fleet's latest policy state (and replays the learning log from there), with a
+        budget spend of its own."""
+        saved = self.store.load_snapshot(FLEET_SNAPSHOT)
+        if saved is None:
+            return None
+        state = json.loads(saved[0])
+        if state.get("spec") != self.policy.spec:
+            log.warning(
+                "the fleet's policy %s differs from this replica's %s: starting afresh",
+                state.get("spec"),
+                self.policy.spec,
+            )
+            return None
+        self.policy.load_state_dict(state["policy"])
+        if isinstance(self.policy, Adaptive):
+            self.policy.controller.forget_spend()
+        self.learned_through = str(state.get("learned_through", LEARNING_START))
+        clock = float(state.get("clock", float("-inf")))
+        log.info("joined the fleet's policy state (learning log at %s)", self.learned_through)
+        return clock
+
+    def learn_shared(self, entries: Sequence[tuple[str, bool, Sequence[ClosedImpression]]]) -> None:
+        """Entries of the shared learning log, in its order: (entry id, closed by this
+        replica, its closed impressions). Another replica's are taught without their budget
+        charges (spend is per replica), and an A/B test arm unknown here teaches nobody."""
+        learners = self.experiments.learners
+        with self.lock:
+            for entry_id, mine, batch in entries:
+                for closed in batch:
+                    if not mine:
+                        if closed.variant is not None and closed.variant not in learners:
+                            continue
+                        if closed.info and "charges" in closed.info:
+                            info = {k: v for k, v in closed.info.items() if k != "charges"}
+                            closed = dataclasses.replace(closed, info=info)
+                    teach(self.policy, closed, learners)
+                    self.counters.learnt_impressions += 1
+                self.learned_through = entry_id
+
+    def learn_gap(self, resume_from: str) -> None:
+        """The learning log lost entries this replica needed: learn what closed since its
+        snapshot from the impression log (every replica's), then go on from `resume_from`."""
+        with self.lock:
+            self._relearn_since(self._snapshot_clock, everyone=True)
+            self.learned_through = resume_from
+
+    def policy_digest(self) -> str:
+        """A fingerprint of what the policy has learnt: equal on replicas in step."""
+        with self.lock:
+            text = json.dumps(self.policy.learned_state(), sort_keys=True, allow_nan=True)
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+    def _relearn_since(self, snapshot_clock: float | None, everyone: bool = False) -> None:
         """Impressions that closed after the snapshot (their rewards are in the log, but the
-        policy's snapshot predates them): learn them now, each once."""
+        policy's snapshot predates them): learn them now, each once (this replica's own, or
+        with `everyone` every replica's)."""
         if snapshot_clock is None or not np.isfinite(snapshot_clock):
             return
         window = self.settings.attribution_window
         rows = self.store.impressions_frame(since=snapshot_clock - window)
-        rows = self._own(rows)
+        if not everyone:
+            rows = self._own(rows)
         rows = rows[rows[C.reward].notna() & (rows[C.timestamp] + window > snapshot_clock)]
         config = self.ledger.config
         for row in rows.itertuples(index=False):
@@ -362,15 +444,37 @@ class Engine:
             if now <= self.clock:
                 return
             self.clock = now
-            outcomes = self.ledger.settle(self.policy, now, self.experiments.learners, self._closed)
-        if outcomes:
+            closed: list[ClosedImpression] = []
+            if self.learning is None:
+                outcomes = self.ledger.settle(
+                    self.policy, now, self.experiments.learners, self._closed_and_learnt
+                )
+            else:  # taught when read back from the shared learning log, in its order
+                closed = self.ledger.close_impressions(now)
+                outcomes = []
+                for one in closed:
+                    self._closed(one)
+                    outcomes += one.outcomes
+        if closed:
             self.writer.rewards(outcome_rewards(outcomes))
+            if not self.learning.publish(closed):  # type: ignore[union-attr]
+                with self.lock:  # Redis is down: learn here now, the others later
+                    for one in closed:
+                        teach(self.policy, one, self.experiments.learners)
+                        self.counters.learnt_impressions += 1
+        elif outcomes:
+            self.writer.rewards(outcome_rewards(outcomes))
+        if outcomes:
             rewarded = sum(1 for o in outcomes if o.raw_reward > 0)
             self.counters.rewards += rewarded
             self.counters.rewarded_slots += rewarded
             self.counters.closed_slots += len(outcomes)
             if time.monotonic() - self._snapshot_at >= SNAPSHOT_EVERY_S:
                 self.snapshot()
+
+    def _closed_and_learnt(self, closed: ClosedImpression) -> None:
+        self._closed(closed)
+        self.counters.learnt_impressions += 1
 
     def _closed(self, closed: ClosedImpression) -> None:
         """An impression's window closed: its A/B test and the dashboard's tallies see it."""
@@ -508,6 +612,7 @@ class Engine:
                         1 for n, r in policy.new_evidence.values() if policy.owes(n, r)
                     ),
                     **state,
+                    "learning": self._learning(),
                 }
             c = self.counters
             segments = []
@@ -530,7 +635,17 @@ class Engine:
                 "exploration_rate": policy.exploration_rate,
                 "segments": segments,
                 "history": [],
+                "learning": self._learning(),
             }
+
+    def _learning(self) -> dict[str, object]:
+        """How the policy learns: alone, or with the replicas sharing its learning log."""
+        return {
+            "shared": self.learning is not None,
+            "learned_through": self.learned_through if self.learning is not None else None,
+            "impressions_learnt": self.counters.learnt_impressions,
+            "digest": self.policy_digest(),
+        }
 
     # --- A/B tests ------------------------------------------------------------------------------
     def arm_for(self, user_id: str, placement: str) -> Arm | None:

@@ -1,0 +1,138 @@
+"""The shared learning log (service/learning_log.py): closed impressions survive the trip
+through JSON exactly, and a replica that closes impressions while Redis is down learns them at
+once, then passes them on, so the fleet ends in one state."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import RedisServer
+from fastapi.testclient import TestClient
+
+from equilibra.explore.feedback import ClosedImpression, FeedbackLedger, teach
+from equilibra.explore.slate import Candidates
+from equilibra.explore.spec import parse_policy
+from equilibra.service.app import create_app
+from equilibra.service.settings import load_settings
+
+ADMIN = {"Authorization": "Bearer admin-key"}
+T0 = 1_767_000_000.0
+
+
+def _closed_impressions(spec: str, n: int, seed: int = 0) -> list[ClosedImpression]:
+    """`n` impressions a policy drew and that earned clicks, closed by a ledger."""
+    rng = np.random.default_rng(seed)
+    policy = parse_policy(spec)
+    ledger = FeedbackLedger(window_s=60.0)
+    items = np.array([f"i{j}" for j in range(30)], dtype=object)
+    for t in range(n):
+        candidates = Candidates(
+            items=items,
+            scores=rng.random(30),
+            features=rng.random((30, 3)),
+            segment=["new", "known"][t % 2],
+            age=np.where(np.arange(30) < 5, 100.0, 1e9),
+            placement="home",
+            timestamp=T0 + t,
+        )
+        slate = policy.select(candidates, 5, rng)
+        shown = candidates.items[slate.indices].tolist()
+        ledger.record(
+            f"imp{t}",
+            f"u{t}",
+            T0 + t,
+            shown,
+            candidates.prior_or(0.05)[slate.indices],
+            candidates.features[slate.indices],
+            candidates.segment,
+            candidates.placement,
+            explore=slate.explore_flags.tolist(),
+            info=slate.extras.get("controller"),
+        )
+        if rng.random() < 0.5:
+            ledger.observe(f"u{t}", shown[int(rng.integers(5))], "click", T0 + t + 1)
+    return ledger.close_impressions(T0 + n + 100)
+
+
+@pytest.mark.parametrize("spec", ["adaptive", "lints", "thompson:discount=0.99"])
+def test_a_closed_impression_teaches_the_same_after_the_trip_through_json(spec: str) -> None:
+    closed = _closed_impressions(spec, 60)
+    assert any(c.info for c in closed) or spec != "adaptive"
+    direct, relayed = parse_policy(spec), parse_policy(spec)
+    for one in closed:
+        teach(direct, one)
+        teach(relayed, ClosedImpression.from_json(json.loads(json.dumps(one.to_json()))))
+    assert json.dumps(direct.learned_state(), sort_keys=True) == json.dumps(
+        relayed.learned_state(), sort_keys=True
+    )
+    assert direct.learned_state() != parse_policy(spec).learned_state()  # it learnt something
+
+
+def _learning(client: TestClient) -> dict:
+    return client.get("/v1/exploration", headers=ADMIN).json()["learning"]
+
+
+def test_impressions_closed_while_redis_is_down_are_learnt_here_then_by_the_fleet(
+    tmp_path: Path,
+) -> None:
+    if shutil.which("redis-server") is None:
+        pytest.skip("redis-server not installed")
+    redis = RedisServer(tmp_path)
+    redis.start()
+
+    def settings(name: str):  # type: ignore[no-untyped-def]
+        return load_settings(
+            None,
+            environ={},
+            db=f"sqlite:///{tmp_path / f'{name}.db'}",
+            model_dir=str(tmp_path / f"model-{name}"),
+            admin_key="admin-key",
+            redis=redis.url,
+            redis_prefix="outage",
+            replica=name,
+            policy="adaptive",
+            attribution_window=60.0,
+        )
+
+    seed = [
+        {"user_id": f"u{u}", "item_id": f"pop{j}", "type": "view", "timestamp": T0 + u + j}
+        for u in range(20)
+        for j in range(8)
+    ]
+    try:
+        with (
+            TestClient(create_app(settings("a"), background=False)) as a,
+            TestClient(create_app(settings("b"), background=False)) as b,
+        ):
+            for client in (a, b):
+                assert client.post("/v1/events", json=seed, headers=ADMIN).status_code == 200
+            shown = []
+            for n in range(10):
+                body = {"user_id": f"s{n}", "k": 4, "timestamp": T0 + 100 + n}
+                shown.append(a.post("/v1/recommend", json=body, headers=ADMIN).json())
+            assert _learning(b)["digest"] == _learning(a)["digest"]
+            redis.stop()  # the impressions close while Redis is down
+            clicks = [
+                {"user_id": f"s{n}", "item_id": answer["items"][0]["item_id"], "type": "click",
+                 "timestamp": T0 + 105 + n, "impression_id": answer["impression_id"]}
+                for n, answer in enumerate(shown)
+            ]  # fmt: skip
+            later = {"user_id": "later", "item_id": "pop0", "type": "view", "timestamp": T0 + 400}
+            assert a.post("/v1/events", json=[*clicks, later], headers=ADMIN).status_code == 200
+            alone = _learning(a)
+            assert alone["impressions_learnt"] == 10  # learnt here at once
+            assert _learning(b)["impressions_learnt"] == 0
+            redis.start()
+            deadline = time.time() + 15
+            while _learning(b)["impressions_learnt"] < 10 and time.time() < deadline:
+                time.sleep(0.1)
+            fleet = [_learning(a), _learning(b)]
+            assert [s["impressions_learnt"] for s in fleet] == [10, 10], fleet
+            assert fleet[0]["digest"] == fleet[1]["digest"] == alone["digest"], fleet
+    finally:
+        redis.stop()
