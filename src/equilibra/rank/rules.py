@@ -10,8 +10,9 @@ its order).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
 
 import numpy as np
 
@@ -41,6 +42,17 @@ class Rule:
                 raise ValueError("position: a pin needs a position >= 1")
             if len(self.items) != 1 or self.categories:
                 raise ValueError("items: a pin names exactly one item")
+
+    def to_json(self) -> dict[str, Any]:
+        """Plain JSON: what snapshots and the replicas' fleet log keep of a rule."""
+        return {**asdict(self), "items": list(self.items), "categories": list(self.categories)}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Rule:
+        fields = dict(data)
+        for name in ("items", "categories"):
+            fields[name] = tuple(str(v) for v in fields.get(name, ()))
+        return cls(**fields)
 
     def applies(self, placement: str, now: float) -> bool:
         return (self.placement is None or self.placement == placement) and (

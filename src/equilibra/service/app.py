@@ -31,7 +31,7 @@ from equilibra.service.dashboard.access import Access
 from equilibra.service.dashboard.background import Refreshing
 from equilibra.service.engine import Engine
 from equilibra.service.feedback_bus import FeedbackBus
-from equilibra.service.learning_log import LearningLog
+from equilibra.service.fleet_log import FleetLog
 from equilibra.service.metrics import GcTimer, Metrics
 from equilibra.service.retrain import Trainer
 from equilibra.service.routes import (
@@ -66,16 +66,17 @@ def _feedback_bus(engine: Engine) -> FeedbackBus | None:
     return bus
 
 
-def _learning_log(engine: Engine) -> LearningLog | None:
-    """Replicas on one Redis learn every closed impression, in one order (learning_log.py);
-    started before serving, so a restarted replica has caught up when it answers."""
+def _fleet_log(engine: Engine) -> FleetLog | None:
+    """Replicas on one Redis learn every closed impression and apply every admin change, in
+    one order (fleet_log.py); started before serving, so a restarted replica has caught up
+    when it answers."""
     settings = engine.settings
     if settings.redis is None:
         return None
-    learning = LearningLog(engine, settings.redis, settings.redis_prefix)
-    learning.start()
-    engine.learning = learning
-    return learning
+    fleet = FleetLog(engine, settings.redis, settings.redis_prefix)
+    fleet.start()
+    engine.fleet = fleet
+    return fleet
 
 
 def _event_stream(app: FastAPI, engine: Engine) -> EventStream | None:
@@ -127,7 +128,7 @@ def create_app(
         app.state.trainer = trainer
         if trainer is not None:
             trainer.start()
-        learning = _learning_log(own)
+        fleet = _fleet_log(own)
         bus = _feedback_bus(own)
         stream = _event_stream(app, own)
         try:
@@ -142,9 +143,9 @@ def create_app(
                 bus.stop()
             if trainer is not None:
                 trainer.stop()
-            if learning is not None:
-                own.learning = None  # what closes from now on is learnt here, as alone
-                learning.stop()
+            if fleet is not None:
+                own.fleet = None  # what closes from now on is learnt here, as alone
+                fleet.stop()
             own.close()
             shutil.rmtree(app.state.dashboard_report_dir, ignore_errors=True)
 

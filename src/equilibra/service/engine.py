@@ -16,7 +16,7 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -45,6 +45,7 @@ from equilibra.pipeline.artifact import CURRENT, ModelArtifact, current, rollbac
 from equilibra.rank.rules import Rule
 from equilibra.service.dashboard.timeline import Timeline
 from equilibra.service.experiments import Arm, Experiments
+from equilibra.service.fleet_log import CLOSED, Entry
 from equilibra.service.model import ServingModel
 from equilibra.service.settings import Settings
 from equilibra.service.writer import ImpressionWriter
@@ -54,7 +55,8 @@ log = logging.getLogger("equilibra.service")
 DAY = 86_400.0
 SNAPSHOT = "policy"  # the store's snapshot of the policy and what goes with it
 FLEET_SNAPSHOT = "policy/fleet"  # replicas learning together: the latest of any of them
-LEARNING_START = "0-0"  # the shared learning log's position before its first entry
+FLEET_START = "0-0"  # the fleet log's position before its first entry
+APPLY_WAIT_S = 10.0  # how long a change that waits for its turn in the fleet log may wait
 # What `ingest` reads of each event, in this order.
 _INGEST_COLUMNS = (C.event_id, C.user, C.item, C.event_type, C.timestamp, C.value, C.impression_id)
 SNAPSHOT_EVERY_S = 5.0  # at most this often (wall time) while impressions keep closing
@@ -88,8 +90,10 @@ class FeedbackPublisher(Protocol):
     def publish(self, rows: Sequence[tuple[Any, ...]]) -> None: ...
 
 
-class LearningPublisher(Protocol):
+class FleetPublisher(Protocol):
     def publish(self, closed: Sequence[ClosedImpression]) -> bool: ...
+
+    def publish_change(self, kind: str, body: Mapping[str, Any], applied: bool) -> str | None: ...
 
 
 class Engine:
@@ -115,11 +119,13 @@ class Engine:
         self._snapshot_at = 0.0  # monotonic time of the last snapshot
         self._promoted = False  # the policy is an experiment's winner, not the configured one
         self.bus: FeedbackPublisher | None = None  # replicas: feedback_bus.FeedbackBus
-        # Replicas on one Redis learn together (learning_log.py): each closed impression is
-        # taught, in the shared log's order, to every replica's policy.
+        # Replicas on one Redis learn together (fleet_log.py): each closed impression is
+        # taught, in the fleet log's order, to every replica's policy; admin changes travel
+        # the same way.
         self.shared_learning = settings.redis is not None
-        self.learning: LearningPublisher | None = None  # learning_log.LearningLog
-        self.learned_through = LEARNING_START  # the last entry of that log the policy learnt
+        self.fleet: FleetPublisher | None = None  # fleet_log.FleetLog
+        self.learned_through = FLEET_START  # the last entry of that log applied here
+        self._applied = threading.Condition()  # notified as `learned_through` moves
         self.origin = settings.replica or uuid.uuid4().hex  # this replica, in shared logs
         self._snapshot_clock: float | None = None
 
@@ -164,7 +170,7 @@ class Engine:
             self.clock = max(self.clock, float(opened[C.timestamp].max()))
             log.info("reopened %d impressions still waiting for feedback", reopened)
         self._snapshot_clock = snapshot_clock
-        if not self.shared_learning:  # shared: the learning log replays what came after
+        if not self.shared_learning:  # shared: the fleet log replays what came after
             self._relearn_since(snapshot_clock)
         self.purge()
         log.info(
@@ -214,6 +220,7 @@ class Engine:
                 "promoted": self._promoted,
                 "experiments": self.experiments.state_dict(),
                 "learned_through": self.learned_through,
+                "rules": [rule.to_json() for rule in self.rules.values()],
             }
             text = json.dumps(state, allow_nan=True)
         # The rewards this state has learned from are in the log before the state is saved.
@@ -238,7 +245,8 @@ class Engine:
         if saved is None:
             return None
         state = json.loads(saved[0])
-        self.learned_through = str(state.get("learned_through", LEARNING_START))
+        self.learned_through = str(state.get("learned_through", FLEET_START))
+        self._restore_rules(state)
         if state.get("promoted") and state.get("spec") != self.policy.spec:
             # An A/B test's winner, promoted over the configured policy: it keeps serving.
             log.warning(
@@ -268,7 +276,7 @@ class Engine:
 
     def _join_fleet(self) -> float | None:
         """A replica with no snapshot of its own, joining replicas that learn together, starts
-        from the fleet's latest policy state (and replays the learning log from there), with a
+        from the fleet's latest policy state (and replays the fleet log from there), with a
         budget spend of its own."""
         saved = self.store.load_snapshot(FLEET_SNAPSHOT)
         if saved is None:
@@ -284,28 +292,51 @@ class Engine:
         self.policy.load_state_dict(state["policy"])
         if isinstance(self.policy, Adaptive):
             self.policy.controller.forget_spend()
-        self.learned_through = str(state.get("learned_through", LEARNING_START))
+        self._restore_rules(state)
+        self.experiments.load_state_dict(state.get("experiments", {}), self.policy)
+        self.learned_through = str(state.get("learned_through", FLEET_START))
         clock = float(state.get("clock", float("-inf")))
-        log.info("joined the fleet's policy state (learning log at %s)", self.learned_through)
+        log.info("joined the fleet's policy state (fleet log at %s)", self.learned_through)
         return clock
 
-    def learn_shared(self, entries: Sequence[tuple[str, bool, Sequence[ClosedImpression]]]) -> None:
-        """Entries of the shared learning log, in its order: (entry id, closed by this
-        replica, its closed impressions). Another replica's are taught without their budget
-        charges (spend is per replica), and an A/B test arm unknown here teaches nobody."""
-        learners = self.experiments.learners
+    def _restore_rules(self, state: Mapping[str, Any]) -> None:
+        """Rules posted to the API live on in snapshots; the rules file's, read at start, win."""
+        for saved in state.get("rules", []):
+            rule = Rule.from_json(saved)
+            self.rules.setdefault(rule.id, rule)
+
+    def apply_fleet(self, entries: Sequence[Entry]) -> None:
+        """Entries of the fleet log, in its order. Another replica's closed impressions are
+        taught without their budget charges (spend is per replica), and an A/B test arm
+        unknown here teaches nobody; what this replica applied itself is skipped."""
         with self.lock:
-            for entry_id, mine, batch in entries:
-                for closed in batch:
-                    if not mine:
-                        if closed.variant is not None and closed.variant not in learners:
-                            continue
-                        if closed.info and "charges" in closed.info:
-                            info = {k: v for k, v in closed.info.items() if k != "charges"}
-                            closed = dataclasses.replace(closed, info=info)
-                    teach(self.policy, closed, learners)
-                    self.counters.learnt_impressions += 1
-                self.learned_through = entry_id
+            for entry in entries:
+                if not entry.applied and entry.kind == CLOSED:
+                    for closed in entry.body:
+                        self._learn_closed(closed, mine=entry.mine)
+                elif not entry.applied:
+                    try:
+                        self._apply_change(entry.kind, entry.body)
+                    except Exception:  # one bad change must not stop the log
+                        log.exception(
+                            "fleet log: change %s %s not applied", entry.kind, entry.entry_id
+                        )
+                self.learned_through = entry.entry_id
+        with self._applied:
+            self._applied.notify_all()
+
+    def _learn_closed(self, closed: ClosedImpression, mine: bool = True) -> None:
+        """Teach one closed impression (a fleet log entry) and count it in its A/B test."""
+        if not mine:
+            learners = self.experiments.learners
+            if closed.variant is not None and closed.variant not in learners:
+                return
+            if closed.info and "charges" in closed.info:
+                info = {k: v for k, v in closed.info.items() if k != "charges"}
+                closed = dataclasses.replace(closed, info=info)
+        teach(self.policy, closed, self.experiments.learners)
+        self.experiments.observe(closed)
+        self.counters.learnt_impressions += 1
 
     def learn_gap(self, resume_from: str) -> None:
         """The learning log lost entries this replica needed: learn what closed since its
@@ -445,23 +476,22 @@ class Engine:
                 return
             self.clock = now
             closed: list[ClosedImpression] = []
-            if self.learning is None:
+            if self.fleet is None:
                 outcomes = self.ledger.settle(
                     self.policy, now, self.experiments.learners, self._closed_and_learnt
                 )
-            else:  # taught when read back from the shared learning log, in its order
+            else:  # taught when read back from the fleet log, in its order
                 closed = self.ledger.close_impressions(now)
                 outcomes = []
                 for one in closed:
-                    self._closed(one)
+                    self.timeline.closed(one.variant or self.policy.spec, one)
                     outcomes += one.outcomes
         if closed:
             self.writer.rewards(outcome_rewards(outcomes))
-            if not self.learning.publish(closed):  # type: ignore[union-attr]
+            if not self.fleet.publish(closed):  # type: ignore[union-attr]
                 with self.lock:  # Redis is down: learn here now, the others later
                     for one in closed:
-                        teach(self.policy, one, self.experiments.learners)
-                        self.counters.learnt_impressions += 1
+                        self._learn_closed(one)
         elif outcomes:
             self.writer.rewards(outcome_rewards(outcomes))
         if outcomes:
@@ -473,13 +503,11 @@ class Engine:
                 self.snapshot()
 
     def _closed_and_learnt(self, closed: ClosedImpression) -> None:
-        self._closed(closed)
-        self.counters.learnt_impressions += 1
-
-    def _closed(self, closed: ClosedImpression) -> None:
-        """An impression's window closed: its A/B test and the dashboard's tallies see it."""
+        """A single server's impression closed and was learnt: its A/B test and the
+        dashboard's tallies see it."""
         self.experiments.observe(closed)
         self.timeline.closed(closed.variant or self.policy.spec, closed)
+        self.counters.learnt_impressions += 1
 
     def purge(self) -> tuple[int, int]:
         """Apply the retention period: delete what is older, by the event clock."""
@@ -520,6 +548,7 @@ class Engine:
         self.state.forget_user(user_id)
         with self.lock:
             dropped = self.ledger.forget_user(user_id)
+        self._share("forget", {"user": user_id})  # the others' open impressions of the user
         self.counters.events -= result.events
         return {
             "events": result.events,
@@ -639,10 +668,10 @@ class Engine:
             }
 
     def _learning(self) -> dict[str, object]:
-        """How the policy learns: alone, or with the replicas sharing its learning log."""
+        """How the policy learns: alone, or with the replicas sharing its fleet log."""
         return {
-            "shared": self.learning is not None,
-            "learned_through": self.learned_through if self.learning is not None else None,
+            "shared": self.fleet is not None,
+            "learned_through": self.learned_through if self.fleet is not None else None,
             "impressions_learnt": self.counters.learnt_impressions,
             "digest": self.policy_digest(),
         }
@@ -653,15 +682,49 @@ class Engine:
             return self.experiments.arm_for(user_id, placement)
 
     def start_experiment(self, test: SplitTest, preview: dict[str, object] | None = None) -> None:
-        """Run a test `experiments.prepare` made (ValueError naming the field)."""
+        """Run a test `experiments.prepare` made (ValueError naming the field), here and on
+        every replica."""
         with self.lock:
             self.experiments.start(test)
             if preview is not None:
                 self.experiments.previews[test.experiment.name] = preview
+        self._share("experiment", {"experiment": test.experiment.state_dict(), "preview": preview})
+
+    def stop_experiment(self, name: str) -> Experiment:
+        with self.lock:
+            experiment = self.experiments.stop(name)
+        self._share("stop", {"name": name})
+        self.snapshot()
+        return experiment
 
     def promote(self, name: str, variant: str) -> Experiment:
         """Stop the test and make the variant the service's: its policy (with what it has
-        learned), its rules, its model version (made current, as a rollback would)."""
+        learned), its rules, its model version (made current, as a rollback would). Among
+        replicas, at its turn in the fleet log, everywhere: it changes which policy learns."""
+        experiment = self.experiments.get(name)  # KeyError: no such test
+        if variant not in {v.name for v in experiment.variants}:
+            names = ", ".join(v.name for v in experiment.variants)
+            raise ValueError(f"variant: {variant!r} is not one of {names}")
+        body = {"name": name, "variant": variant}
+        entry = None if self.fleet is None else self.fleet.publish_change("promote", body, False)
+        if entry is None:  # alone, or Redis is down (then it is sent later, as done here)
+            return self._promote(name, variant)
+        self._wait_applied(entry)
+        return self.experiments.get(name)
+
+    def _wait_applied(self, entry_id: str) -> None:
+        """Until this replica has applied the fleet log up to `entry_id` (or APPLY_WAIT_S)."""
+        from equilibra.service.fleet_log import stream_id
+
+        wanted = stream_id(entry_id)
+        with self._applied:
+            done = self._applied.wait_for(
+                lambda: stream_id(self.learned_through) >= wanted, timeout=APPLY_WAIT_S
+            )
+        if not done:
+            log.warning("fleet log: %s not applied here within %.0f s", entry_id, APPLY_WAIT_S)
+
+    def _promote(self, name: str, variant: str) -> Experiment:
         with self.lock:
             experiment, chosen, arm = self.experiments.promote(name, variant)
             if chosen.policy is not None and arm.policy is not self.policy:
@@ -677,6 +740,63 @@ class Engine:
             self.load_model()
         self.snapshot()
         return experiment
+
+    # --- changes every replica applies -------------------------------------------------------
+    def upsert_items(self, items: pd.DataFrame) -> int:
+        """Validated item rows: into the store and the catalogue, here and on every replica."""
+        written = self.store.upsert_items(items)
+        self.catalog.upsert_frame(items)
+        if self.fleet is not None:
+            records = items.astype(object).where(items.notna(), None).to_dict("records")
+            self._share("items", {"items": records})
+        return written
+
+    def add_rule(self, rule: Rule) -> None:
+        with self.lock:
+            self.rules[rule.id] = rule
+        self._share("rule", rule.to_json())
+
+    def delete_rule(self, rule_id: str) -> bool:
+        with self.lock:
+            found = self.rules.pop(rule_id, None) is not None
+        if found:
+            self._share("unrule", {"id": rule_id})
+        return found
+
+    def _share(self, kind: str, body: Mapping[str, Any]) -> None:
+        """A change made here, for the other replicas (fleet_log.py)."""
+        if self.fleet is not None:
+            self.fleet.publish_change(kind, body, applied=True)
+
+    def _apply_change(self, kind: str, body: Mapping[str, Any]) -> None:
+        """Another replica's change (or this one's promotion, at its turn in the log)."""
+        if kind == "items":
+            self.catalog.upsert_frame(pd.DataFrame(list(body["items"])))
+        elif kind == "rule":
+            rule = Rule.from_json(body)
+            self.rules[rule.id] = rule
+        elif kind == "unrule":
+            self.rules.pop(str(body["id"]), None)
+        elif kind == "forget":
+            self.ledger.forget_user(str(body["user"]))
+        elif kind == "experiment":
+            experiment = Experiment.from_state(body["experiment"])
+            self._start_here(experiment, body.get("preview"))
+        elif kind == "stop":
+            self.experiments.stop(str(body["name"]))
+        elif kind == "promote":
+            self._promote(str(body["name"]), str(body["variant"]))
+        else:
+            log.warning("fleet log: unknown change %r ignored (a newer replica's?)", kind)
+
+    def _start_here(self, experiment: Experiment, preview: dict[str, object] | None) -> None:
+        """An A/B test another replica started (ValueError when it cannot run here)."""
+        with self.lock:
+            if experiment.name in self.experiments.tests:
+                return
+            self.experiments.start(self.experiments.prepare(experiment, self.policy))
+            if preview is not None:
+                self.experiments.previews[experiment.name] = preview
 
     @staticmethod
     def new_impression_id() -> str:

@@ -85,9 +85,7 @@ class Experiments:
             raise ValueError(f"name: an experiment {experiment.name!r} exists already")
         self.tests[experiment.name] = test
         for variant in experiment.variants:
-            self._rules[experiment.key(variant)] = tuple(
-                Rule(**_rule_fields(r)) for r in variant.rules
-            )
+            self._rules[experiment.key(variant)] = tuple(Rule.from_json(r) for r in variant.rules)
         self._load_models()
         log.info("experiment %s started: %s", experiment.name, experiment.summary()["variants"])
 
@@ -268,10 +266,3 @@ class Experiments:
                 else "all of it",
             }
         return out
-
-
-def _rule_fields(saved: Mapping[str, Any]) -> dict[str, Any]:
-    fields = dict(saved)
-    for name in ("items", "categories"):
-        fields[name] = tuple(fields.get(name, ()))
-    return fields

@@ -33,9 +33,7 @@ def post_items(items: list[ItemIn], request: Request) -> Upserted:
     if not items:
         return Upserted(upserted=0)
     valid = _validated("items", items, validate_items)
-    written = engine.store.upsert_items(valid)
-    engine.catalog.upsert_frame(valid)
-    return Upserted(upserted=written)
+    return Upserted(upserted=engine.upsert_items(valid))
 
 
 @router.post("/users", response_model=Upserted, summary="Insert or update users")

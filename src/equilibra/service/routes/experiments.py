@@ -93,10 +93,7 @@ def get_experiment(name: str, request: Request) -> dict[str, Any]:
 def stop_experiment(name: str, request: Request) -> dict[str, Any]:
     _found(request, name)
     engine = engine_of(request)
-    with engine.lock:
-        experiment = engine.experiments.stop(name)
-    engine.snapshot()
-    return _view(request, experiment)
+    return _view(request, engine.stop_experiment(name))
 
 
 @router.post(

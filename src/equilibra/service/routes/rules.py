@@ -41,12 +41,12 @@ def list_rules(request: Request) -> list[dict[str, object]]:
 @router.post("/rules", dependencies=[Depends(require_admin)], status_code=201)
 def add_rule(body: RuleIn, request: Request) -> dict[str, object]:
     rule = make_rule(body)
-    engine_of(request).rules[rule.id] = rule
+    engine_of(request).add_rule(rule)
     return rule_dict(rule)
 
 
 @router.delete("/rules/{rule_id}", dependencies=[Depends(require_admin)])
 def delete_rule(rule_id: str, request: Request) -> dict[str, object]:
-    if engine_of(request).rules.pop(rule_id, None) is None:
+    if not engine_of(request).delete_rule(rule_id):
         raise HTTPException(404, f"rule_id: no rule {rule_id!r}")
     return {"deleted": rule_id}

@@ -1,4 +1,4 @@
-"""The shared learning log (service/learning_log.py): closed impressions survive the trip
+"""The fleet log (service/fleet_log.py): closed impressions survive the trip
 through JSON exactly, and a replica that closes impressions while Redis is down learns them at
 once, then passes them on, so the fleet ends in one state."""
 
@@ -136,3 +136,73 @@ def test_impressions_closed_while_redis_is_down_are_learnt_here_then_by_the_flee
             assert fleet[0]["digest"] == fleet[1]["digest"] == alone["digest"], fleet
     finally:
         redis.stop()
+
+
+def test_admin_changes_made_on_one_replica_reach_the_others(tmp_path: Path, redis_server) -> None:
+    """Items, rules and A/B tests posted to one replica change what the others serve; a
+    promotion on either one changes the policy of both."""
+
+    def settings(name: str):  # type: ignore[no-untyped-def]
+        return load_settings(
+            None,
+            environ={},
+            db=f"sqlite:///{tmp_path / f'{name}.db'}",
+            model_dir=str(tmp_path / f"model-{name}"),
+            admin_key="admin-key",
+            redis=redis_server.url,
+            redis_prefix=f"changes{tmp_path.name[-12:]}",
+            replica=name,
+            policy="greedy",
+        )
+
+    seed = [
+        {"user_id": f"u{u}", "item_id": f"pop{j}", "type": "view", "timestamp": T0 + u + j}
+        for u in range(20)
+        for j in range(6)
+    ]
+
+    def shown(client: TestClient) -> list[str]:
+        answer = client.post("/v1/recommend", json={"user_id": "probe", "k": 4}, headers=ADMIN)
+        return [i["item_id"] for i in answer.json()["items"]]
+
+    def policy(client: TestClient) -> str:
+        return str(client.get("/v1/exploration", headers=ADMIN).json()["policy"])
+
+    def eventually(check, within_s: float = 5.0) -> bool:  # type: ignore[no-untyped-def]
+        deadline = time.time() + within_s
+        while not check() and time.time() < deadline:
+            time.sleep(0.05)
+        return bool(check())
+
+    with (
+        TestClient(create_app(settings("a"), background=False)) as a,
+        TestClient(create_app(settings("b"), background=False)) as b,
+    ):
+        for client in (a, b):
+            assert client.post("/v1/events", json=seed, headers=ADMIN).status_code == 200
+        top = shown(b)[0]
+        # An item out of stock, posted to a: b stops showing it.
+        item = {"item_id": top, "available": False}
+        assert a.post("/v1/items", json=[item], headers=ADMIN).status_code == 200
+        assert eventually(lambda: top not in shown(b)), shown(b)
+        # A rule posted to b: a lists and applies it; deleted on a: gone from b.
+        rule = {"id": "no-pop1", "action": "exclude", "items": ["pop1"]}
+        assert b.post("/v1/rules", json=rule, headers=ADMIN).status_code == 201
+        assert eventually(lambda: "pop1" not in shown(a))
+        assert [r["id"] for r in a.get("/v1/rules", headers=ADMIN).json()] == ["no-pop1"]
+        assert a.delete("/v1/rules/no-pop1", headers=ADMIN).status_code == 200
+        assert eventually(lambda: b.get("/v1/rules", headers=ADMIN).json() == [])
+        # An A/B test started on a runs on b; promoted on b, its winner serves on both.
+        variants = [
+            {"name": "control", "share": 0.5},
+            {"name": "egreedy", "share": 0.5, "policy": "egreedy:0.2"},
+        ]
+        test = {"name": "explore-more", "variants": variants}
+        assert a.post("/v1/experiments", json=test, headers=ADMIN).status_code == 201
+        path = "/v1/experiments/explore-more"
+        assert eventually(lambda: b.get(path, headers=ADMIN).status_code == 200)
+        promoted = b.post(f"{path}/promote", json={"variant": "egreedy"}, headers=ADMIN)
+        assert promoted.status_code == 200, promoted.text
+        assert policy(b).startswith("egreedy")  # applied at its turn in the log, then answered
+        assert eventually(lambda: policy(a).startswith("egreedy"))
+        assert a.get(path, headers=ADMIN).json()["promoted"] == "egreedy"
