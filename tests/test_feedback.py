@@ -120,3 +120,43 @@ def test_without_impression_id_the_latest_shown_impression_by_time_is_credited()
     assert earned == {"later": 1.0, "earlier": 0.0}
     with pytest.raises(ValueError, match="cap"):
         RewardConfig.parse("cap=nan")
+
+
+def test_an_adopted_impression_counts_each_event_once_and_leaves_the_others_alone() -> None:
+    """`adopt`: another replica's open impressions with the events since, attributed to them
+    alone; the same event offered again (the feedback bus) is not counted twice."""
+    ledger = FeedbackLedger(window_s=60.0)
+    ledger.record("own", "u1", 100.0, ["a", "b"], np.array([0.1, 0.1]))
+    gone = pd.DataFrame(
+        {
+            "impression_id": ["theirs", "theirs"],
+            "user_id": ["u1", "u1"],
+            "timestamp": [110.0, 110.0],
+            "position": [1, 2],
+            "item_id": ["b", "c"],
+            "prior": [0.1, 0.1],
+            "exposure": [1.0, 1.0],
+            "policy": ["greedy", "greedy"],
+            "explore": [False, False],
+            "segment": ["known", "known"],
+            "placement": ["", ""],
+            "variant": [None, None],
+        }
+    )
+    events = pd.DataFrame(
+        {
+            "user_id": ["u1"],
+            "item_id": ["c"],
+            "event_type": ["click"],
+            "timestamp": [120.0],
+            "value": [None],
+            "impression_id": [None],
+        }
+    )
+    assert ledger.adopt(gone, events) == 1
+    assert ledger.adopt(gone, events) == 0  # already open here
+    assert not ledger.observe("u1", "c", "click", 120.0)  # the bus offers the same click again
+    assert ledger.observe("u1", "c", "click", 125.0)  # a second click is a second click
+    rewards = {(o.impression_id, o.item): o.raw_reward for o in ledger.close(1_000.0)}
+    assert rewards == {("own", "a"): 0.0, ("own", "b"): 0.0, ("theirs", "b"): 0.0,
+                       ("theirs", "c"): 2.0}  # fmt: skip

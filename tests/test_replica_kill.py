@@ -99,3 +99,63 @@ def test_kill_9_loses_no_acknowledged_event_and_no_reward(tmp_path: Path, redis_
             if server.poll() is None:
                 server.send_signal(signal.SIGTERM)
                 server.wait(timeout=20)
+
+
+def test_a_replica_that_never_comes_back_is_adopted(tmp_path: Path, redis_server) -> None:
+    """Killed for good: once its heartbeat expires the surviving replica adopts its open
+    impression, with the click that reached the fleet meanwhile, and credits it once."""
+    from conftest import POSTGRES_URL
+
+    url = str(POSTGRES_URL)
+    _postgres_store().close()  # empty tables
+    settings = {
+        "EQUILIBRA_DB": url,
+        "EQUILIBRA_REDIS": redis_server.url,
+        "EQUILIBRA_REDIS_PREFIX": f"adopt{uuid.uuid4().hex[:8]}",
+        "EQUILIBRA_MODEL_DIR": str(tmp_path / "model"),
+        "EQUILIBRA_ADMIN_KEY": KEY,
+        "EQUILIBRA_POLICY": "greedy",
+        "EQUILIBRA_ATTRIBUTION_WINDOW": "60",
+        "EQUILIBRA_REPLICA_TTL": "2",
+    }
+    one_port, two_port = free_port(), free_port()
+    one = serve_process({**settings, "EQUILIBRA_REPLICA": "one"}, one_port, start_within_s=60)
+    two = serve_process({**settings, "EQUILIBRA_REPLICA": "two"}, two_port, start_within_s=60)
+    try:
+        now = time.time()
+        events = [
+            {"user_id": f"u{u}", "item_id": f"pop{j}", "type": "view", "timestamp": now + u + j}
+            for u in range(20)
+            for j in range(4)
+        ]
+        call(one_port, "/v1/events", events)
+        shown = call(one_port, "/v1/recommend", {"user_id": "buyer", "k": 3, "timestamp": now + 50})
+        impression, clicked = shown["impression_id"], shown["items"][0]["item_id"]
+        deadline = time.time() + 5
+        while len(_store_rows(url, impression)) < 3 and time.time() < deadline:
+            time.sleep(0.05)
+        one.send_signal(signal.SIGKILL)  # and it never comes back
+        one.wait(timeout=10)
+        click = {"user_id": "buyer", "item_id": clicked, "type": "click",
+                 "timestamp": now + 60, "impression_id": impression}  # fmt: skip
+        call(two_port, "/v1/events", [click])
+        later = {"user_id": "later", "item_id": "pop1", "type": "view", "timestamp": now + 200}
+        call(two_port, "/v1/events", [later])  # the window has passed: only an owner can close it
+        deadline = time.time() + 15  # a 2 s heartbeat, renewed every 0.7 s
+        while time.time() < deadline:
+            rows = _store_rows(url, impression)
+            if rows.notna().all():
+                break
+            time.sleep(0.2)
+        assert rows[clicked] == 1.0 and rows.drop(clicked).eq(0.0).all(), rows
+        with open_store(url) as store:
+            log = store.impressions_frame()
+        assert set(log[log["impression_id"] == impression]["replica"]) == {"two"}
+        assert rewarded(two_port) == 1  # credited once, by the adopter
+        time.sleep(1.0)  # a second look finds nothing more to adopt, and counts nothing twice
+        assert rewarded(two_port) == 1
+    finally:
+        for server in (one, two):
+            if server.poll() is None:
+                server.send_signal(signal.SIGTERM)
+                server.wait(timeout=20)

@@ -214,6 +214,20 @@ def test_impression_log_round_trips_windows_and_takes_rewards_back(store):
     assert store.stats().impressions == 3
 
 
+def test_open_impressions_of_a_gone_replica_are_reassigned_once(store):
+    store.append_impressions(
+        impression_rows("x", "u1", 1767000000, ["a", "b"]).assign(replica="r1")
+    )
+    store.append_impressions(
+        impression_rows("y", "u2", 1767000100, ["c"], reward=1.0).assign(replica="r1")
+    )
+    store.append_impressions(impression_rows("z", "u3", 1767000200, ["d"]).assign(replica="r2"))
+    assert store.reassign_open_impressions("r1", "r3") == 2  # x's two rows; y is closed
+    assert store.reassign_open_impressions("r1", "r2") == 0  # a second adopter finds none
+    owners = store.impressions_frame().groupby("impression_id")["replica"].first().to_dict()
+    assert owners == {"x": "r3", "y": "r1", "z": "r2"}
+
+
 def test_a_store_of_schema_one_gains_the_impression_log_columns(tmp_path):
     import sqlite3
 

@@ -108,6 +108,9 @@ class PendingImpression:
     info: Mapping[str, object] | None = None  # what the policy noted when it drew the slate
     variant: str | None = None  # the A/B test arm that served it (its policy learns from it)
     earned: np.ndarray = field(init=False)
+    # The events already attributed to it, where it may be offered the same one twice (an
+    # adopted impression: the store's events and the feedback bus overlap). None: not kept.
+    seen: set[tuple[object, ...]] | None = field(init=False, default=None)
     # What happened on it, by event type (and `revenue`: purchase values): A/B test metrics.
     kinds: dict[str, float] = field(init=False, default_factory=dict)
 
@@ -360,6 +363,11 @@ class FeedbackLedger:
         ):
             self.unattributed += 1
             return False
+        if pending.seen is not None:
+            key = (item, event_type, timestamp, value)
+            if key in pending.seen:
+                return False  # this very event was counted already
+            pending.seen.add(key)
         pending.earned[pending.items.index(item)] += self.config.value(event_type, value)
         kinds = pending.kinds
         kinds[event_type] = kinds.get(event_type, 0.0) + 1.0
@@ -451,12 +459,28 @@ class FeedbackLedger:
             outcomes += closed.outcomes
         return outcomes
 
-    def reopen(self, impressions: pd.DataFrame, events: pd.DataFrame) -> int:
+    def adopt(self, impressions: pd.DataFrame, events: pd.DataFrame) -> int:
+        """Take over another replica's open impressions (rows of the impression log), with
+        every event since the earliest of them, attributed to them alone; an event offered
+        again later (by the feedback bus) is not counted twice. -> impressions adopted."""
+        staging = FeedbackLedger(self.config, self.window_s, self.exposure)
+        fresh = impressions[~impressions[C.impression_id].astype(str).isin(self._open)]
+        adopted = staging.reopen(fresh, events, remember=True)
+        for impression_id, pending in staging._open.items():
+            self._open[impression_id] = pending
+            self._by_user.setdefault(pending.user_id, []).append(impression_id)
+            due = pending.timestamp + self.window_s
+            heapq.heappush(self._due, (due, next(self._order), impression_id))
+        return adopted
+
+    def reopen(
+        self, impressions: pd.DataFrame, events: pd.DataFrame, remember: bool = False
+    ) -> int:
         """Rebuild the open impressions after a restart, from the store.
 
         `impressions`: rows of the impression log whose reward is not written yet;
-        `events`: every event since the earliest of them, in time order. Returns how many
-        impressions were reopened."""
+        `events`: every event since the earliest of them, in time order; `remember`: keep
+        what each attributed (see `adopt`). Returns how many impressions were reopened."""
         if impressions.empty:
             return 0
         rows = impressions.sort_values([C.timestamp, C.impression_id, C.position], kind="stable")
@@ -485,6 +509,8 @@ class FeedbackLedger:
                 variant=_text(first.get(C.variant)) or None,
             )
             reopened += 1
+            if remember:
+                self._open[str(impression_id)].seen = set()
         ordered = events.sort_values(C.timestamp, kind="stable")
         has_impression = C.impression_id in ordered
         has_value = C.value in ordered

@@ -26,6 +26,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from equilibra import __version__
 from equilibra.errors import EquilibraError
+from equilibra.service.adoption import Adoption
 from equilibra.service.dashboard import views
 from equilibra.service.dashboard.access import Access
 from equilibra.service.dashboard.background import Refreshing
@@ -66,6 +67,17 @@ def _feedback_bus(engine: Engine) -> FeedbackBus | None:
     return bus
 
 
+def _adoption(engine: Engine) -> Adoption | None:
+    """Named replicas on Redis keep a heartbeat, and adopt the open impressions of those
+    whose heartbeat stops (service/adoption.py); announced before the engine reopens its own."""
+    settings = engine.settings
+    if settings.redis is None or settings.replica is None:
+        return None
+    adoption = Adoption(engine, settings.redis, settings.redis_prefix, settings.replica_ttl)
+    adoption.announce(wait_s=4 * settings.replica_ttl)
+    return adoption
+
+
 def _fleet_log(engine: Engine) -> FleetLog | None:
     """Replicas on one Redis learn every closed impression and apply every admin change, in
     one order (fleet_log.py); started before serving, so a restarted replica has caught up
@@ -104,6 +116,7 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         own = engine or Engine(settings)
+        adoption = _adoption(own)
         own.start()
         # What start built (the catalogue, replayed histories: ~800 k objects on a RetailRocket
         # sized shop) lives as long as the server; a full collection would walk it all again
@@ -129,6 +142,8 @@ def create_app(
         if trainer is not None:
             trainer.start()
         fleet = _fleet_log(own)
+        if adoption is not None:
+            adoption.start()
         bus = _feedback_bus(own)
         stream = _event_stream(app, own)
         try:
@@ -143,6 +158,8 @@ def create_app(
                 bus.stop()
             if trainer is not None:
                 trainer.stop()
+            if adoption is not None:
+                adoption.stop()
             if fleet is not None:
                 own.fleet = None  # what closes from now on is learnt here, as alone
                 fleet.stop()

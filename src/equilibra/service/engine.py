@@ -325,6 +325,30 @@ class Engine:
         with self._applied:
             self._applied.notify_all()
 
+    def adopt(self, replica: str) -> int:
+        """Take over a replica that is gone (service/adoption.py): its open impressions become
+        this one's, in the store and in the ledger, with the feedback that reached the fleet
+        meanwhile; they are credited, once, when their windows close. -> impressions adopted.
+
+        Under both locks: no event is stored without being attributed while the store is
+        read, so each is counted once (the ledger drops a second offer by the feedback bus)."""
+        me = self.settings.replica
+        if me is None or replica == me:
+            return 0
+        with self.ingest_lock, self.lock:
+            if not self.store.reassign_open_impressions(replica, me):
+                return 0
+            rows = self.store.impressions_frame(open_only=True)
+            rows = rows[rows[C.replica] == me]
+            if rows.empty:
+                return 0
+            events = self.store.events_frame(since=float(rows[C.timestamp].min()))
+            adopted = self.ledger.adopt(rows, events)
+            self.clock = max(self.clock, float(rows[C.timestamp].max()))
+        log.warning("adopted %d open impressions of replica %s, which is gone", adopted, replica)
+        self.advance(self.clock, force=True)  # those whose window has passed close now
+        return adopted
+
     def _learn_closed(self, closed: ClosedImpression, mine: bool = True) -> None:
         """Teach one closed impression (a fleet log entry) and count it in its A/B test."""
         if not mine:
@@ -469,12 +493,13 @@ class Engine:
                 self.ledger.observe(str(user), str(item), str(kind), float(stamp), value, shown)
         self.advance(max(float(e[3]) for e in events))
 
-    def advance(self, now: float) -> None:
-        """Move the clock; close what is due (the policy learns, rewards are written back)."""
+    def advance(self, now: float, force: bool = False) -> None:
+        """Move the clock; close what is due (the policy learns, rewards are written back).
+        `force`: close what is due at the current clock even if `now` does not move it."""
         with self.lock:
-            if now <= self.clock:
+            if now <= self.clock and not force:
                 return
-            self.clock = now
+            now = self.clock = max(now, self.clock)
             closed: list[ClosedImpression] = []
             if self.fleet is None:
                 outcomes = self.ledger.settle(

@@ -24,7 +24,9 @@ period=3600`, see `explore/budget.py`; default `checkout=0`), `EQUILIBRA_EXPLORE
 `EQUILIBRA_REDIS_STREAM` (a Redis stream whose entries' `event` field is an event as `POST
 /v1/events` takes it, in JSON: read beside the API, see `service/stream.py`; needs EQUILIBRA_REDIS),
 `EQUILIBRA_REPLICA` (this replica's stable name among several sharing one store: it owns the
-impressions it serves and, after a restart, reopens and relearns only those; unset: one server).
+impressions it serves and, after a restart, reopens and relearns only those; unset: one server),
+`EQUILIBRA_REPLICA_TTL` (seconds without a heartbeat after which another replica adopts a named
+replica's open impressions, 30; see `service/adoption.py`).
 """
 
 from __future__ import annotations
@@ -60,6 +62,9 @@ class Settings(BaseModel):
     # host:port): it owns the impressions it serves, and only it reopens and relearns them
     # after a restart. Unset: one server, which owns every impression.
     replica: str | None = Field(None, min_length=1, max_length=200)
+    # Seconds without a heartbeat after which a named replica on Redis counts as gone, and
+    # another adopts its open impressions (service/adoption.py).
+    replica_ttl: float = Field(30.0, gt=0, le=86_400)
     attribution_window: float = Field(1800.0, ge=0)
     reward: str = "click=1,add_to_cart=2,purchase=5,revenue=0"
     candidates: int = Field(100, ge=1, le=10_000)  # per generator

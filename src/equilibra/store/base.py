@@ -92,6 +92,12 @@ class Store(ABC):
         `impression_id, position, reward` per row. Returns the number of rows updated."""
 
     @abstractmethod
+    def reassign_open_impressions(self, replica: str, to: str) -> int:
+        """Make the impressions `replica` served whose reward is not written yet `to`'s (a
+        replica adopting one that is gone); -> rows changed. Atomic: of two replicas adopting
+        the same one, the second finds nothing left."""
+
+    @abstractmethod
     def purge_before(self, timestamp: float) -> tuple[int, int]:
         """Delete events and impressions older than `timestamp`; -> (events, impressions)."""
 

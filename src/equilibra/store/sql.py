@@ -338,6 +338,14 @@ class SqlStore(Store):
                 changed += max(cur.rowcount, 0)
         return changed
 
+    def reassign_open_impressions(self, replica: str, to: str) -> int:
+        statement = self._sql(
+            f"UPDATE impressions SET {C.replica} = ? WHERE {C.replica} = ? AND {C.reward} IS NULL"
+        )
+        with self._transaction() as cur:
+            cur.execute(statement, (to, replica))
+            return max(cur.rowcount, 0)
+
     def purge_before(self, timestamp: float) -> tuple[int, int]:
         """Delete events and impressions older than `timestamp` (a retention period)."""
         counts = []
