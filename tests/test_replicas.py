@@ -248,3 +248,61 @@ def test_replicas_share_one_policy_and_give_the_same_propensities(
         for server in servers:
             server.send_signal(signal.SIGTERM)
             server.wait(timeout=20)
+
+
+def test_a_click_without_an_impression_id_is_credited_once_among_replicas(
+    tmp_path: Path, redis_server
+) -> None:
+    """Both replicas showed the item to the user; the click names no impression: only the
+    latest impression (design.md's rule), on whichever replica served it, earns it."""
+    from conftest import POSTGRES_URL
+
+    _postgres_store().close()  # empty tables
+    settings = {
+        "EQUILIBRA_DB": str(POSTGRES_URL),
+        "EQUILIBRA_REDIS": redis_server.url,
+        "EQUILIBRA_REDIS_PREFIX": f"shown{uuid.uuid4().hex[:8]}",
+        "EQUILIBRA_MODEL_DIR": str(tmp_path / "model"),
+        "EQUILIBRA_ADMIN_KEY": KEY,
+        "EQUILIBRA_POLICY": "greedy",
+        "EQUILIBRA_ATTRIBUTION_WINDOW": "60",
+    }
+    ports = [free_port(), free_port()]
+    servers = [
+        serve_process({**settings, "EQUILIBRA_REPLICA": name}, port, start_within_s=60)
+        for name, port in zip(["one", "two"], ports, strict=True)
+    ]
+    try:
+        now = time.time()
+        events = [
+            {"user_id": f"u{u}", "item_id": f"pop{j}", "type": "view", "timestamp": now + u + j}
+            for u in range(20)
+            for j in range(4)
+        ]
+        call(ports[0], "/v1/events", events)
+        request = {"user_id": "shopper", "k": 3}
+        first = call(ports[0], "/v1/recommend", {**request, "timestamp": now + 100})
+        second = call(ports[1], "/v1/recommend", {**request, "timestamp": now + 105})
+        both = {i["item_id"] for i in first["items"]} & {i["item_id"] for i in second["items"]}
+        clicked = sorted(both)[0]
+        click = {"user_id": "shopper", "item_id": clicked, "type": "click", "timestamp": now + 110}
+        call(ports[0], "/v1/events", [click])  # to the replica whose impression is the older
+        later = {"user_id": "later", "item_id": "pop1", "type": "view", "timestamp": now + 300}
+        for port in ports:
+            call(port, "/v1/events", [{**later, "user_id": f"later{port}"}])
+        deadline = time.time() + 10
+        while time.time() < deadline:
+            with open_store(str(POSTGRES_URL)) as store:
+                log = store.impressions_frame()
+            mine = log[log["user_id"] == "shopper"]
+            if len(mine) == 6 and mine["reward"].notna().all():
+                break
+            time.sleep(0.2)
+        earned = mine.set_index(["impression_id", "item_id"])["reward"]
+        assert earned[(second["impression_id"], clicked)] == 1.0, earned
+        assert earned.sum() == 1.0, earned  # the older impression earns nothing
+        assert rewarded(ports[0]) + rewarded(ports[1]) == 1
+    finally:
+        for server in servers:
+            server.send_signal(signal.SIGTERM)
+            server.wait(timeout=20)

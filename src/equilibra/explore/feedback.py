@@ -287,6 +287,10 @@ class FeedbackLedger:
     def __len__(self) -> int:
         return len(self._open)
 
+    def __contains__(self, impression_id: object) -> bool:
+        """Is this impression open here?"""
+        return impression_id in self._open
+
     def record(
         self,
         impression_id: str,

@@ -48,6 +48,7 @@ from equilibra.service.experiments import Arm, Experiments
 from equilibra.service.fleet_log import CLOSED, Entry
 from equilibra.service.model import ServingModel
 from equilibra.service.settings import Settings
+from equilibra.service.shown_index import ShownIndex
 from equilibra.service.writer import ImpressionWriter
 from equilibra.store import Store, open_store
 
@@ -119,6 +120,9 @@ class Engine:
         self._snapshot_at = 0.0  # monotonic time of the last snapshot
         self._promoted = False  # the policy is an experiment's winner, not the configured one
         self.bus: FeedbackPublisher | None = None  # replicas: feedback_bus.FeedbackBus
+        self.shown: ShownIndex | None = None  # replicas: who showed what (shown_index.py)
+        if settings.redis is not None:
+            self.shown = ShownIndex(settings.redis, settings.redis_prefix, self.ledger.window_s)
         # Replicas on one Redis learn together (fleet_log.py): each closed impression is
         # taught, in the fleet log's order, to every replica's policy; admin changes travel
         # the same way.
@@ -465,23 +469,45 @@ class Engine:
             self.catalog.ensure(list(dict.fromkeys(str(row[2]) for row in fresh)))
             learnt = [(str(r[1]), str(r[2]), str(r[3]), float(r[4])) for r in fresh]
             self.state.learn_many(learnt)  # one round trip for the batch when it is shared
+            fresh = self._attribute(fresh)
             for (user, item, kind, stamp), (*_, value, impression) in zip(
                 learnt, fresh, strict=True
             ):
+                shown = None if is_missing(impression) else str(impression)
                 with self.lock:
+                    if shown is not None and self.shown is not None and shown not in self.ledger:
+                        continue  # another replica's impression: the feedback bus takes it there
                     self.ledger.observe(
                         user,
                         item,
                         kind,
                         stamp,
                         None if is_missing(value) else float(value),
-                        None if is_missing(impression) else str(impression),
+                        shown,
                     )
             if fresh:
                 if self.bus is not None:  # other replicas' open impressions may be answered
                     self.bus.publish(fresh)
                 self.advance(max(float(row[4]) for row in fresh))
         return result.accepted, result.duplicates
+
+    def _attribute(self, rows: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+        """Among replicas: the impression each rewarding event without one answers, from the
+        shown index (shown_index.py), so exactly one replica credits it."""
+        if self.shown is None:
+            return rows
+        value = self.ledger.config.value
+        wanted = [i for i, row in enumerate(rows) if is_missing(row[6]) and value(str(row[3])) > 0]
+        if not wanted:
+            return rows
+        found = self.shown.lookup(
+            [(str(rows[i][1]), str(rows[i][2]), float(rows[i][4])) for i in wanted]
+        )
+        rows = list(rows)
+        for i, impression in zip(wanted, found, strict=True):
+            if impression is not None:
+                rows[i] = (*rows[i][:6], impression)
+        return rows
 
     def observe_elsewhere(self, events: Sequence[Sequence[Any]]) -> None:
         """Events another replica stored — (user, item, type, time, value, impression) — for
@@ -648,6 +674,8 @@ class Engine:
             c.shown_slots[key] = c.shown_slots.get(key, 0) + len(slate)
             c.explore_slots[key] = c.explore_slots.get(key, 0) + int(slate.explore_flags.sum())
         self.timeline.shown(items)  # the dashboard's count: no need for the lock
+        if self.shown is not None:
+            self.shown.remember(user_id, items, impression_id, timestamp)
 
     def exploration(self) -> dict[str, object]:
         """What `GET /v1/exploration` answers: per placement and segment the rate and why (the
@@ -829,6 +857,8 @@ class Engine:
 
     def close(self) -> None:
         self.snapshot()
+        if self.shown is not None:
+            self.shown.close()
         self.writer.close()
         self.store.close()
         closing = getattr(self.state, "close", None)
