@@ -222,8 +222,8 @@ def test_open_impressions_of_a_gone_replica_are_reassigned_once(store):
         impression_rows("y", "u2", 1767000100, ["c"], reward=1.0).assign(replica="r1")
     )
     store.append_impressions(impression_rows("z", "u3", 1767000200, ["d"]).assign(replica="r2"))
-    assert store.reassign_open_impressions("r1", "r3") == 2  # x's two rows; y is closed
-    assert store.reassign_open_impressions("r1", "r2") == 0  # a second adopter finds none
+    assert store.reassign_open_impressions("r1", "r3") == ["x"]  # y is closed
+    assert store.reassign_open_impressions("r1", "r2") == []  # a second adopter finds none
     owners = store.impressions_frame().groupby("impression_id")["replica"].first().to_dict()
     assert owners == {"x": "r3", "y": "r1", "z": "r2"}
 

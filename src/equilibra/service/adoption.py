@@ -44,6 +44,9 @@ class Adoption(RedisWorker):
         self.every_s = ttl_s / 3
         self.registry = f"{prefix}:replicas"
         self.adopted = 0  # impressions adopted by this replica
+        # False while this replica starts: it only beats (a long start must not look like a
+        # death), and adopts nobody before its own ledger is rebuilt.
+        self.adopting = False
 
     def _alive(self, name: str) -> str:
         return f"{self.prefix}:alive:{name}"
@@ -72,11 +75,15 @@ class Adoption(RedisWorker):
         """Renew the heartbeat; adopt the replicas whose heartbeat has expired. -> adopted."""
         self.beat()
         adopted = 0
-        for name in sorted(self.client.smembers(self.registry)):  # type: ignore[arg-type]
+        names = sorted(self.client.smembers(self.registry)) if self.adopting else []  # type: ignore[arg-type]
+        for name in names:
             if name == self.me or self.client.exists(self._alive(name)):
                 continue
             if not self.client.set(self._lock(name), self.me, nx=True, px=4 * self.ttl_ms):
                 continue  # another replica is adopting it
+            if self.client.exists(self._alive(name)):  # it came back meanwhile
+                self.client.delete(self._lock(name))
+                continue
             try:
                 adopted += self.engine.adopt(name)
                 self.client.srem(self.registry, name)

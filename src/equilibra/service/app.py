@@ -75,6 +75,7 @@ def _adoption(engine: Engine) -> Adoption | None:
         return None
     adoption = Adoption(engine, settings.redis, settings.redis_prefix, settings.replica_ttl)
     adoption.announce(wait_s=4 * settings.replica_ttl)
+    adoption.start()  # beating only, until the engine has started
     return adoption
 
 
@@ -143,7 +144,7 @@ def create_app(
             trainer.start()
         fleet = _fleet_log(own)
         if adoption is not None:
-            adoption.start()
+            adoption.adopting = True
         bus = _feedback_bus(own)
         stream = _event_stream(app, own)
         try:

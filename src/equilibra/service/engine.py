@@ -16,6 +16,7 @@ import logging
 import threading
 import time
 import uuid
+from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -57,6 +58,7 @@ DAY = 86_400.0
 SNAPSHOT = "policy"  # the store's snapshot of the policy and what goes with it
 FLEET_SNAPSHOT = "policy/fleet"  # replicas learning together: the latest of any of them
 FLEET_START = "0-0"  # the fleet log's position before its first entry
+LEARNT_IDS_KEPT = 200_000  # impressions remembered as learnt, to learn none twice
 APPLY_WAIT_S = 10.0  # how long a change that waits for its turn in the fleet log may wait
 # What `ingest` reads of each event, in this order.
 _INGEST_COLUMNS = (C.event_id, C.user, C.item, C.event_type, C.timestamp, C.value, C.impression_id)
@@ -71,6 +73,10 @@ class Counters:
     rewarded_slots: int = 0
     closed_slots: int = 0
     learnt_impressions: int = 0  # closed impressions the policy learnt (any replica's)
+    # Shown items the policy learnt and those that earned something: the prior's centre, the
+    # same on replicas in step (closed_/rewarded_slots count what this replica closed).
+    learnt_slots: int = 0
+    learnt_rewarded_slots: int = 0
     explore_slots: dict[tuple[str, str], int] = field(default_factory=dict)
     shown_slots: dict[tuple[str, str], int] = field(default_factory=dict)
 
@@ -130,6 +136,8 @@ class Engine:
         self.fleet: FleetPublisher | None = None  # fleet_log.FleetLog
         self.learned_through = FLEET_START  # the last entry of that log applied here
         self._applied = threading.Condition()  # notified as `learned_through` moves
+        self._learnt_ids: set[str] = set()  # the latest impressions learnt (LEARNT_IDS_KEPT)
+        self._learnt_order: deque[str] = deque()
         self.origin = settings.replica or uuid.uuid4().hex  # this replica, in shared logs
         self._snapshot_clock: float | None = None
 
@@ -221,6 +229,7 @@ class Engine:
                 "closed_slots": c.closed_slots,
                 "rewarded_slots": c.rewarded_slots,
                 "rewards": c.rewards,
+                "learnt": [c.learnt_impressions, c.learnt_slots, c.learnt_rewarded_slots],
                 "promoted": self._promoted,
                 "experiments": self.experiments.state_dict(),
                 "learned_through": self.learned_through,
@@ -274,6 +283,7 @@ class Engine:
         c.closed_slots = int(state.get("closed_slots", 0))
         c.rewarded_slots = int(state.get("rewarded_slots", 0))
         c.rewards = int(state.get("rewards", 0))
+        self._restore_learnt(state)
         clock = float(state.get("clock", float("-inf")))
         log.info("policy restored from its snapshot (clock %s)", clock)
         return clock
@@ -298,10 +308,21 @@ class Engine:
             self.policy.controller.forget_spend()
         self._restore_rules(state)
         self.experiments.load_state_dict(state.get("experiments", {}), self.policy)
+        self._restore_learnt(state)
         self.learned_through = str(state.get("learned_through", FLEET_START))
         clock = float(state.get("clock", float("-inf")))
         log.info("joined the fleet's policy state (fleet log at %s)", self.learned_through)
         return clock
+
+    def _restore_learnt(self, state: Mapping[str, Any]) -> None:
+        """What the policy has learnt from, counted (older snapshots: what was closed here)."""
+        c = self.counters
+        saved = state.get("learnt") or [
+            0,
+            state.get("closed_slots", 0),
+            state.get("rewarded_slots", 0),
+        ]
+        c.learnt_impressions, c.learnt_slots, c.learnt_rewarded_slots = (int(v) for v in saved)
 
     def _restore_rules(self, state: Mapping[str, Any]) -> None:
         """Rules posted to the API live on in snapshots; the rules file's, read at start, win."""
@@ -315,16 +336,14 @@ class Engine:
         unknown here teaches nobody; what this replica applied itself is skipped."""
         with self.lock:
             for entry in entries:
-                if not entry.applied and entry.kind == CLOSED:
-                    for closed in entry.body:
-                        self._learn_closed(closed, mine=entry.mine)
-                elif not entry.applied:
-                    try:
+                try:
+                    if not entry.applied and entry.kind == CLOSED:
+                        for closed in entry.body:
+                            self._learn_closed(closed, mine=entry.mine)
+                    elif not entry.applied:
                         self._apply_change(entry.kind, entry.body)
-                    except Exception:  # one bad change must not stop the log
-                        log.exception(
-                            "fleet log: change %s %s not applied", entry.kind, entry.entry_id
-                        )
+                except Exception:  # one bad entry must not stop the log (nor be retried)
+                    log.exception("fleet log: entry %s (%s) skipped", entry.entry_id, entry.kind)
                 self.learned_through = entry.entry_id
         with self._applied:
             self._applied.notify_all()
@@ -340,10 +359,13 @@ class Engine:
         if me is None or replica == me:
             return 0
         with self.ingest_lock, self.lock:
-            if not self.store.reassign_open_impressions(replica, me):
+            moved = self.store.reassign_open_impressions(replica, me)
+            if not moved:
                 return 0
+            # Only those moved: this replica's own rows may still look open for a moment
+            # after it closed them (their rewards are written behind, service/writer.py).
             rows = self.store.impressions_frame(open_only=True)
-            rows = rows[rows[C.replica] == me]
+            rows = rows[rows[C.impression_id].astype(str).isin(moved)]
             if rows.empty:
                 return 0
             events = self.store.events_frame(since=float(rows[C.timestamp].min()))
@@ -354,7 +376,14 @@ class Engine:
         return adopted
 
     def _learn_closed(self, closed: ClosedImpression, mine: bool = True) -> None:
-        """Teach one closed impression (a fleet log entry) and count it in its A/B test."""
+        """Teach one closed impression (a fleet log entry) and count it in its A/B test; one
+        offered again (an append retried after a timeout Redis had in fact taken) is not."""
+        if closed.impression_id in self._learnt_ids:
+            return
+        self._learnt_ids.add(closed.impression_id)
+        self._learnt_order.append(closed.impression_id)
+        if len(self._learnt_order) > LEARNT_IDS_KEPT:
+            self._learnt_ids.discard(self._learnt_order.popleft())
         if not mine:
             learners = self.experiments.learners
             if closed.variant is not None and closed.variant not in learners:
@@ -364,7 +393,13 @@ class Engine:
                 closed = dataclasses.replace(closed, info=info)
         teach(self.policy, closed, self.experiments.learners)
         self.experiments.observe(closed)
-        self.counters.learnt_impressions += 1
+        self._count_learnt(closed)
+
+    def _count_learnt(self, closed: ClosedImpression) -> None:
+        c = self.counters
+        c.learnt_impressions += 1
+        c.learnt_slots += len(closed.outcomes)
+        c.learnt_rewarded_slots += sum(1 for o in closed.outcomes if o.raw_reward > 0)
 
     def learn_gap(self, resume_from: str) -> None:
         """The learning log lost entries this replica needed: learn what closed since its
@@ -558,7 +593,7 @@ class Engine:
         dashboard's tallies see it."""
         self.experiments.observe(closed)
         self.timeline.closed(closed.variant or self.policy.spec, closed)
-        self.counters.learnt_impressions += 1
+        self._count_learnt(closed)
 
     def purge(self) -> tuple[int, int]:
         """Apply the retention period: delete what is older, by the event clock."""
@@ -613,9 +648,9 @@ class Engine:
     def base_rate(self) -> float:
         """The reward rate per shown slot so far (the prior's centre), 0.05 until it is known."""
         c = self.counters
-        if c.closed_slots < 1000:
+        if c.learnt_slots < 1000:
             return 0.05
-        return float(min(max(c.rewarded_slots / c.closed_slots, 0.005), 0.3))
+        return float(min(max(c.learnt_rewarded_slots / c.learnt_slots, 0.005), 0.3))
 
     def segment(self, user_id: str) -> str:
         return self.segment_of(user_id, self.state.user(user_id))
@@ -808,12 +843,14 @@ class Engine:
         with self.lock:
             self.rules[rule.id] = rule
         self._share("rule", rule.to_json())
+        self.snapshot()  # it survives a restart from now on
 
     def delete_rule(self, rule_id: str) -> bool:
         with self.lock:
             found = self.rules.pop(rule_id, None) is not None
         if found:
             self._share("unrule", {"id": rule_id})
+            self.snapshot()
         return found
 
     def _share(self, kind: str, body: Mapping[str, Any]) -> None:

@@ -76,6 +76,10 @@ class FleetLog(RedisWorker):
         self.block_ms = block_ms
         self._unsent: deque[dict[str, str]] = deque(maxlen=UNSENT_LIMIT)
         self._unsent_lock = threading.Lock()
+        import redis
+
+        # Any failure of an append (an outage, a failover's READONLY, OOM): kept for later.
+        self._append_errors: tuple[type[Exception], ...] = (redis.RedisError,)
         self.published = 0  # entries this replica appended
         self.read = 0  # entries this replica read from the stream
 
@@ -103,7 +107,7 @@ class FleetLog(RedisWorker):
         try:
             self._send_unsent()
             entry_id = self.client.xadd(self.stream, fields, maxlen=KEEP, approximate=True)  # type: ignore[arg-type]
-        except self._errors as exc:
+        except self._append_errors as exc:
             with self._unsent_lock:
                 if not self._unsent:
                     log.warning(
@@ -146,8 +150,12 @@ class FleetLog(RedisWorker):
         kind = fields.get("kind", "")
         body: Any = None
         if not applied:  # what this replica did itself is not read again
-            data = json.loads(fields.get("body", "null"))
-            body = [ClosedImpression.from_json(d) for d in data] if kind == CLOSED else data
+            try:
+                data = json.loads(fields.get("body", "null"))
+                body = [ClosedImpression.from_json(d) for d in data] if kind == CLOSED else data
+            except (ValueError, TypeError, KeyError, IndexError) as exc:
+                log.error("fleet log: entry %s (%s) unreadable, skipped: %s", entry_id, kind, exc)
+                return Entry(entry_id, mine, True, kind, None)
         return Entry(entry_id, mine, applied, kind, body)
 
     def catch_up(self) -> int:

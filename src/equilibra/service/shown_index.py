@@ -43,7 +43,7 @@ class ShownIndex:
         self.client = redis.Redis.from_url(
             url, decode_responses=True, socket_timeout=timeout_s, socket_connect_timeout=timeout_s
         )
-        self._errors = (redis.ConnectionError, redis.TimeoutError)
+        self._errors = (redis.RedisError,)  # whatever fails, attribution falls back
         self._remember = self.client.register_script(REMEMBER)
         self.prefix = prefix
         self.window_s = window_s

@@ -92,10 +92,10 @@ class Store(ABC):
         `impression_id, position, reward` per row. Returns the number of rows updated."""
 
     @abstractmethod
-    def reassign_open_impressions(self, replica: str, to: str) -> int:
+    def reassign_open_impressions(self, replica: str, to: str) -> list[str]:
         """Make the impressions `replica` served whose reward is not written yet `to`'s (a
-        replica adopting one that is gone); -> rows changed. Atomic: of two replicas adopting
-        the same one, the second finds nothing left."""
+        replica adopting one that is gone); -> the ids of those moved. One transaction: of two
+        replicas adopting the same one, the second finds nothing left."""
 
     @abstractmethod
     def purge_before(self, timestamp: float) -> tuple[int, int]:

@@ -338,13 +338,15 @@ class SqlStore(Store):
                 changed += max(cur.rowcount, 0)
         return changed
 
-    def reassign_open_impressions(self, replica: str, to: str) -> int:
-        statement = self._sql(
-            f"UPDATE impressions SET {C.replica} = ? WHERE {C.replica} = ? AND {C.reward} IS NULL"
-        )
+    def reassign_open_impressions(self, replica: str, to: str) -> list[str]:
+        where = f"WHERE {C.replica} = ? AND {C.reward} IS NULL"
         with self._transaction() as cur:
-            cur.execute(statement, (to, replica))
-            return max(cur.rowcount, 0)
+            cur.execute(
+                self._sql(f"SELECT DISTINCT {C.impression_id} FROM impressions {where}"), (replica,)
+            )
+            moved = sorted(str(row[0]) for row in cur.fetchall())
+            cur.execute(self._sql(f"UPDATE impressions SET {C.replica} = ? {where}"), (to, replica))
+        return moved
 
     def purge_before(self, timestamp: float) -> tuple[int, int]:
         """Delete events and impressions older than `timestamp` (a retention period)."""
