@@ -236,3 +236,45 @@ def test_an_entry_offered_twice_is_learnt_once_and_a_bad_one_is_skipped(tmp_path
         reference.learned_state(), sort_keys=True
     )
     engine.close()
+
+
+def test_catch_up_tells_a_trimmed_gap_from_an_up_to_date_replica(redis_server) -> None:
+    """A replica back from a snapshot replays the stream, unless entries after the snapshot's
+    last were trimmed: then it relearns from the impression log (`learn_gap`)."""
+    import uuid
+
+    from equilibra.service.fleet_log import START, FleetLog
+
+    class Replica:  # what the log needs of an engine
+        origin = "r"
+
+        def __init__(self, through: str) -> None:
+            self.learned_through, self.applied, self.gap = through, [], None
+
+        def apply_fleet(self, entries) -> None:  # type: ignore[no-untyped-def]
+            self.applied += [e.entry_id for e in entries]
+            self.learned_through = entries[-1].entry_id
+
+        def learn_gap(self, resume_from: str) -> None:
+            self.gap = resume_from
+
+    prefix = f"gap{uuid.uuid4().hex[:8]}"
+    writer = FleetLog(Replica(START), redis_server.url, prefix)  # type: ignore[arg-type]
+    ids = [writer.publish_change("rule", {"n": n}, applied=False) for n in range(6)]
+    assert all(ids)
+
+    def catch_up(through: str) -> Replica:
+        replica = Replica(through)
+        log = FleetLog(replica, redis_server.url, prefix)  # type: ignore[arg-type]
+        log.catch_up()
+        log.client.close()
+        return replica
+
+    fresh = catch_up(START)
+    assert fresh.applied == ids and fresh.gap is None
+    writer.client.xtrim(writer.stream, minid=ids[3], approximate=False)  # ids[0:3] are gone
+    behind = catch_up(ids[1])  # it needed ids[2]: a gap
+    assert behind.gap == ids[-1] and behind.applied == []
+    current = catch_up(ids[3])  # the first entry kept is the last it learnt: no gap
+    assert current.gap is None and current.applied == ids[4:]
+    writer.client.close()

@@ -161,18 +161,17 @@ class FleetLog(RedisWorker):
     def catch_up(self) -> int:
         """Before serving: learn everything appended since the snapshot. -> entries read.
 
-        If the stream no longer holds the entry after the snapshot's last (trimmed while this
+        If the stream no longer holds entries after the snapshot's last (trimmed while this
         replica was away), the missing rewards come from the impression log instead."""
-        first = self.client.xrange(self.stream, count=1)
         through = self.engine.learned_through
-        if first and through != START and stream_id(first[0][0]) > stream_id(through):
+        if through != START and self._trimmed_after(through):
             last = self.client.xrevrange(self.stream, count=1)
             log.warning(
-                "fleet log: the entries after %s were trimmed; relearning from the impression "
+                "fleet log: entries after %s were trimmed; relearning from the impression "
                 "log instead (changes made meanwhile are in the store, or lost for rules)",
                 through,
             )
-            self.engine.learn_gap(last[0][0])
+            self.engine.learn_gap(last[0][0] if last else through)
             return 0
         read = 0
         while True:
@@ -180,6 +179,14 @@ class FleetLog(RedisWorker):
             if not now:
                 return read
             read += now
+
+    def _trimmed_after(self, through: str) -> bool:
+        """Were entries after `through` trimmed? Judged by the first entry the stream still
+        holds: if it is later than `through`, some may have been (when only `through` itself
+        was, this says yes too, and the replica relearns from the impression log needlessly:
+        the safe side)."""
+        first = self.client.xrange(self.stream, count=1)
+        return bool(first) and stream_id(first[0][0]) > stream_id(through)
 
     def start(self) -> None:
         try:
