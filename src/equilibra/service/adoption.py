@@ -7,7 +7,7 @@ replica (`EQUILIBRA_REPLICA`) on Redis keeps a heartbeat, `{prefix}:alive:{name}
 after `EQUILIBRA_REPLICA_TTL` seconds and is renewed three times as often, and is listed in
 `{prefix}:replicas`. When a listed replica's heartbeat has expired, the first live replica to
 take the lock `{prefix}:adopting:{name}` adopts it (`Engine.adopt`): the impressions it left open
-become the adopter's in the shared store (one atomic UPDATE) and in its ledger, with the feedback
+become the adopter's in the shared store (one transaction) and in its ledger, with the feedback
 that reached the fleet meanwhile, and are credited once when their windows close.
 
 A replica that comes back under its name first renews its heartbeat and waits for an adoption
