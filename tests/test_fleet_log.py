@@ -73,6 +73,13 @@ def test_a_closed_impression_teaches_the_same_after_the_trip_through_json(spec: 
     assert direct.learned_state() != parse_policy(spec).learned_state()  # it learnt something
 
 
+def _metric(client: TestClient, name: str) -> float:
+    text = client.get("/metrics", headers=ADMIN).text
+    return float(
+        next(line for line in text.splitlines() if line.startswith(name + " ")).split()[-1]
+    )
+
+
 def _learning(client: TestClient) -> dict:
     return client.get("/v1/exploration", headers=ADMIN).json()["learning"]
 
@@ -127,6 +134,7 @@ def test_impressions_closed_while_redis_is_down_are_learnt_here_then_by_the_flee
             alone = _learning(a)
             assert alone["impressions_learnt"] == 10  # learnt here at once
             assert _learning(b)["impressions_learnt"] == 0
+            assert _metric(a, "equilibra_fleet_unsent_entries") == 1  # one closing batch
             redis.start()
             deadline = time.time() + 15
             while _learning(b)["impressions_learnt"] < 10 and time.time() < deadline:
@@ -134,6 +142,8 @@ def test_impressions_closed_while_redis_is_down_are_learnt_here_then_by_the_flee
             fleet = [_learning(a), _learning(b)]
             assert [s["impressions_learnt"] for s in fleet] == [10, 10], fleet
             assert fleet[0]["digest"] == fleet[1]["digest"] == alone["digest"], fleet
+            assert _metric(a, "equilibra_fleet_unsent_entries") == 0
+            assert _metric(b, "equilibra_policy_learnt_impressions") == 10
     finally:
         redis.stop()
 

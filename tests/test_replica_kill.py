@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 from conftest import _postgres_store, free_port, serve_process
-from test_replicas import KEY, call, rewarded
+from test_replicas import KEY, call, metric, rewarded
 
 from equilibra.online.redis_state import RedisState
 from equilibra.store import open_store
@@ -152,6 +152,7 @@ def test_a_replica_that_never_comes_back_is_adopted(tmp_path: Path, redis_server
             log = store.impressions_frame()
         assert set(log[log["impression_id"] == impression]["replica"]) == {"two"}
         assert rewarded(two_port) == 1  # credited once, by the adopter
+        assert metric(two_port, "equilibra_impressions_adopted") == 1
         time.sleep(1.0)  # a second look finds nothing more to adopt, and counts nothing twice
         assert rewarded(two_port) == 1
     finally:

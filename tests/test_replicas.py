@@ -34,15 +34,20 @@ def call(port: int, path: str, body: object) -> dict:
         return json.loads(answer.read())
 
 
-def rewarded(port: int) -> float:
-    """The replica's count of shown items that earned a reward (its /metrics)."""
+def metric(port: int, name: str) -> float:
+    """One unlabelled value of the replica's /metrics."""
     request = urllib.request.Request(
         f"http://127.0.0.1:{port}/metrics", headers={"Authorization": f"Bearer {KEY}"}
     )
     with urllib.request.urlopen(request, timeout=10) as answer:
         text = answer.read().decode()
-    line = next(x for x in text.splitlines() if x.startswith("equilibra_rewarded_items_total"))
+    line = next(x for x in text.splitlines() if x.startswith(name + " "))
     return float(line.split()[-1])
+
+
+def rewarded(port: int) -> float:
+    """The replica's count of shown items that earned a reward (its /metrics)."""
+    return metric(port, "equilibra_rewarded_items_total")
 
 
 def test_an_event_on_one_replica_changes_the_next_answer_of_the_other(

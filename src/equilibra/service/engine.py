@@ -76,6 +76,7 @@ class Counters:
     # Shown items the policy learnt and those that earned something: the prior's centre, the
     # same on replicas in step (closed_/rewarded_slots count what this replica closed).
     learnt_slots: int = 0
+    adopted: int = 0  # open impressions adopted from replicas that did not come back
     learnt_rewarded_slots: int = 0
     explore_slots: dict[tuple[str, str], int] = field(default_factory=dict)
     shown_slots: dict[tuple[str, str], int] = field(default_factory=dict)
@@ -371,6 +372,7 @@ class Engine:
             events = self.store.events_frame(since=float(rows[C.timestamp].min()))
             adopted = self.ledger.adopt(rows, events)
             self.clock = max(self.clock, float(rows[C.timestamp].max()))
+        self.counters.adopted += adopted
         log.warning("adopted %d open impressions of replica %s, which is gone", adopted, replica)
         self.advance(self.clock, force=True)  # those whose window has passed close now
         return adopted

@@ -83,6 +83,11 @@ class FleetLog(RedisWorker):
         self.published = 0  # entries this replica appended
         self.read = 0  # entries this replica read from the stream
 
+    @property
+    def unsent(self) -> int:
+        """Entries applied here during an outage, waiting to be appended."""
+        return len(self._unsent)
+
     # --- writing --------------------------------------------------------------------------------
     def publish(self, closed: Sequence[ClosedImpression]) -> bool:
         """Append one closing batch. False when Redis does not answer: the caller teaches the

@@ -57,6 +57,21 @@ class Metrics:
             "equilibra_impression_log_pending", "Impression writes queued, not yet written",
             registry=r,
         )  # fmt: skip
+        self.learnt = Gauge(
+            "equilibra_policy_learnt_impressions",
+            "Closed impressions the policy has learnt (every replica's, among replicas)",
+            registry=r,
+        )
+        self.fleet_unsent = Gauge(
+            "equilibra_fleet_unsent_entries",
+            "Fleet log entries applied here while Redis was down, not yet appended",
+            registry=r,
+        )
+        self.adopted = Gauge(
+            "equilibra_impressions_adopted",
+            "Open impressions adopted from replicas that did not come back",
+            registry=r,
+        )
         self.log_failed = Gauge(
             "equilibra_impression_log_failed", "Impression writes given up on after retries",
             registry=r,

@@ -82,4 +82,7 @@ def metrics(request: Request) -> Response:
     m.rewards_counted = max(engine.counters.rewards, m.rewards_counted)
     m.log_pending.set(engine.writer.pending)
     m.log_failed.set(engine.writer.failed)
+    m.learnt.set(engine.counters.learnt_impressions)
+    m.fleet_unsent.set(getattr(engine.fleet, "unsent", 0))
+    m.adopted.set(engine.counters.adopted)
     return Response(generate_latest(m.registry), media_type=CONTENT_TYPE_LATEST)
