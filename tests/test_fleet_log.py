@@ -73,6 +73,22 @@ def test_a_closed_impression_teaches_the_same_after_the_trip_through_json(spec: 
     assert direct.learned_state() != parse_policy(spec).learned_state()  # it learnt something
 
 
+def _replica(tmp_path: Path, name: str, redis_url: str, prefix: str, policy: str = "greedy"):  # type: ignore[no-untyped-def]
+    """One replica's settings: its own SQLite store and model folder, the shared Redis."""
+    return load_settings(
+        None,
+        environ={},
+        db=f"sqlite:///{tmp_path / f'{name}.db'}",
+        model_dir=str(tmp_path / f"model-{name}"),
+        admin_key="admin-key",
+        redis=redis_url,
+        redis_prefix=prefix,
+        replica=name,
+        policy=policy,
+        attribution_window=60.0,
+    )
+
+
 def _metric(client: TestClient, name: str) -> float:
     text = client.get("/metrics", headers=ADMIN).text
     return float(
@@ -93,18 +109,7 @@ def test_impressions_closed_while_redis_is_down_are_learnt_here_then_by_the_flee
     redis.start()
 
     def settings(name: str):  # type: ignore[no-untyped-def]
-        return load_settings(
-            None,
-            environ={},
-            db=f"sqlite:///{tmp_path / f'{name}.db'}",
-            model_dir=str(tmp_path / f"model-{name}"),
-            admin_key="admin-key",
-            redis=redis.url,
-            redis_prefix="outage",
-            replica=name,
-            policy="adaptive",
-            attribution_window=60.0,
-        )
+        return _replica(tmp_path, name, redis.url, "outage", policy="adaptive")
 
     seed = [
         {"user_id": f"u{u}", "item_id": f"pop{j}", "type": "view", "timestamp": T0 + u + j}
@@ -153,17 +158,7 @@ def test_admin_changes_made_on_one_replica_reach_the_others(tmp_path: Path, redi
     promotion on either one changes the policy of both."""
 
     def settings(name: str):  # type: ignore[no-untyped-def]
-        return load_settings(
-            None,
-            environ={},
-            db=f"sqlite:///{tmp_path / f'{name}.db'}",
-            model_dir=str(tmp_path / f"model-{name}"),
-            admin_key="admin-key",
-            redis=redis_server.url,
-            redis_prefix=f"changes{tmp_path.name[-12:]}",
-            replica=name,
-            policy="greedy",
-        )
+        return _replica(tmp_path, name, redis_server.url, f"changes{tmp_path.name[-12:]}")
 
     seed = [
         {"user_id": f"u{u}", "item_id": f"pop{j}", "type": "view", "timestamp": T0 + u + j}

@@ -8,12 +8,11 @@ from __future__ import annotations
 
 import signal
 import time
-import uuid
 from pathlib import Path
 
 import pytest
 from conftest import _postgres_store, free_port, serve_process
-from test_replicas import KEY, call, metric, rewarded
+from test_replicas import call, metric, popular_views, replica_settings, rewarded
 
 from equilibra.online.redis_state import RedisState
 from equilibra.store import open_store
@@ -32,25 +31,13 @@ def test_kill_9_loses_no_acknowledged_event_and_no_reward(tmp_path: Path, redis_
 
     url = str(POSTGRES_URL)
     _postgres_store().close()  # empty tables
-    settings = {
-        "EQUILIBRA_DB": url,
-        "EQUILIBRA_REDIS": redis_server.url,
-        "EQUILIBRA_REDIS_PREFIX": f"kill{uuid.uuid4().hex[:8]}",
-        "EQUILIBRA_MODEL_DIR": str(tmp_path / "model"),
-        "EQUILIBRA_ADMIN_KEY": KEY,
-        "EQUILIBRA_POLICY": "greedy",
-        "EQUILIBRA_ATTRIBUTION_WINDOW": "60",
-    }
+    settings = replica_settings(tmp_path, redis_server.url, "kill")
     one_port, two_port = free_port(), free_port()
     one = serve_process({**settings, "EQUILIBRA_REPLICA": "one"}, one_port, start_within_s=60)
     two = serve_process({**settings, "EQUILIBRA_REPLICA": "two"}, two_port, start_within_s=60)
     try:
         now = time.time()
-        events = [
-            {"user_id": f"u{u}", "item_id": f"pop{j}", "type": "view", "timestamp": now + u + j}
-            for u in range(30)
-            for j in range(4)
-        ]
+        events = popular_views(now, users=30, items=4)
         acknowledged = sum(call(one_port, "/v1/events", [e])["accepted"] for e in events)
         shown = call(one_port, "/v1/recommend", {"user_id": "buyer", "k": 3, "timestamp": now + 50})
         impression, clicked = shown["impression_id"], shown["items"][0]["item_id"]
@@ -108,26 +95,13 @@ def test_a_replica_that_never_comes_back_is_adopted(tmp_path: Path, redis_server
 
     url = str(POSTGRES_URL)
     _postgres_store().close()  # empty tables
-    settings = {
-        "EQUILIBRA_DB": url,
-        "EQUILIBRA_REDIS": redis_server.url,
-        "EQUILIBRA_REDIS_PREFIX": f"adopt{uuid.uuid4().hex[:8]}",
-        "EQUILIBRA_MODEL_DIR": str(tmp_path / "model"),
-        "EQUILIBRA_ADMIN_KEY": KEY,
-        "EQUILIBRA_POLICY": "greedy",
-        "EQUILIBRA_ATTRIBUTION_WINDOW": "60",
-        "EQUILIBRA_REPLICA_TTL": "2",
-    }
+    settings = replica_settings(tmp_path, redis_server.url, "adopt", EQUILIBRA_REPLICA_TTL="2")
     one_port, two_port = free_port(), free_port()
     one = serve_process({**settings, "EQUILIBRA_REPLICA": "one"}, one_port, start_within_s=60)
     two = serve_process({**settings, "EQUILIBRA_REPLICA": "two"}, two_port, start_within_s=60)
     try:
         now = time.time()
-        events = [
-            {"user_id": f"u{u}", "item_id": f"pop{j}", "type": "view", "timestamp": now + u + j}
-            for u in range(20)
-            for j in range(4)
-        ]
+        events = popular_views(now, users=20, items=4)
         call(one_port, "/v1/events", events)
         shown = call(one_port, "/v1/recommend", {"user_id": "buyer", "k": 3, "timestamp": now + 50})
         impression, clicked = shown["impression_id"], shown["items"][0]["item_id"]

@@ -50,6 +50,32 @@ def rewarded(port: int) -> float:
     return metric(port, "equilibra_rewarded_items_total")
 
 
+def replica_settings(tmp_path: Path, redis_url: str, prefix: str, **extra: str) -> dict[str, str]:
+    """What every replica of a test shares: the test PostgreSQL, one Redis under a fresh
+    prefix, a model folder, the admin key, a 60 s window; `extra` adds or overrides."""
+    from conftest import POSTGRES_URL
+
+    return {
+        "EQUILIBRA_DB": str(POSTGRES_URL),
+        "EQUILIBRA_REDIS": redis_url,
+        "EQUILIBRA_REDIS_PREFIX": f"{prefix}{uuid.uuid4().hex[:8]}",
+        "EQUILIBRA_MODEL_DIR": str(tmp_path / "model"),
+        "EQUILIBRA_ADMIN_KEY": KEY,
+        "EQUILIBRA_POLICY": "greedy",
+        "EQUILIBRA_ATTRIBUTION_WINDOW": "60",
+        **extra,
+    }
+
+
+def popular_views(start: float, users: int, items: int) -> list[dict]:
+    """Every user views items pop0 … pop{items-1}, one a second."""
+    return [
+        {"user_id": f"u{u}", "item_id": f"pop{j}", "type": "view", "timestamp": start + u + j}
+        for u in range(users)
+        for j in range(items)
+    ]
+
+
 def test_an_event_on_one_replica_changes_the_next_answer_of_the_other(
     tmp_path: Path, redis_server
 ) -> None:
@@ -173,18 +199,9 @@ def test_replicas_share_one_policy_and_give_the_same_propensities(
     """The balance controller's policy learns every closed impression once on every replica,
     in the shared log's order: the same posterior and controller state (one digest), the same
     propensities for the same request, and a replica joining later starts from that state."""
-    from conftest import POSTGRES_URL
 
     _postgres_store().close()  # empty tables
-    settings = {
-        "EQUILIBRA_DB": str(POSTGRES_URL),
-        "EQUILIBRA_REDIS": redis_server.url,
-        "EQUILIBRA_REDIS_PREFIX": f"learn{uuid.uuid4().hex[:8]}",
-        "EQUILIBRA_MODEL_DIR": str(tmp_path / "model"),
-        "EQUILIBRA_ADMIN_KEY": KEY,
-        "EQUILIBRA_POLICY": "adaptive",
-        "EQUILIBRA_ATTRIBUTION_WINDOW": "60",
-    }
+    settings = replica_settings(tmp_path, redis_server.url, "learn", EQUILIBRA_POLICY="adaptive")
     ports = [free_port(), free_port()]
     servers = [
         serve_process({**settings, "EQUILIBRA_REPLICA": name}, port, start_within_s=60)
@@ -192,11 +209,7 @@ def test_replicas_share_one_policy_and_give_the_same_propensities(
     ]
     try:
         now = time.time()
-        events = [
-            {"user_id": f"u{u}", "item_id": f"pop{j}", "type": "view", "timestamp": now + u + j}
-            for u in range(30)
-            for j in range(12)
-        ]
+        events = popular_views(now, users=30, items=12)
         call(ports[0], "/v1/events", events)
         untaught = learning(ports[1])["digest"]
         # Each replica serves impressions; the feedback reaches the other one; item pop7 is
@@ -269,15 +282,7 @@ def test_a_click_without_an_impression_id_is_credited_once_among_replicas(
     from conftest import POSTGRES_URL
 
     _postgres_store().close()  # empty tables
-    settings = {
-        "EQUILIBRA_DB": str(POSTGRES_URL),
-        "EQUILIBRA_REDIS": redis_server.url,
-        "EQUILIBRA_REDIS_PREFIX": f"shown{uuid.uuid4().hex[:8]}",
-        "EQUILIBRA_MODEL_DIR": str(tmp_path / "model"),
-        "EQUILIBRA_ADMIN_KEY": KEY,
-        "EQUILIBRA_POLICY": "greedy",
-        "EQUILIBRA_ATTRIBUTION_WINDOW": "60",
-    }
+    settings = replica_settings(tmp_path, redis_server.url, "shown")
     ports = [free_port(), free_port()]
     servers = [
         serve_process({**settings, "EQUILIBRA_REPLICA": name}, port, start_within_s=60)
@@ -285,11 +290,7 @@ def test_a_click_without_an_impression_id_is_credited_once_among_replicas(
     ]
     try:
         now = time.time()
-        events = [
-            {"user_id": f"u{u}", "item_id": f"pop{j}", "type": "view", "timestamp": now + u + j}
-            for u in range(20)
-            for j in range(4)
-        ]
+        events = popular_views(now, users=20, items=4)
         call(ports[0], "/v1/events", events)
         request = {"user_id": "shopper", "k": 3}
         first = call(ports[0], "/v1/recommend", {**request, "timestamp": now + 100})

@@ -574,14 +574,12 @@ class Engine:
                 for one in closed:
                     self.timeline.closed(one.variant or self.policy.spec, one)
                     outcomes += one.outcomes
-        if closed:
+        if outcomes:
             self.writer.rewards(outcome_rewards(outcomes))
-            if not self.fleet.publish(closed):  # type: ignore[union-attr]
-                with self.lock:  # Redis is down: learn here now, the others later
-                    for one in closed:
-                        self._learn_closed(one)
-        elif outcomes:
-            self.writer.rewards(outcome_rewards(outcomes))
+        if closed and not self.fleet.publish(closed):  # type: ignore[union-attr]
+            with self.lock:  # Redis is down: learn here now, the others later
+                for one in closed:
+                    self._learn_closed(one)
         if outcomes:
             rewarded = sum(1 for o in outcomes if o.raw_reward > 0)
             self.counters.rewards += rewarded
@@ -731,7 +729,6 @@ class Engine:
                         1 for n, r in policy.new_evidence.values() if policy.owes(n, r)
                     ),
                     **state,
-                    "learning": self._learning(),
                 }
             c = self.counters
             segments = []
@@ -754,11 +751,11 @@ class Engine:
                 "exploration_rate": policy.exploration_rate,
                 "segments": segments,
                 "history": [],
-                "learning": self._learning(),
             }
 
-    def _learning(self) -> dict[str, object]:
-        """How the policy learns: alone, or with the replicas sharing its fleet log."""
+    def learning(self) -> dict[str, object]:
+        """How the policy learns: alone, or with the replicas sharing its fleet log. Asked
+        for by `GET /v1/exploration` only: the digest hashes the whole learnt state."""
         return {
             "shared": self.fleet is not None,
             "learned_through": self.learned_through if self.fleet is not None else None,

@@ -202,12 +202,8 @@ class FleetLog(RedisWorker):
             log.warning("fleet log: Redis unreachable at start (%s)", exc)
         super().start()
 
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=10)
+    def drain(self) -> None:
         try:  # the rest of the fleet still needs what this replica did alone
             self._send_unsent()
-        except self._errors:
+        except self._append_errors:
             log.warning("fleet log: %d entries never reached Redis", len(self._unsent))
-        self.client.close()

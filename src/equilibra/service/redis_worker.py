@@ -29,6 +29,9 @@ class RedisWorker:
     def reconnected(self) -> None:
         """What must be (re)made on the server before reading."""
 
+    def drain(self) -> None:
+        """What must still reach the server once the thread has stopped, before closing."""
+
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name=self.name, daemon=True)
         self._thread.start()
@@ -57,4 +60,5 @@ class RedisWorker:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=10)
+        self.drain()
         self.client.close()

@@ -47,8 +47,9 @@ def exploration(request: Request) -> dict[str, object]:
     """How much the service explores, where and why: the balance controller's state under
     `EQUILIBRA_POLICY=adaptive` (per placement and segment the rate, the measurements behind
     it, the budget spent, the champion and the history of changes); for a fixed policy, the
-    shares it explored."""
-    return engine_of(request).exploration()
+    shares it explored; and how the policy learns (`learning`: alone, or with the replicas)."""
+    engine = engine_of(request)
+    return {**engine.exploration(), "learning": engine.learning()}
 
 
 @router.get("/health")
