@@ -2,7 +2,8 @@
 fast a variant 10 % better is found.
 
     python benchmarks/experiments.py --data-dir ../shared/datasets [--aa-runs 200]
-        [--requests 3000] [--ab-runs 200] [--ab-simulated 0] [--out docs/experiments]
+        [--requests 3000] [--ab-runs 200] [--ab-simulated 0] [--shop-users 0]
+        [--out docs/experiments]
 
 - **A/A in the simulator** (ml-100k world, stationary): two variants running the same policy
   (`egreedy:0.05`, one instance each), users split by hash, the metric `click` (an impression
@@ -14,6 +15,9 @@ fast a variant 10 % better is found.
   and the median impressions to detection.
 - **A/B in the simulator** (`--ab-simulated N`, slow): N runs where the variant's users click
   1.1 times as often (an effect injected in the simulator), as above.
+- **A shop-sized population** (`--shop-users N`): the A/A and A/B runs again on a world built
+  from the synthetic demo shop with N users. ml-100k's 943 users are few enough that which of
+  them land in which arm moves the metric about as much as the lift itself.
 - **The preview** (`--preview-runs N`): the service's launch preview in the simulator. The shop
   runs `egreedy:0.2` and logs its impressions; each variant policy is then estimated off-policy
   on that log (SNIPS and DR, 95 % bootstrap intervals, as `POST /v1/experiments` does), and then
@@ -25,6 +29,7 @@ fast a variant 10 % better is found.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import math
 import statistics
@@ -89,14 +94,26 @@ def two_arms(name: str) -> Experiment:
     return Experiment(name, [Variant("A", 0.5), Variant("B", 0.5)], metric="click")
 
 
-def simulated_run(task: tuple[str, int, int, float]) -> dict[str, Any]:
-    from threadpoolctl import threadpool_limits
+@functools.cache
+def world_events(data_dir: str, world: str) -> Any:
+    """The events a simulated world is built from: a real dataset by name, or `shop-N`, the
+    synthetic demo shop with N users (ml-100k has 943: which of them land in which arm then
+    moves the metric about as much as a 10 % lift does)."""
+    if world.startswith("shop-"):
+        from equilibra.data.synthetic import generate_shop, preset
 
+        return generate_shop(preset("demo", n_users=int(world[5:])), seed=1).events
     from equilibra.data.datasets import load_real
 
-    data_dir, seed, requests, lift = task
+    return load_real(Path(data_dir), world).events
+
+
+def simulated_run(task: tuple[str, int, int, float, str]) -> dict[str, Any]:
+    from threadpoolctl import threadpool_limits
+
+    data_dir, seed, requests, lift, world = task
     with threadpool_limits(1):
-        events = load_real(Path(data_dir), "ml-100k").events
+        events = world_events(data_dir, world)
         config = SimConfig(scenario="stationary", requests=requests, seed=seed)
         split = Looked(
             two_arms(f"run-{seed}"),
@@ -223,6 +240,7 @@ def main() -> None:
     parser.add_argument("--ab-runs", type=int, default=200)
     parser.add_argument("--ab-impressions", type=int, default=400_000)
     parser.add_argument("--ab-simulated", type=int, default=0)
+    parser.add_argument("--shop-users", type=int, default=0)
     parser.add_argument("--ab-requests", type=int, default=60_000)
     parser.add_argument("--preview-runs", type=int, default=0)
     parser.add_argument("--only", choices=["preview"])
@@ -251,7 +269,8 @@ def main() -> None:
 
 def run_tests(args: argparse.Namespace, results: dict[str, Any]) -> None:
     with Pool(args.processes) as pool:
-        tasks = [(str(args.data_dir), seed, args.requests, 1.0) for seed in range(args.aa_runs)]
+        tasks = [(str(args.data_dir), seed, args.requests, 1.0, "ml-100k")
+                 for seed in range(args.aa_runs)]  # fmt: skip
         aa = pool.map(simulated_run, tasks)
     rate = float(np.mean([m for r in aa for m in r["means"]]))
     results["aa_simulator"] = {**declared(aa), "requests": args.requests, "click_rate": rate}
@@ -264,11 +283,26 @@ def run_tests(args: argparse.Namespace, results: dict[str, Any]) -> None:
     print("A/B stream", results["ab_stream"], file=sys.stderr)
     if args.ab_simulated:
         with Pool(args.processes) as pool:
-            tasks = [(str(args.data_dir), 500 + s, args.ab_requests, 1.1)
+            tasks = [(str(args.data_dir), 500 + s, args.ab_requests, 1.1, "ml-100k")
                      for s in range(args.ab_simulated)]  # fmt: skip
             simulated = pool.map(simulated_run, tasks)
         results["ab_simulator"] = {**declared(simulated), "requests": args.ab_requests}
         print("A/B simulator", results["ab_simulator"], file=sys.stderr)
+    if args.shop_users:
+        world = f"shop-{args.shop_users}"
+        with Pool(args.processes) as pool:
+            aa_tasks = [(str(args.data_dir), seed, args.requests, 1.0, world)
+                        for seed in range(args.aa_runs)]  # fmt: skip
+            ab_tasks = [(str(args.data_dir), 500 + s, args.ab_requests, 1.1, world)
+                        for s in range(args.ab_simulated)]  # fmt: skip
+            shop_aa, shop_ab = pool.map(simulated_run, aa_tasks), pool.map(simulated_run, ab_tasks)
+        rate = float(np.mean([m for r in shop_aa for m in r["means"]]))
+        results["shop"] = {
+            "users": args.shop_users,
+            "aa": {**declared(shop_aa), "requests": args.requests, "click_rate": rate},
+            "ab": {**declared(shop_ab), "requests": args.ab_requests} if shop_ab else None,
+        }
+        print("shop", results["shop"], file=sys.stderr)
 
 
 def markdown(results: dict[str, Any]) -> str:
@@ -307,6 +341,24 @@ def markdown(results: dict[str, Any]) -> str:
             f"way) | {share(s['naive_declared_share'])} | "
             f"{'—' if median is None else f'{int(median):,}'} |"
         )
+    if results.get("shop"):
+        shop = results["shop"]
+        aa_shop, ab_shop = shop["aa"], shop["ab"]
+        world = f"the synthetic shop, {shop['users']:,} users"
+        lines.append(
+            f"| A/A in the simulator ({world}, metric `click`, rate {aa_shop['click_rate']:.4f}) "
+            f"| {aa_shop['runs']} | {aa_shop['requests']:,} | {share(aa_shop['declared_share'])} "
+            f"| {share(aa_shop['naive_declared_share'])} | — |"
+        )
+        if ab_shop:
+            median = ab_shop["median_impressions_to_detection"]
+            lines.append(
+                f"| A/B in the simulator ({world}), the variant's users click 1.1× as often | "
+                f"{ab_shop['runs']} | {ab_shop['requests']:,} requests | "
+                f"{share(ab_shop['declared_share'])} ({ab_shop['worse']} the wrong way) | "
+                f"{share(ab_shop['naive_declared_share'])} | "
+                f"{'—' if median is None else f'{int(median):,}'} |"
+            )
     if "preview" in results:
         v = results["preview"]
         lines += [

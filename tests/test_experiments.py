@@ -69,6 +69,20 @@ def test_the_difference_stream_estimates_the_difference_and_its_interval_covers_
     assert low < row["difference"] < high
 
 
+def test_the_difference_is_as_tight_as_the_two_arms_intervals_combined() -> None:
+    """The difference stream is centred: its width comes from the metric's spread, not its level.
+    Uncentred, a click rate near one half made it √2 times wider than the arms' own intervals."""
+    rng = np.random.default_rng(3)
+    test = two_arms()
+    for _ in range(20_000):
+        arm = "treatment" if rng.random() < 0.5 else "control"
+        test.record(arm, float(rng.random() < 0.5))
+    control, treatment = test.summary()["variants"]
+    widths = [row["interval"][1] - row["interval"][0] for row in (control, treatment)]
+    low, high = treatment["vs_control"]["interval"]
+    assert high - low < 1.15 * float(np.hypot(*widths))
+
+
 def test_a_and_a_tests_looked_at_often_rarely_declare_a_difference() -> None:
     """The benchmark runs 200 A/A tests in the simulator; here 100 on plain coin flips."""
     rng = np.random.default_rng(7)
