@@ -20,6 +20,7 @@ from equilibra.models.neighbours import ItemKNN, RP3Beta, UserKNN
 from equilibra.models.popularity import Popularity
 from equilibra.models.recent import RecentItems
 from equilibra.models.sequence import CoVisitation
+from equilibra.models.session_knn import SessionKNN, VectorSessionKNN
 from equilibra.rank.hybrid import Hybrid
 
 N_USERS, N_ITEMS = 40, 20
@@ -37,8 +38,22 @@ PERSONALISED = [
     ContentBased(),
     CoVisitation(window=10, recent=10),
     RP3Beta(beta=0.3, k=10),
+    SessionKNN(k=10),
+    VectorSessionKNN(k=10, sample_size=20),
     Hybrid(),  # the serving default: recent + co-visitation + item-kNN
 ]
+try:  # the neural sequence models are an extra (equilibra[torch]); test.sh installs it
+    import torch  # noqa: F401
+
+    from equilibra.models.gru4rec import GRU4Rec
+    from equilibra.models.sasrec import SASRec
+
+    PERSONALISED += [
+        GRU4Rec(dim=16, epochs=30, negatives=8, batch_size=8),
+        SASRec(dim=16, epochs=30, negatives=8, batch_size=8),
+    ]
+except ImportError:  # pragma: no cover - without the extra
+    pass
 OTHERS = [Popularity(), Popularity(half_life_days=3, by_category=True), RecentItems()]
 
 
@@ -49,7 +64,8 @@ def blocks():
     for u in range(N_USERS):
         own = [i for i in range(N_ITEMS) if i % 2 == u % 2]
         held = rng.choice(own)
-        for t, i in enumerate(i for i in own if i != held):
+        # In no fixed order: a sequence model must learn the group, not a path through it.
+        for t, i in enumerate(rng.permutation([i for i in own if i != held])):
             rows.append([f"u{u}", f"i{i}", "view", 1_700_000_000.0 + u * 100 + t])
     frame = pd.DataFrame(rows, columns=["user_id", "item_id", "event_type", "timestamp"])
     items = pd.DataFrame(

@@ -8,10 +8,13 @@ from equilibra.models import (  # noqa: F401 - imported for their @register side
     content,
     ease,
     factorization,
+    gru4rec,
     neighbours,
     popularity,
     recent,
+    sasrec,
     sequence,
+    session_knn,
 )
 from equilibra.models.base import Recommender
 from equilibra.models.registry import MODELS, create_model, model_class, register

@@ -13,6 +13,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from equilibra.models.base import top_k
+from equilibra.models.sessions import SessionRecommender
 from equilibra.online.foldin import FoldIn
 from equilibra.pipeline.artifact import ModelArtifact
 
@@ -30,6 +31,17 @@ def _factor_model(model: Any) -> Any | None:
     return None
 
 
+def _session_model(model: Any) -> SessionRecommender | None:
+    """The session model (SKNN, GRU4Rec, SASRec, …) inside a model: itself, or a part."""
+    if isinstance(model, SessionRecommender):
+        return model
+    for part in getattr(model, "models_", []) or []:
+        found = _session_model(part)
+        if found is not None:
+            return found
+    return None
+
+
 @dataclass
 class ServingModel:
     artifact: ModelArtifact
@@ -40,6 +52,7 @@ class ServingModel:
     unavailable: np.ndarray = field(init=False)
     cold: Scored = field(init=False)
     foldin: FoldIn | None = field(init=False)
+    session_model: SessionRecommender | None = field(init=False)
     _unit_factors: np.ndarray | None = field(init=False, default=None)
     # The model's lists per user do not change until the next version: the latest users' are
     # kept (dense items as int32, scores as float32: ~800 bytes a user at 100 candidates).
@@ -67,6 +80,7 @@ class ServingModel:
         self.cold = list(
             zip(self.item_ids[found[0][keep]].tolist(), values[0][keep].tolist(), strict=True)
         )
+        self.session_model = _session_model(a.model)
         als = _factor_model(a.model)
         self.foldin = (
             FoldIn(np.asarray(als.item_factors_), float(als.alpha), float(als.regularization))
@@ -144,6 +158,22 @@ class ServingModel:
         scores[list(dense)] = -np.inf  # what the user just touched comes from the session
         found, values = top_k(scores[None, :], n)
         return self._listed(found[0], values[0])
+
+    def next_in_session(self, items: list[str], n: int) -> Scored:
+        """The session model's top n after this live session (oldest first), its last item
+        left out; scores divided by the best one. Empty without a session model."""
+        if self.session_model is None:
+            return []
+        dense = [self.item_index.get(i) for i in items]
+        known = np.array([i for i in dense if i is not None], dtype=np.int64)
+        if not len(known):
+            return []
+        found, values = self.session_model.recommend_session(known, n, known[-1:])
+        positive = values > 0
+        found, values = found[positive], values[positive]
+        if len(values):
+            values = values / values[0]
+        return self._listed(found, values.astype(np.float64))
 
     def similar(self, item_id: str, n: int) -> Scored:
         """Items like this one by the model (factor cosine, or the model's own neighbours)."""

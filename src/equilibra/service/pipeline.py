@@ -161,6 +161,10 @@ def gather(
         if model is not None:
             # The model's neighbours of the last item fill in where online counts are thin.
             session += [(item, 0.5 * score) for item, score in model.similar(recent[0], n // 2)]
+            if model.session_model is not None and user is not None:
+                # A session model reads the whole live session, in order, as it grows.
+                live = sorted(user.session(), key=lambda s: s.timestamp)
+                session += model.next_in_session([s.item for s in live], n)
         pool.add("session", _merge(session))
         for item, _ in session:
             pool.anchors.setdefault(item, recent[0])

@@ -1,0 +1,184 @@
+"""Sessions, and the base class of the models that recommend from one.
+
+A session is one user's run of events with no gap over `gap_minutes`, consecutive repeats of an
+item collapsed (a reload is not a step). Session models (session kNN, GRU4Rec, SASRec) answer
+"what comes next after this sequence?": `recommend_session(items, k)` for a live session as it
+grows, and, behind the common model protocol, `recommend(users)` from each user's last session
+in the training data.
+"""
+
+from __future__ import annotations
+
+from abc import abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import ClassVar
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+from equilibra.data.interactions import Interactions
+from equilibra.models.base import (
+    Recommender,
+    SparseRow,
+    SparseScores,
+    popularity_fallback,
+    top_k_row,
+)
+
+# A user's whole history is one session: rating data, where the order of ratings is the signal.
+WHOLE_HISTORY = 0.0
+
+
+@dataclass(frozen=True)
+class Sessions:
+    """Sessions in order of their last event: session `s` is `items[indptr[s]:indptr[s + 1]]`."""
+
+    indptr: np.ndarray  # int64, n_sessions + 1
+    items: np.ndarray  # int64 dense item ids, in time order within each session
+    user: np.ndarray  # int64, the session's user
+    end: np.ndarray  # float64, the time of its last event
+
+    def __len__(self) -> int:
+        return len(self.indptr) - 1
+
+    def __getitem__(self, index: int) -> np.ndarray:
+        return self.items[self.indptr[index] : self.indptr[index + 1]]
+
+    @property
+    def lengths(self) -> np.ndarray:
+        return np.diff(self.indptr)
+
+    def matrix(self, n_items: int) -> sp.csr_matrix:
+        """Sessions × items, 1 where the session holds the item."""
+        row = np.repeat(np.arange(len(self)), self.lengths)
+        m = sp.csr_matrix(
+            (np.ones(len(self.items), dtype=np.float32), (row, self.items)),
+            shape=(len(self), n_items),
+        )
+        m.data[:] = 1.0  # an item seen twice in a session counts once
+        return m
+
+    def select(self, keep: np.ndarray) -> Sessions:
+        keep = np.flatnonzero(keep) if keep.dtype == bool else np.asarray(keep)
+        lengths = self.lengths[keep]
+        starts = self.indptr[keep]
+        take = np.repeat(starts - np.concatenate([[0], np.cumsum(lengths)[:-1]]), lengths)
+        take = take + np.arange(lengths.sum())
+        indptr = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+        return Sessions(indptr, self.items[take], self.user[keep], self.end[keep])
+
+
+def split_sessions(
+    user: np.ndarray, item: np.ndarray, time: np.ndarray, gap_minutes: float
+) -> Sessions:
+    """Cut an event log into sessions (`gap_minutes` = WHOLE_HISTORY: one per user)."""
+    order = np.lexsort((time, user))
+    user, item, time = user[order], item[order], time[order]
+    n = len(user)
+    if n == 0:
+        empty = np.zeros(0, dtype=np.int64)
+        return Sessions(np.zeros(1, dtype=np.int64), empty, empty, np.zeros(0))
+    start = np.ones(n, dtype=bool)
+    start[1:] = user[1:] != user[:-1]
+    if gap_minutes > 0:
+        start[1:] |= np.diff(time) > gap_minutes * 60.0
+    repeat = np.zeros(n, dtype=bool)
+    repeat[1:] = (item[1:] == item[:-1]) & ~start[1:]
+    keep = ~repeat
+    user, item, time, start = user[keep], item[keep], time[keep], start[keep]
+    first = np.flatnonzero(start)
+    last = np.concatenate([first[1:], [len(user)]]) - 1
+    # Order sessions by their last event: the most recent sessions are the last ones.
+    by_end = np.argsort(time[last], kind="stable")
+    lengths = (last - first + 1)[by_end]
+    indptr = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+    take = np.repeat(first[by_end] - indptr[:-1], lengths) + np.arange(indptr[-1])
+    return Sessions(
+        indptr,
+        item[take].astype(np.int64),
+        user[first[by_end]].astype(np.int64),
+        time[last[by_end]].astype(np.float64),
+    )
+
+
+def interaction_sessions(interactions: Interactions, gap_minutes: float) -> Sessions:
+    return split_sessions(
+        interactions.event_user.astype(np.int64),
+        interactions.event_item.astype(np.int64),
+        interactions.event_time.astype(np.float64),
+        gap_minutes,
+    )
+
+
+class SessionRecommender(Recommender):
+    """A model that scores the next item of a sequence. Subclasses implement `_fit_sessions`
+    and `score_session`; the user-level protocol reads each user's last training session."""
+
+    sparse_scores: ClassVar[bool] = True
+
+    # Set by subclasses' __init__.
+    gap_minutes: float
+    max_length: int
+
+    def _fit(
+        self, interactions: Interactions, items: pd.DataFrame | None, users: pd.DataFrame | None
+    ) -> None:
+        sessions = interaction_sessions(interactions, self.gap_minutes)
+        self.fallback_ = popularity_fallback(interactions)
+        self._remember_last_sessions(sessions)
+        self._fit_sessions(sessions)
+
+    def _remember_last_sessions(self, sessions: Sessions) -> None:
+        """Each user's last session (its last `max_length` items), as CSR-like arrays."""
+        last = np.full(self.n_users_, -1, dtype=np.int64)
+        last[sessions.user] = np.arange(len(sessions))  # sessions are in time order
+        lengths = np.zeros(self.n_users_, dtype=np.int64)
+        has = last >= 0
+        lengths[has] = np.minimum(sessions.lengths[last[has]], self.max_length)
+        self.user_indptr_ = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+        parts = [sessions[s][-self.max_length :] for s in last[has]]
+        self.user_items_ = np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
+
+    def user_session(self, user: int) -> np.ndarray:
+        return self.user_items_[self.user_indptr_[user] : self.user_indptr_[user + 1]]
+
+    @abstractmethod
+    def _fit_sessions(self, sessions: Sessions) -> None: ...
+
+    @abstractmethod
+    def score_session(self, items: np.ndarray) -> SparseRow:
+        """Scores of every item as the next one after `items` (dense ids, oldest first)."""
+
+    def recommend_session(
+        self, items: Sequence[int] | np.ndarray, k: int = 20, banned: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The `k` best next items after the session `items`; `banned`: item ids never shown."""
+        session = np.asarray(items, dtype=np.int64)[-self.max_length :]
+        return top_k_row(self.score_session(session), k, banned)
+
+    def _score_users(self, users: np.ndarray) -> SparseScores:
+        rows = [self.score_session(self.user_session(int(u))) for u in users]
+        indptr = np.concatenate([[0], np.cumsum([len(r.indices) for r in rows])])
+        indices = np.concatenate([r.indices for r in rows]) if rows else np.zeros(0, np.int64)
+        data = np.concatenate([r.data for r in rows]) if rows else np.zeros(0, np.float32)
+        matrix = sp.csr_matrix((data, indices, indptr), shape=(len(users), self.n_items_))
+        return SparseScores(matrix, self.fallback_)
+
+    def _score_one(self, user: int) -> SparseRow:
+        return self.score_session(self.user_session(user))
+
+    def similar_items(self, items: np.ndarray, k: int = 10) -> tuple[np.ndarray, np.ndarray]:
+        """What comes next after a session of just that item."""
+        items = np.asarray(items, dtype=np.int64)
+        out = np.full((len(items), k), -1, dtype=np.int64)
+        scores = np.full((len(items), k), -np.inf)
+        for row, item in enumerate(items):
+            row_items = self.score_session(np.array([item]))
+            # Only what the model itself scores: the popularity background is no similarity.
+            found, values = top_k_row(SparseRow(row_items.indices, row_items.data), k + 1)
+            keep = (found != item) & (values > 0)
+            found, values = found[keep][:k], values[keep][:k]
+            out[row, : len(found)], scores[row, : len(found)] = found, values
+        return out, scores
