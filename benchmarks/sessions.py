@@ -12,6 +12,9 @@ session, after each click, every method ranks 20 items given the clicks so far (
 itself excluded, since repeats are collapsed): HR@20 (the next click is among them) and MRR@20.
 No method learns from the test clicks, so all see the same information.
 
+GRU4Rec and SASRec are scored twice from one fit: with their repeat gate (the default; see
+`models/neural.py`) and without it ("no repeat": the network's own softmax).
+
 The baselines: popularity in the training part, and last-item co-occurrence (the items that most
 often came right after the current one in a training session). Training time (wall clock, 2
 cores) and milliseconds per prediction (one session, in-process) are reported beside them.
@@ -80,25 +83,22 @@ class CoOccurrence:
         return np.array(out[:k])
 
 
-def models(gap: float, seed: int) -> list[SessionRecommender]:
+def models(gap: float, seed: int) -> list[tuple[str, SessionRecommender]]:
     from equilibra.models.session_knn import SessionKNN, VectorSessionKNN
 
-    found: list[SessionRecommender] = [
-        SessionKNN(k=100, sample_size=500, gap_minutes=gap),
-        VectorSessionKNN(k=100, sample_size=500, gap_minutes=gap),
+    found: list[tuple[str, SessionRecommender]] = [
+        ("sknn", SessionKNN(k=100, sample_size=500, gap_minutes=gap)),
+        ("vsknn", VectorSessionKNN(k=100, sample_size=500, gap_minutes=gap)),
     ]
     try:
         from equilibra.models.gru4rec import GRU4Rec
         from equilibra.models.sasrec import SASRec
-
-        found += [
-            GRU4Rec(gap_minutes=gap, seed=seed),
-            # Validation HR on a few hundred steps is noisy: more patience, more epochs.
-            SASRec(gap_minutes=gap, seed=seed, epochs=60, patience=5, learning_rate=2e-3),
-        ]
     except ImportError:
         print("sessions: no torch, GRU4Rec and SASRec left out", file=sys.stderr)
-    return found
+        return found
+    # Validation HR on a few hundred steps is noisy: SASRec gets more patience, more epochs.
+    sasrec = {"gap_minutes": gap, "seed": seed, "epochs": 60, "patience": 5, "learning_rate": 2e-3}
+    return [*found, ("gru4rec", GRU4Rec(gap_minutes=gap, seed=seed)), ("sasrec", SASRec(**sasrec))]
 
 
 def test_sessions(
@@ -117,6 +117,21 @@ def test_sessions(
     if len(out) > max_sessions:
         out = [out[i] for i in sorted(rng.choice(len(out), max_sessions, replace=False))]
     return [s[:51] for s in out]  # at most 50 predictions per session
+
+
+def revisit_share(sessions: list[np.ndarray]) -> float:
+    """Share of steps whose next click is an item already clicked earlier in the session.
+
+    Neighbour methods score the session's own items (their neighbours hold them too); a neural
+    model without a copy mechanism has to learn to return to them, so this share says how much
+    of a dataset's HR@20 is revisits.
+    """
+    hits = steps = 0
+    for session in sessions:
+        for t in range(1, len(session)):
+            steps += 1
+            hits += bool(np.isin(session[t], session[:t]).item())
+    return hits / max(steps, 1)
 
 
 def evaluate(method: Any, sessions: list[np.ndarray]) -> dict[str, float]:
@@ -141,13 +156,24 @@ def evaluate(method: Any, sessions: list[np.ndarray]) -> dict[str, float]:
     }
 
 
-def run(name: str, data_dir: Path, max_sessions: int, seed: int) -> dict[str, Any]:
+def run(
+    name: str, data_dir: Path, max_sessions: int, seed: int, describe_only: bool = False
+) -> dict[str, Any]:
     events = load(name, data_dir)
     cut = float(events[C.timestamp].quantile(0.8))
     past, future = events[events[C.timestamp] < cut], events[events[C.timestamp] >= cut]
     train = Interactions.from_frame(past)
     gap = GAP_MINUTES[name]
     test = test_sessions(future, train, gap, max_sessions, seed)
+    described = {
+        "dataset": name,
+        "train_events": len(past),
+        "test_sessions": len(test),
+        "steps": sum(len(t) - 1 for t in test),
+        "revisit_share": round(revisit_share(test), 4),
+    }
+    if describe_only:
+        return described
     popular = Popularity(train)
     train_sessions = split_sessions(
         train.event_user.astype(np.int64), train.event_item.astype(np.int64),
@@ -158,21 +184,22 @@ def run(name: str, data_dir: Path, max_sessions: int, seed: int) -> dict[str, An
     for method in (popular, baseline):
         rows[method.name] = evaluate(method, test) | {"fit_seconds": 0.0}
         print(name, method.name, rows[method.name], file=sys.stderr)
-    for model in models(gap, seed):
+    for label, model in models(gap, seed):
         started = time.perf_counter()
         model.fit(train)
         fit_seconds = time.perf_counter() - started
-        rows[model.name] = evaluate(model, test) | {"fit_seconds": round(fit_seconds, 1)}
+        rows[label] = evaluate(model, test) | {"fit_seconds": round(fit_seconds, 1)}
         if hasattr(model, "history_"):
-            rows[model.name]["epochs"] = len(model.history_)
-        print(name, model.name, rows[model.name], file=sys.stderr)
-    return {
-        "dataset": name,
-        "train_events": len(past),
-        "train_sessions": len(train_sessions),
-        "test_sessions": len(test),
-        "methods": rows,
-    }
+            rows[label]["epochs"] = len(model.history_)
+        print(name, label, rows[label], file=sys.stderr)
+        if getattr(model, "repeat", False):
+            # The same network without its repeat gate: its own softmax, what a plain port gives.
+            model.repeat = False
+            bare = f"{label} (no repeat)"
+            rows[bare] = evaluate(model, test) | {"fit_seconds": rows[label]["fit_seconds"]}
+            rows[bare]["epochs"] = rows[label]["epochs"]
+            print(name, bare, rows[bare], file=sys.stderr)
+    return described | {"train_sessions": len(train_sessions), "methods": rows}
 
 
 def markdown(results: list[dict[str, Any]], command: str) -> str:
@@ -195,6 +222,15 @@ def markdown(results: list[dict[str, Any]], command: str) -> str:
                 f"{m['mrr@20']:.4f} | {m['fit_seconds']}{epochs} | "
                 f"{m['ms_median']} / {m['ms_p99']} |"
             )
+    lines += [
+        "",
+        "Revisits: the share of steps whose next click was already clicked earlier in the same",
+        "session (the current item excluded). Neighbour methods score those items directly.",
+        "",
+        "| dataset | steps | revisit share |",
+        "|---|---:|---:|",
+    ]
+    lines += [f"| {r['dataset']} | {r['steps']:,} | {r['revisit_share']:.1%} |" for r in results]
     return "\n".join(lines) + "\n"
 
 
@@ -207,11 +243,17 @@ def main() -> None:
     parser.add_argument("--max-sessions", type=int, default=2000)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=Path("docs/sessions"))
+    parser.add_argument(
+        "--describe-only", action="store_true", help="print the test sessions' make-up, fit nothing"
+    )
     args = parser.parse_args()
     results = [
-        run(name, args.data_dir, args.max_sessions, args.seed)
+        run(name, args.data_dir, args.max_sessions, args.seed, args.describe_only)
         for name in args.dataset or ["taobao", "ml-latest-small", "synthetic"]
     ]
+    if args.describe_only:
+        print(json.dumps(results, indent=1))
+        return
     command = "python benchmarks/sessions.py " + " ".join(sys.argv[1:])
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "sessions.json").write_text(json.dumps(results, indent=1) + "\n")

@@ -1,5 +1,6 @@
 """The batch contract of design.md: fit → model directory → recommend CSV; evaluate; auto."""
 
+import importlib.util
 import json
 
 import numpy as np
@@ -142,6 +143,11 @@ def test_auto_search_scores_candidates_and_blends(tiny_shop):
     best = max(s["ndcg@10"] for s in scored)
     assert best > 0 and result.protocol["split"] == "global"
     assert seen[-1] == "done"
+    # The session models compete too (the neural ones where the torch extra is installed).
+    tried = {s["algorithm"] for s in scored}
+    assert {"sknn", "vsknn"} <= tried
+    if importlib.util.find_spec("torch") is not None:
+        assert {"sasrec", "gru4rec"} <= tried
 
 
 def test_evaluate_prints_metrics_and_writes_json(shop_files, tmp_path):

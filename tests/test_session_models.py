@@ -113,9 +113,60 @@ def test_neural_models_are_seeded_and_stop_early_on_a_temporal_split(name, shop_
     assert len(history) == 8 or len(history) == best + 2
 
 
-def test_a_live_session_is_scored_by_the_session_model(tmp_path: Path, tiny_shop) -> None:
+def test_a_time_limit_stops_training_after_the_epoch_that_crosses_it(shop_log) -> None:
+    pytest.importorskip("torch")
+    from equilibra.models.registry import create_model
+
+    model = create_model("gru4rec", dim=8, epochs=5, negatives=8, validation_share=0.2)
+    model.time_limit_seconds = 0.0
+    assert len(model.fit(shop_log).history_) == 1
+    assert "time_limit_seconds" not in model.get_params()
+
+
+def test_a_neural_model_without_torch_is_a_clear_error(monkeypatch, tiny_shop) -> None:
+    from equilibra.errors import EquilibraError
+
+    monkeypatch.setitem(__import__("sys").modules, "torch", None)  # as if not installed
     data = TrainingData(events=tiny_shop.events, items=tiny_shop.items)
-    fit_artifact(data, "vsknn", {}).publish(tmp_path / "model")
+    with pytest.raises(EquilibraError, match=r"equilibra\[torch\]"):
+        fit_artifact(data, "sasrec", {"epochs": 1})
+
+
+def test_windows_make_every_step_a_target_once_and_no_input_too_long() -> None:
+    sessions = split_sessions(
+        np.zeros(12, dtype=np.int64), np.arange(12), T0 + np.arange(12.0), WHOLE_HISTORY
+    )
+    windows = sessions.windows(5)
+    assert windows.lengths.max() <= 6
+    targets = np.concatenate([windows[w][1:] for w in range(len(windows))])
+    assert sorted(targets.tolist()) == list(range(1, 12))
+
+
+@pytest.mark.parametrize("name", ["vsknn", "sasrec"])
+def test_next_items_are_the_models_own_strengths_with_repeats_collapsed(name, shop_log) -> None:
+    if name == "sasrec":
+        pytest.importorskip("torch")
+    from equilibra.models.registry import create_model
+
+    params = {"dim": 16, "epochs": 3, "negatives": 16} if name == "sasrec" else {}
+    model = create_model(name, **params).fit(shop_log)
+    session = model.user_session(0)[-3:]
+    found, strength = model.next_items(session, 10, session[-1:])
+    assert len(found) and strength[0] == 1.0
+    assert ((strength > 0) & (strength <= 1)).all() and (np.diff(strength) <= 0).all()
+    assert session[-1] not in found
+    doubled = np.repeat(session, 2)  # a view, then its add-to-cart: one step, as in training
+    again, _ = model.next_items(doubled, 10, session[-1:])
+    assert again.tolist() == found.tolist()
+
+
+@pytest.mark.parametrize("name", ["vsknn", "sasrec"])
+def test_a_live_session_is_scored_by_the_session_model(name, tmp_path: Path, tiny_shop) -> None:
+    if name == "sasrec":
+        pytest.importorskip("torch")
+    params = {"dim": 16, "epochs": 3, "negatives": 16} if name == "sasrec" else {}
+    data = TrainingData(events=tiny_shop.events, items=tiny_shop.items)
+    fit_artifact(data, name, params).publish(tmp_path / "model")
     settings = load_settings(
         None,
         environ={},

@@ -23,6 +23,15 @@ from equilibra.models.sessions import Sessions
 
 @register("gru4rec")
 class GRU4Rec(NeuralSessionModel):
+    # (training sessions, their windows), built once per fit and dropped after it.
+    windows_cache: tuple[Sessions, Sessions] | None = None
+
+    def _fit_sessions(self, sessions: Sessions) -> None:
+        try:
+            super()._fit_sessions(sessions)
+        finally:
+            self.__dict__.pop("windows_cache", None)
+
     def _build(self, torch: Any) -> Any:
         nn = torch.nn
         n_items, dim, dropout = self.n_items_, self.dim, self.dropout
@@ -45,6 +54,9 @@ class GRU4Rec(NeuralSessionModel):
 
     def _train_epoch(self, torch: Any, sessions: Sessions, rng: np.random.Generator) -> float:
         net, optimiser = self.net_, self.optimiser_
+        if self.windows_cache is None or self.windows_cache[0] is not sessions:
+            self.windows_cache = (sessions, sessions.windows(self.max_length))
+        sessions = self.windows_cache[1]  # as long as what scoring reads, no longer
         order = rng.permutation(len(sessions))
         indptr, items = sessions.indptr, sessions.items
         width = min(self.batch_size, len(order))
@@ -61,7 +73,7 @@ class GRU4Rec(NeuralSessionModel):
             negatives = torch.cat([target, self.sample_negatives(torch, rng)])
             hidden = net.step(current, hidden)
             loss = sampled_softmax_loss(
-                torch, hidden, target, net.out_emb.weight, net.out_bias, negatives
+                torch, hidden, target, net.out_emb.weight, net.out_bias, negatives, self._log_q
             )
             optimiser.zero_grad()
             loss.backward()

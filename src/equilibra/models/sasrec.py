@@ -39,10 +39,12 @@ class SASRec(NeuralSessionModel):
         seed: int = 0,
         blocks: int = 2,
         heads: int = 1,
+        logq: float = 0.0,
+        repeat: bool = True,
     ):
         super().__init__(
             dim, epochs, batch_size, learning_rate, negatives, negative_alpha, dropout,
-            patience, validation_share, gap_minutes, max_length, seed,
+            patience, validation_share, gap_minutes, max_length, seed, logq, repeat,
         )  # fmt: skip
         self.blocks = blocks
         self.heads = heads
@@ -119,7 +121,7 @@ class SASRec(NeuralSessionModel):
             real = targets != self.n_items_
             loss = sampled_softmax_loss(
                 torch, states[real], targets[real], net.item_emb.weight, net.out_bias,
-                self.sample_negatives(torch, rng),
+                self.sample_negatives(torch, rng), self._log_q,
             )  # fmt: skip
             optimiser.zero_grad()
             loss.backward()

@@ -69,6 +69,22 @@ class Sessions:
         indptr = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
         return Sessions(indptr, self.items[take], self.user[keep], self.end[keep])
 
+    def windows(self, max_length: int) -> Sessions:
+        """Each session cut into windows of at most `max_length` + 1 items, consecutive windows
+        sharing one item, so every step is a target once and no input is longer than what a
+        model is later given to score (its last `max_length` items)."""
+        pieces, users, ends = [], [], []
+        for s in range(len(self)):
+            items = self[s]
+            for start in range(0, max(len(items) - 1, 1), max_length):
+                pieces.append(items[start : start + max_length + 1])
+                users.append(self.user[s])
+                ends.append(self.end[s])
+        indptr = np.concatenate([[0], np.cumsum([len(p) for p in pieces])]).astype(np.int64)
+        items = np.concatenate(pieces) if pieces else np.zeros(0, dtype=np.int64)
+        return Sessions(indptr, items.astype(np.int64), np.array(users, np.int64),
+                        np.array(ends, np.float64))  # fmt: skip
+
 
 def split_sessions(
     user: np.ndarray, item: np.ndarray, time: np.ndarray, gap_minutes: float
@@ -103,6 +119,25 @@ def split_sessions(
     )
 
 
+def revisit_share(sessions: Sessions) -> float:
+    """Share of next-item steps whose target is an item already earlier in its session."""
+    hits = steps = 0
+    for s in range(len(sessions)):
+        items = sessions[s]
+        for t in range(1, len(items)):
+            steps += 1
+            hits += bool((items[:t] == items[t]).any())
+    return hits / max(steps, 1)
+
+
+def collapse_repeats(items: np.ndarray) -> np.ndarray:
+    """A live session as training saw sessions: consecutive repeats of an item (a view, then
+    its add-to-cart) are one step."""
+    if len(items) < 2:
+        return items
+    return items[np.concatenate([[True], items[1:] != items[:-1]])]
+
+
 def interaction_sessions(interactions: Interactions, gap_minutes: float) -> Sessions:
     return split_sessions(
         interactions.event_user.astype(np.int64),
@@ -133,7 +168,8 @@ class SessionRecommender(Recommender):
     def _remember_last_sessions(self, sessions: Sessions) -> None:
         """Each user's last session (its last `max_length` items), as CSR-like arrays."""
         last = np.full(self.n_users_, -1, dtype=np.int64)
-        last[sessions.user] = np.arange(len(sessions))  # sessions are in time order
+        # Sessions are in time order: each user's latest is the highest index of theirs.
+        np.maximum.at(last, sessions.user, np.arange(len(sessions), dtype=np.int64))
         lengths = np.zeros(self.n_users_, dtype=np.int64)
         has = last >= 0
         lengths[has] = np.minimum(sessions.lengths[last[has]], self.max_length)
@@ -158,6 +194,18 @@ class SessionRecommender(Recommender):
         session = np.asarray(items, dtype=np.int64)[-self.max_length :]
         return top_k_row(self.score_session(session), k, banned)
 
+    def next_items(
+        self, items: Sequence[int] | np.ndarray, k: int = 20, banned: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The model's own `k` best next items after a session and their strength in (0, 1],
+        the best one 1: no popularity background, nothing the model does not score. What the
+        service adds as the live session's generator and what `similar_items` lists."""
+        row = self.score_session(collapse_repeats(np.asarray(items, dtype=np.int64)))
+        found, values = top_k_row(SparseRow(row.indices, row.data), k, banned)
+        keep = values > 0
+        found, values = found[keep], values[keep]
+        return found, values / values[0] if len(values) else values
+
     def _score_users(self, users: np.ndarray) -> SparseScores:
         rows = [self.score_session(self.user_session(int(u))) for u in users]
         indptr = np.concatenate([[0], np.cumsum([len(r.indices) for r in rows])])
@@ -175,10 +223,6 @@ class SessionRecommender(Recommender):
         out = np.full((len(items), k), -1, dtype=np.int64)
         scores = np.full((len(items), k), -np.inf)
         for row, item in enumerate(items):
-            row_items = self.score_session(np.array([item]))
-            # Only what the model itself scores: the popularity background is no similarity.
-            found, values = top_k_row(SparseRow(row_items.indices, row_items.data), k + 1)
-            keep = (found != item) & (values > 0)
-            found, values = found[keep][:k], values[keep][:k]
+            found, values = self.next_items(np.array([item]), k, np.array([item]))
             out[row, : len(found)], scores[row, : len(found)] = found, values
         return out, scores

@@ -56,7 +56,10 @@ def fit_artifact(
         raise EquilibraError(str(exc)) from None
     if interactions is None:
         interactions = build_interactions(data.events, data.items, default_weights(data))
-    model.fit(interactions, data.items, data.users)
+    try:
+        model.fit(interactions, data.items, data.users)
+    except ImportError as exc:  # an optional extra (torch) is not installed: say which
+        raise EquilibraError(str(exc)) from None
     summary = {
         "data": {
             "events": interactions.n_events,

@@ -13,7 +13,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from equilibra.models.base import top_k
-from equilibra.models.sessions import SessionRecommender
+from equilibra.models.sessions import WHOLE_HISTORY, SessionRecommender
 from equilibra.online.foldin import FoldIn
 from equilibra.pipeline.artifact import ModelArtifact
 
@@ -161,19 +161,22 @@ class ServingModel:
 
     def next_in_session(self, items: list[str], n: int) -> Scored:
         """The session model's top n after this live session (oldest first), its last item
-        left out; scores divided by the best one. Empty without a session model."""
+        left out; strengths in (0, 1]. Empty without a session model."""
         if self.session_model is None:
             return []
         dense = [self.item_index.get(i) for i in items]
         known = np.array([i for i in dense if i is not None], dtype=np.int64)
         if not len(known):
             return []
-        found, values = self.session_model.recommend_session(known, n, known[-1:])
-        positive = values > 0
-        found, values = found[positive], values[positive]
-        if len(values):
-            values = values / values[0]
+        # The model's own scores only (no popularity background), the best one 1.
+        found, values = self.session_model.next_items(known, n, known[-1:])
         return self._listed(found, values.astype(np.float64))
+
+    @property
+    def reads_whole_history(self) -> bool:
+        """Whether the session model was trained on each user's whole history as one session
+        (rating data): then the live session is the user's history, not the last visit."""
+        return self.session_model is not None and self.session_model.gap_minutes == WHOLE_HISTORY
 
     def similar(self, item_id: str, n: int) -> Scored:
         """Items like this one by the model (factor cosine, or the model's own neighbours)."""
