@@ -132,6 +132,25 @@ def test_a_neural_model_without_torch_is_a_clear_error(monkeypatch, tiny_shop) -
         fit_artifact(data, "sasrec", {"epochs": 1})
 
 
+def test_a_neural_model_feeds_the_learned_ranker_as_a_generator(tmp_path: Path, tiny_shop) -> None:
+    pytest.importorskip("torch")
+    from equilibra.pipeline.artifact import ModelArtifact
+    from equilibra.service.model import ServingModel
+
+    generators = [
+        {"algorithm": "recent", "params": {}},
+        {"algorithm": "sasrec", "params": {"dim": 8, "epochs": 2, "negatives": 8}},
+    ]
+    data = TrainingData(events=tiny_shop.events, items=tiny_shop.items)
+    fit_artifact(data, "ranker", {"generators": generators}).publish(tmp_path / "model")
+    served = ServingModel(ModelArtifact.load(tmp_path / "model"))
+    assert served.session_model is not None and served.session_model.name == "sasrec"
+    user = next(iter(served.user_index))
+    assert served.user_candidates(user, 10, "none")
+    items = list(served.item_index)[:3]
+    assert served.next_in_session(items, 5)
+
+
 def test_windows_make_every_step_a_target_once_and_no_input_too_long() -> None:
     sessions = split_sessions(
         np.zeros(12, dtype=np.int64), np.arange(12), T0 + np.arange(12.0), WHOLE_HISTORY
