@@ -156,8 +156,25 @@ def evaluate(method: Any, sessions: list[np.ndarray]) -> dict[str, float]:
     }
 
 
+def spec_models(specs: list[str], gap: float, seed: int) -> list[tuple[str, SessionRecommender]]:
+    """`--spec '["sasrec", {"fresh_epochs": 1}]'`: one model each, the benchmark's gap and seed."""
+    from equilibra.models.registry import create_model
+
+    found = []
+    for text in specs:
+        algorithm, params = json.loads(text)
+        model = create_model(algorithm, **{"gap_minutes": gap, "seed": seed, **params})
+        found.append((f"{algorithm} {json.dumps(params)}", model))
+    return found
+
+
 def run(
-    name: str, data_dir: Path, max_sessions: int, seed: int, describe_only: bool = False
+    name: str,
+    data_dir: Path,
+    max_sessions: int,
+    seed: int,
+    describe_only: bool = False,
+    specs: list[str] | None = None,
 ) -> dict[str, Any]:
     events = load(name, data_dir)
     cut = float(events[C.timestamp].quantile(0.8))
@@ -184,7 +201,7 @@ def run(
     for method in (popular, baseline):
         rows[method.name] = evaluate(method, test) | {"fit_seconds": 0.0}
         print(name, method.name, rows[method.name], file=sys.stderr)
-    for label, model in models(gap, seed):
+    for label, model in spec_models(specs, gap, seed) if specs else models(gap, seed):
         started = time.perf_counter()
         model.fit(train)
         fit_seconds = time.perf_counter() - started
@@ -246,12 +263,17 @@ def main() -> None:
     parser.add_argument(
         "--describe-only", action="store_true", help="print the test sessions' make-up, fit nothing"
     )
+    parser.add_argument(
+        "--spec",
+        action="append",
+        help='instead of the standard models, JSON ["algorithm", {params}]; prints, writes nothing',
+    )
     args = parser.parse_args()
     results = [
-        run(name, args.data_dir, args.max_sessions, args.seed, args.describe_only)
+        run(name, args.data_dir, args.max_sessions, args.seed, args.describe_only, args.spec)
         for name in args.dataset or ["taobao", "ml-latest-small", "synthetic"]
     ]
-    if args.describe_only:
+    if args.describe_only or args.spec:
         print(json.dumps(results, indent=1))
         return
     command = "python benchmarks/sessions.py " + " ".join(sys.argv[1:])

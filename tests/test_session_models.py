@@ -151,6 +151,18 @@ def test_a_neural_model_feeds_the_learned_ranker_as_a_generator(tmp_path: Path, 
     assert served.next_in_session(items, 5)
 
 
+def test_fresh_epochs_learn_from_the_held_out_tail(shop_log) -> None:
+    pytest.importorskip("torch")
+    from equilibra.models.registry import create_model
+
+    def fitted(fresh: int):
+        params = {"dim": 8, "epochs": 2, "negatives": 8, "validation_share": 0.2}
+        return create_model("sasrec", fresh_epochs=fresh, **params).fit(shop_log)
+
+    users, items = np.arange(10), np.arange(20)
+    assert not np.allclose(fitted(0).score(users, items), fitted(1).score(users, items))
+
+
 def test_windows_make_every_step_a_target_once_and_no_input_too_long() -> None:
     sessions = split_sessions(
         np.zeros(12, dtype=np.int64), np.arange(12), T0 + np.arange(12.0), WHOLE_HISTORY

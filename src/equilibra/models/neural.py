@@ -95,6 +95,7 @@ class NeuralSessionModel(SessionRecommender):
         seed: int = 0,
         logq: float = 0.0,
         repeat: bool = True,
+        fresh_epochs: int = 0,
     ):
         self.dim = dim
         self.epochs = epochs
@@ -110,6 +111,7 @@ class NeuralSessionModel(SessionRecommender):
         self.seed = seed
         self.logq = logq
         self.repeat = repeat
+        self.fresh_epochs = fresh_epochs
 
     # --- the network, by subclass ---------------------------------------------------------------
     @abstractmethod
@@ -169,6 +171,11 @@ class NeuralSessionModel(SessionRecommender):
                     break
         if best_state is not None:
             self.net_.load_state_dict(best_state)
+        if len(validation) and self.fresh_epochs:
+            # The held-out tail is the freshest data: learn from it too, once chosen on.
+            self.net_.train()
+            for _ in range(self.fresh_epochs):
+                self._train_epoch(torch, validation, rng)
         self.net_.eval()
         del self.optimiser_, self._negative_cdf, self._log_q
         self.history_ = history

@@ -41,10 +41,11 @@ class SASRec(NeuralSessionModel):
         heads: int = 1,
         logq: float = 0.0,
         repeat: bool = True,
+        fresh_epochs: int = 0,
     ):
         super().__init__(
             dim, epochs, batch_size, learning_rate, negatives, negative_alpha, dropout,
-            patience, validation_share, gap_minutes, max_length, seed, logq, repeat,
+            patience, validation_share, gap_minutes, max_length, seed, logq, repeat, fresh_epochs,
         )  # fmt: skip
         self.blocks = blocks
         self.heads = heads
@@ -106,9 +107,10 @@ class SASRec(NeuralSessionModel):
         return torch.as_tensor(padded)
 
     def _train_epoch(self, torch: Any, sessions: Sessions, rng: np.random.Generator) -> float:
-        if not hasattr(self, "windows_cache"):
-            self.windows_cache = self._windows(sessions)
-        windows = self.windows_cache
+        cached = self.__dict__.get("windows_cache")
+        if cached is None or cached[0] is not sessions:
+            self.windows_cache = (sessions, self._windows(sessions))
+        windows = self.windows_cache[1]
         net, optimiser = self.net_, self.optimiser_
         order = rng.permutation(len(windows))
         losses = []
