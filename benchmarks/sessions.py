@@ -23,6 +23,7 @@ cores) and milliseconds per prediction (one session, in-process) are reported be
 from __future__ import annotations
 
 import argparse
+import inspect
 import itertools
 import json
 import sys
@@ -38,7 +39,13 @@ from equilibra.data.columns import Columns as C
 from equilibra.data.datasets import load_real
 from equilibra.data.interactions import Interactions
 from equilibra.data.synthetic import generate_shop
-from equilibra.models.sessions import WHOLE_HISTORY, SessionRecommender, split_sessions
+from equilibra.models.sessions import (
+    WHOLE_HISTORY,
+    SessionRecommender,
+    interaction_sessions,
+    revisit_share,
+    split_sessions,
+)
 
 K = 20
 GAP_MINUTES = {"taobao": 30.0, "synthetic": 30.0, "ml-latest-small": WHOLE_HISTORY}
@@ -112,26 +119,11 @@ def test_sessions(
         user.astype(np.int64), item.astype(np.int64),
         known[C.timestamp].to_numpy(np.float64), gap,
     )  # fmt: skip
-    out = [sessions[s] for s in range(len(sessions)) if sessions.lengths[s] >= 2]
+    out = [session for session in sessions if len(session) >= 2]
     rng = np.random.default_rng(seed)
     if len(out) > max_sessions:
         out = [out[i] for i in sorted(rng.choice(len(out), max_sessions, replace=False))]
     return [s[:51] for s in out]  # at most 50 predictions per session
-
-
-def revisit_share(sessions: list[np.ndarray]) -> float:
-    """Share of steps whose next click is an item already clicked earlier in the session.
-
-    Neighbour methods score the session's own items (their neighbours hold them too); a neural
-    model without a copy mechanism has to learn to return to them, so this share says how much
-    of a dataset's HR@20 is revisits.
-    """
-    hits = steps = 0
-    for session in sessions:
-        for t in range(1, len(session)):
-            steps += 1
-            hits += bool(np.isin(session[t], session[:t]).item())
-    return hits / max(steps, 1)
 
 
 def evaluate(method: Any, sessions: list[np.ndarray]) -> dict[str, float]:
@@ -158,12 +150,15 @@ def evaluate(method: Any, sessions: list[np.ndarray]) -> dict[str, float]:
 
 def spec_models(specs: list[str], gap: float, seed: int) -> list[tuple[str, SessionRecommender]]:
     """`--spec '["sasrec", {"fresh_epochs": 1}]'`: one model each, the benchmark's gap and seed."""
-    from equilibra.models.registry import create_model
+    from equilibra.models.registry import create_model, model_class
 
     found = []
     for text in specs:
         algorithm, params = json.loads(text)
-        model = create_model(algorithm, **{"gap_minutes": gap, "seed": seed, **params})
+        defaults: dict[str, Any] = {"gap_minutes": gap}
+        if "seed" in inspect.signature(model_class(algorithm)).parameters:  # the neural ones
+            defaults["seed"] = seed
+        model = create_model(algorithm, **defaults, **params)
         found.append((f"{algorithm} {json.dumps(params)}", model))
     return found
 
@@ -192,11 +187,8 @@ def run(
     if describe_only:
         return described
     popular = Popularity(train)
-    train_sessions = split_sessions(
-        train.event_user.astype(np.int64), train.event_item.astype(np.int64),
-        train.event_time.astype(np.float64), gap,
-    )  # fmt: skip
-    baseline = CoOccurrence([train_sessions[s] for s in range(len(train_sessions))], popular)
+    train_sessions = interaction_sessions(train, gap)
+    baseline = CoOccurrence(list(train_sessions), popular)
     rows: dict[str, dict[str, Any]] = {}
     for method in (popular, baseline):
         rows[method.name] = evaluate(method, test) | {"fit_seconds": 0.0}

@@ -15,15 +15,14 @@ from equilibra.data.training import TrainingData
 from equilibra.models.session_knn import SessionKNN, VectorSessionKNN, position_weights
 from equilibra.models.sessions import WHOLE_HISTORY, split_sessions
 from equilibra.pipeline.train import fit_artifact
-from equilibra.service.settings import load_settings
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")
     from fastapi.testclient import TestClient
 
-from equilibra.service.app import create_app
+from test_service import ADMIN, T0, settings_for
 
-T0 = 1_767_000_000.0
+from equilibra.service.app import create_app
 
 
 def log(rows: list[tuple[str, str, float]]) -> Interactions:
@@ -198,31 +197,23 @@ def test_a_live_session_is_scored_by_the_session_model(name, tmp_path: Path, tin
     params = {"dim": 16, "epochs": 3, "negatives": 16} if name == "sasrec" else {}
     data = TrainingData(events=tiny_shop.events, items=tiny_shop.items)
     fit_artifact(data, name, params).publish(tmp_path / "model")
-    settings = load_settings(
-        None,
-        environ={},
-        db=f"sqlite:///{tmp_path / 'shop.db'}",
-        model_dir=str(tmp_path / "model"),
-        admin_key="admin-key",
-        policy="greedy",
-    )
+    settings = settings_for(tmp_path, policy="greedy")
     session = tiny_shop.events.sort_values("timestamp")
     first = session["user_id"].iloc[0]
     clicks = session[session["user_id"] == first]["item_id"].astype(str).tolist()[:3]
-    admin = {"Authorization": "Bearer admin-key"}
     with TestClient(create_app(settings, background=False)) as client:
         model = client.app.state.engine.model
         assert model.session_model is not None
         for step, item in enumerate(clicks):
             event = {"user_id": "walk-in", "item_id": item, "type": "view",
                      "timestamp": T0 + step}  # fmt: skip
-            assert client.post("/v1/events", json=[event], headers=admin).status_code == 200
+            assert client.post("/v1/events", json=[event], headers=ADMIN).status_code == 200
         expected = model.next_in_session(clicks, 10)
         assert expected
         body = client.post(
             "/v1/recommend",
             json={"user_id": "walk-in", "k": 10, "exclude": "none", "timestamp": T0 + 3},
-            headers=admin,
+            headers=ADMIN,
         ).json()
         shown = [i["item_id"] for i in body["items"]]
         assert expected[0][0] in shown

@@ -42,13 +42,21 @@ def _csr(data: np.ndarray, indices: np.ndarray, indptr: np.ndarray, shape: tuple
     return sp.csr_matrix((data, indices, indptr), shape=shape, copy=False)
 
 
-def _gather(indptr: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def spans(starts: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """The positions `starts[i] .. starts[i] + counts[i] - 1` of every span, concatenated in
+    order: many slices of one flat array taken at once."""
+    starts = np.asarray(starts, dtype=np.int64)
+    counts = np.asarray(counts, dtype=np.int64)
+    offsets = np.zeros(len(starts), dtype=np.int64)
+    np.cumsum(counts[:-1], out=offsets[1:])
+    return np.repeat(starts - offsets, counts) + np.arange(int(counts.sum()))
+
+
+def gather(indptr: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """-> (positions in the data arrays of `rows`' entries, in order; each row's entry count)."""
     starts = indptr[rows].astype(np.int64)
     counts = indptr[rows + 1] - starts
-    offsets = np.zeros(len(rows), dtype=np.int64)
-    np.cumsum(counts[:-1], out=offsets[1:])
-    return np.repeat(starts - offsets, counts) + np.arange(int(counts.sum())), counts
+    return spans(starts, counts), counts
 
 
 def take_rows(matrix: sp.csr_matrix, rows: np.ndarray) -> sp.csr_matrix:
@@ -56,7 +64,7 @@ def take_rows(matrix: sp.csr_matrix, rows: np.ndarray) -> sp.csr_matrix:
     rows = np.asarray(rows, dtype=np.int64)
     if len(rows) > FEW_ROWS:
         return sp.csr_matrix(matrix[rows])
-    pos, counts = _gather(matrix.indptr, rows)
+    pos, counts = gather(matrix.indptr, rows)
     indptr = np.zeros(len(rows) + 1, dtype=np.int64)
     np.cumsum(counts, out=indptr[1:])
     return _csr(matrix.data[pos], matrix.indices[pos], indptr, (len(rows), matrix.shape[1]))
@@ -96,7 +104,7 @@ def _products(
     entry_row: np.ndarray, indices: np.ndarray, data: np.ndarray, right: sp.csr_matrix
 ) -> tuple[np.ndarray, np.ndarray]:
     """-> (cells keyed row * n_cols + col, ascending; their summed products)."""
-    pos, counts = _gather(right.indptr, indices)
+    pos, counts = gather(right.indptr, indices)
     keys = np.repeat(entry_row, counts) * right.shape[1] + right.indices[pos]
     values = right.data[pos] * np.repeat(data, counts)
     cells, inverse = np.unique(keys, return_inverse=True)

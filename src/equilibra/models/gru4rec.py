@@ -23,15 +23,6 @@ from equilibra.models.sessions import Sessions
 
 @register("gru4rec")
 class GRU4Rec(NeuralSessionModel):
-    # (training sessions, their windows), built once per fit and dropped after it.
-    windows_cache: tuple[Sessions, Sessions] | None = None
-
-    def _fit_sessions(self, sessions: Sessions) -> None:
-        try:
-            super()._fit_sessions(sessions)
-        finally:
-            self.__dict__.pop("windows_cache", None)
-
     def _build(self, torch: Any) -> Any:
         nn = torch.nn
         n_items, dim, dropout = self.n_items_, self.dim, self.dropout
@@ -52,11 +43,12 @@ class GRU4Rec(NeuralSessionModel):
 
         return Net()
 
+    def _windows(self, sessions: Sessions) -> Sessions:
+        return sessions.windows(self.max_length)  # as long as what scoring reads, no longer
+
     def _train_epoch(self, torch: Any, sessions: Sessions, rng: np.random.Generator) -> float:
         net, optimiser = self.net_, self.optimiser_
-        if self.windows_cache is None or self.windows_cache[0] is not sessions:
-            self.windows_cache = (sessions, sessions.windows(self.max_length))
-        sessions = self.windows_cache[1]  # as long as what scoring reads, no longer
+        sessions = self._training_windows(sessions)
         order = rng.permutation(len(sessions))
         indptr, items = sessions.indptr, sessions.items
         width = min(self.batch_size, len(order))

@@ -31,12 +31,7 @@ import numpy as np
 
 from equilibra.models.base import SparseRow
 from equilibra.models.session_knn import position_weights
-from equilibra.models.sessions import (
-    SessionRecommender,
-    Sessions,
-    collapse_repeats,
-    revisit_share,
-)
+from equilibra.models.sessions import SessionRecommender, Sessions, revisit_share
 
 # Validation steps scored per epoch: enough for a stable HR@20, cheap next to an epoch.
 VALIDATION_STEPS = 3_000
@@ -178,6 +173,7 @@ class NeuralSessionModel(SessionRecommender):
                 self._train_epoch(torch, validation, rng)
         self.net_.eval()
         del self.optimiser_, self._negative_cdf, self._log_q
+        self.__dict__.pop("_window_cache", None)
         self.history_ = history
         self.repeat_share_ = revisit_share(validation if len(validation) else train)
         self.fit_seconds_ = round(time.perf_counter() - started, 2)
@@ -215,6 +211,17 @@ class NeuralSessionModel(SessionRecommender):
             hits += int((top == np.array(targets[lo : lo + 256])[:, None]).any(axis=1).sum())
         return round(hits / max(len(targets), 1), 4)
 
+    def _training_windows(self, sessions: Sessions) -> Any:
+        """`_windows(sessions)`, built once per fit: every epoch trains on the same sessions."""
+        cached = self.__dict__.get("_window_cache")
+        if cached is None or cached[0] is not sessions:
+            cached = self._window_cache = (sessions, self._windows(sessions))
+        return cached[1]
+
+    @abstractmethod
+    def _windows(self, sessions: Sessions) -> Any:
+        """The training sequences of `sessions`, no input longer than `max_length` items."""
+
     def sample_negatives(self, torch: Any, rng: np.random.Generator) -> Any:
         drawn = np.searchsorted(
             self._negative_cdf, rng.random(self.negatives) * self._negative_cdf[-1]
@@ -225,15 +232,16 @@ class NeuralSessionModel(SessionRecommender):
     def _dense_scores(self, torch: Any, batch: list[np.ndarray]) -> np.ndarray:
         with torch.inference_mode():
             hidden = self._hidden(torch, batch)
-            logits = hidden @ self.net_.out_emb.weight.T + self.net_.out_bias
+            # The first n_items rows: SASRec's shared embedding has a padding row after them.
+            weight = self.net_.out_emb.weight[: self.n_items_]
+            logits = hidden @ weight.T + self.net_.out_bias
         return logits.numpy().astype(np.float32)
 
     def score_session(self, items: np.ndarray) -> SparseRow:
         torch = require_torch()
-        items = np.asarray(items, dtype=np.int64)[-self.max_length :]
-        items = items[(items >= 0) & (items < self.n_items_)]
+        items = self._known_tail(items)
         if not len(items):
-            return SparseRow(np.zeros(0, np.int64), np.zeros(0, np.float32), self.fallback_)
+            return self._nothing_known()
         scores = self._next_probabilities(torch, [items])[0]
         return SparseRow(np.arange(self.n_items_), scores)
 
@@ -256,26 +264,6 @@ class NeuralSessionModel(SessionRecommender):
                 np.add.at(probability[row], items, share * weight / weight.sum())
         return probability
 
-    def next_items(
-        self, items: Any, k: int = 20, banned: np.ndarray | None = None
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """The strength of each of the k is its probability relative to the best one's."""
-        row = self.score_session(collapse_repeats(np.asarray(items, dtype=np.int64)))
-        if not len(row.indices) or k <= 0:
-            return np.zeros(0, np.int64), np.zeros(0)
-        # A dense row (every item, in order): ban by position and partition once, which costs
-        # a third of the sparse top-k's membership search over the whole catalogue.
-        scores = row.data.astype(np.float64)
-        if banned is not None and len(banned):
-            scores[np.asarray(banned, dtype=np.int64)] = -np.inf
-        depth = min(k, len(scores))
-        top = np.argpartition(-scores, depth - 1)[:depth]
-        found = top[np.lexsort((top, -scores[top]))]  # best first, ties by item index
-        values = scores[found]
-        keep = values > 0
-        found, values = found[keep], values[keep]
-        return found, values / values[0] if len(values) else values
-
     def _score_users(self, users: np.ndarray) -> np.ndarray:
         torch = require_torch()
         out = np.empty((len(users), self.n_items_), dtype=np.float32)
@@ -293,8 +281,11 @@ class NeuralSessionModel(SessionRecommender):
 
     # --- persistence ----------------------------------------------------------------------------
     def _state(self) -> dict[str, Any]:
-        state = {k: v for k, v in vars(self).items() if k.endswith("_") and k != "net_"}
-        state = {k: v for k, v in state.items() if not k.startswith(WEIGHT_PREFIX)}
+        state = {
+            k: v
+            for k, v in vars(self).items()
+            if k.endswith("_") and k != "net_" and not k.startswith(WEIGHT_PREFIX)
+        }
         for key, tensor in self.net_.state_dict().items():
             state[f"{WEIGHT_PREFIX}{key}_"] = tensor.detach().numpy().copy()
         return state

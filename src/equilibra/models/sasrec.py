@@ -93,8 +93,7 @@ class SASRec(NeuralSessionModel):
         """Every session as windows of at most max_length + 1 items (inputs and targets)."""
         span = self.max_length + 1
         out = []
-        for s in range(len(sessions)):
-            items = sessions[s]
+        for items in sessions:
             for end in range(len(items), 1, -self.max_length):
                 out.append(items[max(0, end - span) : end])
         return out
@@ -107,10 +106,7 @@ class SASRec(NeuralSessionModel):
         return torch.as_tensor(padded)
 
     def _train_epoch(self, torch: Any, sessions: Sessions, rng: np.random.Generator) -> float:
-        cached = self.__dict__.get("windows_cache")
-        if cached is None or cached[0] is not sessions:
-            self.windows_cache = (sessions, self._windows(sessions))
-        windows = self.windows_cache[1]
+        windows = self._training_windows(sessions)
         net, optimiser = self.net_, self.optimiser_
         order = rng.permutation(len(windows))
         losses = []
@@ -131,20 +127,8 @@ class SASRec(NeuralSessionModel):
             losses.append(loss.item())
         return float(np.mean(losses)) if losses else 0.0
 
-    def _fit_sessions(self, sessions: Sessions) -> None:
-        try:
-            super()._fit_sessions(sessions)
-        finally:
-            self.__dict__.pop("windows_cache", None)
-
     def _hidden(self, torch: Any, batch: list[np.ndarray]) -> Any:
         width = min(max(len(s) for s in batch), self.max_length)
         states = self.net_(self._pad(torch, batch, width))
         last = torch.as_tensor([min(len(s), width) - 1 for s in batch])
         return states[torch.arange(len(batch)), last]
-
-    def _dense_scores(self, torch: Any, batch: list[np.ndarray]) -> np.ndarray:
-        with torch.inference_mode():
-            hidden = self._hidden(torch, batch)
-            logits = hidden @ self.net_.item_emb.weight[: self.n_items_].T + self.net_.out_bias
-        return logits.numpy().astype(np.float32)

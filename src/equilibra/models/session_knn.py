@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from equilibra.data.sparse import gather, spans
 from equilibra.models.base import SparseRow
 from equilibra.models.registry import register
 from equilibra.models.sessions import SessionRecommender, Sessions
@@ -65,10 +66,9 @@ class _SessionKNN(SessionRecommender):
         self.idf_ = np.log((len(sessions) + 1.0) / (df + 1.0)).astype(np.float32)
 
     def score_session(self, items: np.ndarray) -> SparseRow:
-        items = np.asarray(items, dtype=np.int64)[-self.max_length :]
-        items = items[(items >= 0) & (items < self.n_items_)]
+        items = self._known_tail(items)
         if not len(items):
-            return SparseRow(np.zeros(0, np.int64), np.zeros(0, np.float32), self.fallback_)
+            return self._nothing_known()
         weight = position_weights(len(items), self.decay)
         # An item seen twice keeps the weight of its latest position.
         distinct, last_at = np.unique(items[::-1], return_index=True)
@@ -78,12 +78,10 @@ class _SessionKNN(SessionRecommender):
         indptr, index = self.item_sessions_.indptr, self.item_sessions_.indices
         # The most recent `sample_size` sessions of each item: a row's tail.
         starts = np.maximum(indptr[distinct], indptr[distinct + 1] - self.sample_size)
-        ends = indptr[distinct + 1]
-        counts = ends - starts
+        counts = indptr[distinct + 1] - starts
         if counts.sum() == 0:
-            return SparseRow(np.zeros(0, np.int64), np.zeros(0, np.float32), self.fallback_)
-        take = np.repeat(starts - np.concatenate([[0], np.cumsum(counts)[:-1]]), counts)
-        session = index[take + np.arange(counts.sum())].astype(np.int64)
+            return self._nothing_known()
+        session = index[spans(starts, counts)].astype(np.int64)
         shared_weight = np.repeat(query_weight, counts)
         neighbours, inverse = np.unique(session, return_inverse=True)
         overlap = np.bincount(inverse, weights=shared_weight)
@@ -93,11 +91,8 @@ class _SessionKNN(SessionRecommender):
         if len(neighbours) > self.k:
             best = np.argpartition(-similarity, self.k - 1)[: self.k]
             neighbours, similarity = neighbours[best], similarity[best]
-        rows = self.session_items_
-        lengths = rows.indptr[neighbours + 1] - rows.indptr[neighbours]
-        take = np.repeat(rows.indptr[neighbours] - np.concatenate([[0], np.cumsum(lengths)[:-1]]),
-                         lengths)  # fmt: skip
-        voted = rows.indices[take + np.arange(lengths.sum())].astype(np.int64)
+        take, lengths = gather(self.session_items_.indptr, neighbours)
+        voted = self.session_items_.indices[take].astype(np.int64)
         scored, inverse = np.unique(voted, return_inverse=True)
         score = np.bincount(inverse, weights=np.repeat(similarity, lengths))
         return SparseRow(scored, score.astype(np.float32), self.fallback_)

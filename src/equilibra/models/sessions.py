@@ -10,7 +10,7 @@ in the training data.
 from __future__ import annotations
 
 from abc import abstractmethod
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -19,11 +19,13 @@ import pandas as pd
 import scipy.sparse as sp
 
 from equilibra.data.interactions import Interactions
+from equilibra.data.sparse import spans
 from equilibra.models.base import (
     Recommender,
     SparseRow,
     SparseScores,
     popularity_fallback,
+    top_k,
     top_k_row,
 )
 
@@ -46,6 +48,9 @@ class Sessions:
     def __getitem__(self, index: int) -> np.ndarray:
         return self.items[self.indptr[index] : self.indptr[index + 1]]
 
+    def __iter__(self) -> Iterator[np.ndarray]:
+        return (self[s] for s in range(len(self)))
+
     @property
     def lengths(self) -> np.ndarray:
         return np.diff(self.indptr)
@@ -63,9 +68,7 @@ class Sessions:
     def select(self, keep: np.ndarray) -> Sessions:
         keep = np.flatnonzero(keep) if keep.dtype == bool else np.asarray(keep)
         lengths = self.lengths[keep]
-        starts = self.indptr[keep]
-        take = np.repeat(starts - np.concatenate([[0], np.cumsum(lengths)[:-1]]), lengths)
-        take = take + np.arange(lengths.sum())
+        take = spans(self.indptr[keep], lengths)
         indptr = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
         return Sessions(indptr, self.items[take], self.user[keep], self.end[keep])
 
@@ -74,8 +77,7 @@ class Sessions:
         sharing one item, so every step is a target once and no input is longer than what a
         model is later given to score (its last `max_length` items)."""
         pieces, users, ends = [], [], []
-        for s in range(len(self)):
-            items = self[s]
+        for s, items in enumerate(self):
             for start in range(0, max(len(items) - 1, 1), max_length):
                 pieces.append(items[start : start + max_length + 1])
                 users.append(self.user[s])
@@ -110,7 +112,7 @@ def split_sessions(
     by_end = np.argsort(time[last], kind="stable")
     lengths = (last - first + 1)[by_end]
     indptr = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
-    take = np.repeat(first[by_end] - indptr[:-1], lengths) + np.arange(indptr[-1])
+    take = spans(first[by_end], lengths)
     return Sessions(
         indptr,
         item[take].astype(np.int64),
@@ -119,11 +121,14 @@ def split_sessions(
     )
 
 
-def revisit_share(sessions: Sessions) -> float:
-    """Share of next-item steps whose target is an item already earlier in its session."""
+def revisit_share(sessions: Iterable[np.ndarray]) -> float:
+    """Share of next-item steps whose target is an item already earlier in its session.
+
+    Neighbour methods score the session's own items (their neighbours hold them too); a neural
+    model without a copy mechanism has to learn to return to them (the repeat gate of
+    `models/neural.py` is set from this share)."""
     hits = steps = 0
-    for s in range(len(sessions)):
-        items = sessions[s]
+    for items in sessions:
         for t in range(1, len(items)):
             steps += 1
             hits += bool((items[:t] == items[t]).any())
@@ -174,8 +179,8 @@ class SessionRecommender(Recommender):
         has = last >= 0
         lengths[has] = np.minimum(sessions.lengths[last[has]], self.max_length)
         self.user_indptr_ = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
-        parts = [sessions[s][-self.max_length :] for s in last[has]]
-        self.user_items_ = np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
+        ends = sessions.indptr[last[has] + 1]
+        self.user_items_ = sessions.items[spans(ends - lengths[has], lengths[has])]
 
     def user_session(self, user: int) -> np.ndarray:
         return self.user_items_[self.user_indptr_[user] : self.user_indptr_[user + 1]]
@@ -187,12 +192,20 @@ class SessionRecommender(Recommender):
     def score_session(self, items: np.ndarray) -> SparseRow:
         """Scores of every item as the next one after `items` (dense ids, oldest first)."""
 
+    def _known_tail(self, items: np.ndarray) -> np.ndarray:
+        """What `score_session` reads of a session: its last `max_length` items the model knows."""
+        items = np.asarray(items, dtype=np.int64)[-self.max_length :]
+        return items[(items >= 0) & (items < self.n_items_)]
+
+    def _nothing_known(self) -> SparseRow:
+        """A session with no known item: no scores of the model's own, popularity behind."""
+        return SparseRow(np.zeros(0, np.int64), np.zeros(0, np.float32), self.fallback_)
+
     def recommend_session(
         self, items: Sequence[int] | np.ndarray, k: int = 20, banned: np.ndarray | None = None
     ) -> tuple[np.ndarray, np.ndarray]:
         """The `k` best next items after the session `items`; `banned`: item ids never shown."""
-        session = np.asarray(items, dtype=np.int64)[-self.max_length :]
-        return top_k_row(self.score_session(session), k, banned)
+        return top_k_row(self.score_session(np.asarray(items, dtype=np.int64)), k, banned)
 
     def next_items(
         self, items: Sequence[int] | np.ndarray, k: int = 20, banned: np.ndarray | None = None
@@ -201,7 +214,17 @@ class SessionRecommender(Recommender):
         the best one 1: no popularity background, nothing the model does not score. What the
         service adds as the live session's generator and what `similar_items` lists."""
         row = self.score_session(collapse_repeats(np.asarray(items, dtype=np.int64)))
-        found, values = top_k_row(SparseRow(row.indices, row.data), k, banned)
+        if self.sparse_scores:
+            found, values = top_k_row(SparseRow(row.indices, row.data), k, banned)
+        elif len(row.indices) and k > 0:
+            # A dense row (every item, in order): ban by position and partition once, a third
+            # of what the sparse top-k's membership search over the catalogue costs.
+            scores = row.data.astype(np.float64)
+            if banned is not None and len(banned):
+                scores[np.asarray(banned, dtype=np.int64)] = -np.inf
+            found, values = (part[0] for part in top_k(scores[None, :], k))
+        else:
+            return np.zeros(0, np.int64), np.zeros(0)
         keep = values > 0
         found, values = found[keep], values[keep]
         return found, values / values[0] if len(values) else values

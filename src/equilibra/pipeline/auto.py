@@ -61,7 +61,7 @@ def candidates(data: TrainingData, n_items: int) -> list[Candidate]:
             Candidate("itemknn", {"similarity": "bm25", "k": 200}),
             Candidate("userknn", {"similarity": "cosine", "k": 50}),
             Candidate("covisit", RATING_SEQUENCE),
-            Candidate("vsknn", dict(RATING_SESSIONS)),
+            Candidate("vsknn", RATING_SESSIONS),
             Candidate("als", {"factors": 64, "regularization": 0.05, "iterations": 15}),
             Candidate("ease", {"regularization": 100.0, "max_items": ease_items}),
             Candidate("ease", {"regularization": 500.0, "max_items": ease_items}),
@@ -106,7 +106,7 @@ def neural_candidates(data: TrainingData) -> list[Candidate]:
     sessions = RATING_SESSIONS if data.is_rating_data else {}
     return [
         Candidate("sasrec", {**sessions, "epochs": 60, "patience": 5, "learning_rate": 2e-3}),
-        Candidate("gru4rec", dict(sessions)),
+        Candidate("gru4rec", sessions),
     ]
 
 
@@ -131,7 +131,7 @@ RATING_GENERATORS = [
     {"algorithm": "als", "params": {}},
     {"algorithm": "popularity", "params": {}},
     # The rater's whole history as a session: +0.003 NDCG@10 on ml-100k's inner split.
-    {"algorithm": "vsknn", "params": {"gap_minutes": WHOLE_HISTORY}},
+    {"algorithm": "vsknn", "params": RATING_SESSIONS},
 ]
 
 

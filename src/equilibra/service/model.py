@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -15,31 +16,30 @@ import scipy.sparse as sp
 from equilibra.models.base import top_k
 from equilibra.models.sessions import WHOLE_HISTORY, SessionRecommender
 from equilibra.online.foldin import FoldIn
+from equilibra.online.state import UserState
 from equilibra.pipeline.artifact import ModelArtifact
 
 Scored = list[tuple[str, float]]
 
 
-def _factor_model(model: Any) -> Any | None:
-    """The ALS model inside a model (itself, or a part of a hybrid or learned ranker)."""
-    if getattr(model, "name", None) == "als" and hasattr(model, "item_factors_"):
+def _find_part(model: Any, wanted: Callable[[Any], bool]) -> Any | None:
+    """The first model that is `wanted`: the model itself, or a part of a hybrid or learned
+    ranker (depth first)."""
+    if wanted(model):
         return model
     for part in getattr(model, "models_", []) or []:
-        found = _factor_model(part)
+        found = _find_part(part, wanted)
         if found is not None:
             return found
     return None
 
 
-def _session_model(model: Any) -> SessionRecommender | None:
-    """The session model (SKNN, GRU4Rec, SASRec, …) inside a model: itself, or a part."""
-    if isinstance(model, SessionRecommender):
-        return model
-    for part in getattr(model, "models_", []) or []:
-        found = _session_model(part)
-        if found is not None:
-            return found
-    return None
+def _is_factor_model(model: Any) -> bool:
+    return getattr(model, "name", None) == "als" and hasattr(model, "item_factors_")
+
+
+def _is_session_model(model: Any) -> bool:
+    return isinstance(model, SessionRecommender)
 
 
 @dataclass
@@ -80,8 +80,8 @@ class ServingModel:
         self.cold = list(
             zip(self.item_ids[found[0][keep]].tolist(), values[0][keep].tolist(), strict=True)
         )
-        self.session_model = _session_model(a.model)
-        als = _factor_model(a.model)
+        self.session_model = _find_part(a.model, _is_session_model)
+        als = _find_part(a.model, _is_factor_model)
         self.foldin = (
             FoldIn(np.asarray(als.item_factors_), float(als.alpha), float(als.regularization))
             if als is not None
@@ -172,11 +172,19 @@ class ServingModel:
         found, values = self.session_model.next_items(known, n, known[-1:])
         return self._listed(found, values.astype(np.float64))
 
-    @property
-    def reads_whole_history(self) -> bool:
-        """Whether the session model was trained on each user's whole history as one session
-        (rating data): then the live session is the user's history, not the last visit."""
-        return self.session_model is not None and self.session_model.gap_minutes == WHOLE_HISTORY
+    def session_candidates(self, last_item: str, user: UserState, n: int) -> tuple[Scored, Scored]:
+        """The model's view of a live session -> (the last item's neighbours, n // 2 of them;
+        the session model's next items after the whole session, n). A dense (neural) session
+        model gives no neighbours: they would be a second pass of the network for what the
+        pass over the whole session already refines."""
+        model = self.session_model
+        neighbours = self.similar(last_item, n // 2) if model is None or model.sparse_scores else []
+        if model is None:
+            return neighbours, []
+        # Trained on whole histories (rating data), it reads the user's history, not the visit.
+        events = user.history if model.gap_minutes == WHOLE_HISTORY else user.session()
+        live = sorted(events, key=lambda seen: seen.timestamp)
+        return neighbours, self.next_in_session([seen.item for seen in live], n)
 
     def similar(self, item_id: str, n: int) -> Scored:
         """Items like this one by the model (factor cosine, or the model's own neighbours)."""

@@ -158,17 +158,11 @@ def gather(
             )
     if recent:
         session = state.neighbours(recent, n)
-        if model is not None:
-            # The model's neighbours of the last item fill in where online counts are thin. A
-            # dense (neural) session model's would be a second pass of the network for what
-            # the whole live session's pass below already refines: left to that one.
-            if model.session_model is None or model.session_model.sparse_scores or user is None:
-                session += [(item, 0.5 * score) for item, score in model.similar(recent[0], n // 2)]
-            if model.session_model is not None and user is not None:
-                # A session model reads the whole live session, in order, as it grows.
-                events = user.history if model.reads_whole_history else user.session()
-                live = sorted(events, key=lambda s: s.timestamp)
-                session += model.next_in_session([s.item for s in live], n)
+        if model is not None and user is not None:
+            # The model's neighbours of the last item fill in where online counts are thin; a
+            # session model reads the whole live session, in order, as it grows.
+            neighbours, following = model.session_candidates(recent[0], user, n)
+            session += [(item, 0.5 * score) for item, score in neighbours] + following
         pool.add("session", _merge(session))
         for item, _ in session:
             pool.anchors.setdefault(item, recent[0])
