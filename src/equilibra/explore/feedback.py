@@ -95,14 +95,17 @@ class PendingImpression:
     user_id: str
     timestamp: float
     segment: str
-    items: list[str]
+    # Tuples, not lists: thousands of open impressions stay for the attribution window, and a
+    # tuple of strings or numbers drops out of the cyclic collector's walk (a list is walked at
+    # every full collection, a 0.1 s stall per 300 k of them while serving).
+    items: tuple[str, ...]
     priors: np.ndarray
     features: np.ndarray | None
     placement: str = ""
     exposure: np.ndarray | None = None  # per position; None: the ledger's default
     # Where each item sits in the stored log (1 = top), and whether the policy chose it (a
     # pinned item is shown and rewarded but teaches the policy nothing).
-    positions: list[int] | None = None
+    positions: tuple[int, ...] | None = None
     learnable: np.ndarray | None = None
     explore: np.ndarray | None = None  # per item: an exploration choice
     info: Mapping[str, object] | None = None  # what the policy noted when it drew the slate
@@ -117,7 +120,7 @@ class PendingImpression:
     def __post_init__(self) -> None:
         self.earned = np.zeros(len(self.items))
         if self.positions is None:
-            self.positions = list(range(1, len(self.items) + 1))
+            self.positions = tuple(range(1, len(self.items) + 1))
         if self.learnable is None:
             self.learnable = np.ones(len(self.items), dtype=bool)
         if self.explore is None:
@@ -315,12 +318,12 @@ class FeedbackLedger:
             str(user_id),
             float(timestamp),
             segment,
-            [str(i) for i in items],
+            tuple(str(i) for i in items),
             np.asarray(priors, dtype=float),
             None if features is None else np.asarray(features, dtype=float),
             placement,
             _check_exposure(exposure),
-            None if positions is None else [int(p) for p in positions],
+            None if positions is None else tuple(int(p) for p in positions),
             None if learnable is None else np.asarray(learnable, dtype=bool),
             None if explore is None else np.asarray(explore, dtype=bool),
             info,
