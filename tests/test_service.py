@@ -455,6 +455,40 @@ def test_a_restart_resumes_the_policy_where_it_stopped(tmp_path) -> None:
         restarted.store.close()
 
 
+def test_the_periodic_snapshot_is_saved_off_the_request_path(tmp_path) -> None:
+    """A save waits for the impression writer and commits: the request whose clock closed
+    impressions must not wait for it (it runs on the event loop)."""
+    import threading
+    import time
+
+    settings = settings_for(tmp_path, attribution_window=60, policy="thompson")
+    with TestClient(create_app(settings, background=False)) as c:
+        c.post("/v1/items", json=items(), headers=ADMIN)
+        c.post("/v1/events", json=browsing(), headers=ADMIN)
+        engine = c.app.state.engine
+        saved_by: list[str] = []
+        save = engine._save_snapshot
+
+        def recording() -> None:
+            saved_by.append(threading.current_thread().name)
+            save()
+
+        engine._save_snapshot = recording  # type: ignore[method-assign]
+        engine._snapshot_at = 0.0  # due
+        for step in range(5):  # 120 s apart: each request closes the one before it
+            t = T0 + 5000 + 120 * step
+            body = c.post("/v1/recommend", json={"user_id": "u1", "k": 3, "timestamp": t},
+                          headers=READ).json()  # fmt: skip
+            c.post("/v1/events", headers=ADMIN, json=[{
+                "user_id": "u1", "item_id": body["items"][0]["item_id"], "type": "click",
+                "timestamp": t + 1, "impression_id": body["impression_id"]}])  # fmt: skip
+        deadline = time.monotonic() + 10
+        while not saved_by and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert saved_by and set(saved_by) == {"equilibra-snapshot"}
+        assert engine.store.load_snapshot("policy") is not None
+
+
 def test_replicas_sharing_a_store_reopen_and_resume_only_their_own(tmp_path) -> None:
     """With EQUILIBRA_REPLICA set, an impression belongs to the replica that served it: after a
     restart a replica reopens its own open impressions, not another's (which would then be

@@ -17,7 +17,7 @@ import threading
 import time
 import uuid
 from collections import deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -104,6 +104,40 @@ class FleetPublisher(Protocol):
     def publish_change(self, kind: str, body: Mapping[str, Any], applied: bool) -> str | None: ...
 
 
+class SnapshotSaver:
+    """Saves the engine's snapshot on its own thread when asked. A save flushes the impression
+    writer and commits; the request whose clock closed the impressions runs on the event loop,
+    and waiting there for the writer stalled every request behind it (p99 0.1-0.5 s at 200
+    requests/s once impressions close, as they do at any time after the first attribution
+    window)."""
+
+    def __init__(self, save: Callable[[], None]):
+        self._save = save
+        self._due = threading.Event()
+        self._stopping = False
+        self._thread = threading.Thread(target=self._run, name="equilibra-snapshot", daemon=True)
+        self._thread.start()
+
+    def request(self) -> None:
+        self._due.set()
+
+    def stop(self) -> None:
+        self._stopping = True
+        self._due.set()
+        self._thread.join(timeout=30)
+
+    def _run(self) -> None:
+        while True:
+            self._due.wait()
+            if self._stopping:
+                return
+            self._due.clear()
+            try:
+                self._save()
+            except Exception:  # a failed save is retried at the next request; serving goes on
+                log.exception("policy snapshot failed")
+
+
 class Engine:
     def __init__(self, settings: Settings, store: Store | None = None):
         self.settings = settings
@@ -124,7 +158,9 @@ class Engine:
         self.lock = threading.RLock()  # policy, ledger, clock
         self.ingest_lock = threading.Lock()  # one batch of events at a time
         self.started = time.time()
-        self._snapshot_at = 0.0  # monotonic time of the last snapshot
+        self._snapshot_at = 0.0  # monotonic time of the last snapshot (or its request)
+        self._snapshot_lock = threading.Lock()  # one save at a time, the newest state last
+        self._saver: SnapshotSaver | None = None  # started at the first periodic snapshot
         self._promoted = False  # the policy is an experiment's winner, not the configured one
         self.bus: FeedbackPublisher | None = None  # replicas: feedback_bus.FeedbackBus
         self.shown: ShownIndex | None = None  # replicas: who showed what (shown_index.py)
@@ -221,6 +257,17 @@ class Engine:
     # --- snapshots: a restart resumes the policy where it stopped --------------------------------
     def snapshot(self) -> None:
         """Save the policy's statistics with the clock they are up to date with."""
+        with self._snapshot_lock:
+            self._save_snapshot()
+
+    def _snapshot_soon(self) -> None:
+        """The periodic snapshot, off the request path (SnapshotSaver)."""
+        self._snapshot_at = time.monotonic()
+        if self._saver is None:
+            self._saver = SnapshotSaver(lambda: self.snapshot())  # as patched, if it is
+        self._saver.request()
+
+    def _save_snapshot(self) -> None:
         with self.lock:
             c = self.counters
             state = {
@@ -586,7 +633,7 @@ class Engine:
             self.counters.rewarded_slots += rewarded
             self.counters.closed_slots += len(outcomes)
             if time.monotonic() - self._snapshot_at >= SNAPSHOT_EVERY_S:
-                self.snapshot()
+                self._snapshot_soon()
 
     def _closed_and_learnt(self, closed: ClosedImpression) -> None:
         """A single server's impression closed and was learnt: its A/B test and the
@@ -892,6 +939,8 @@ class Engine:
         return uuid.uuid4().hex
 
     def close(self) -> None:
+        if self._saver is not None:
+            self._saver.stop()
         self.snapshot()
         if self.shown is not None:
             self.shown.close()
