@@ -13,7 +13,10 @@ from `benchmarks/loadgen.py` in another:
   recommend latency at concurrency 1, 16 and 64 (closed loop) and at 200 requests/s (open loop);
 - Equilibra only: the highest open-loop rate it sustains (500/s asked), events/s through batched
   `POST /v1/events`, latency around a model swap at 200 requests/s, and a soak of mixed reads
-  and writes at 200 requests/s with the server's memory sampled.
+  and writes at 200 requests/s with the server's memory sampled. The soak runs on a fresh server
+  with a short attribution window (`--soak-window`, 120 s): impressions then close and are
+  learnt from during the soak, as they do at any time after a shop's first window, and the
+  open impressions reach their bound (window × rate) early, so a plateau can be seen.
 
 Requests: k = 20 for users drawn from the shop (one in five a stranger), placement `home`.
 """
@@ -122,8 +125,10 @@ def wait_healthy(port: int, process: subprocess.Popen[bytes], timeout: float = 9
     raise RuntimeError(f"server on {port} not healthy in {timeout} s")
 
 
-def start(kind: str, work: Path, port: int) -> subprocess.Popen[bytes]:
+def start(kind: str, work: Path, port: int, window: float | None = None) -> subprocess.Popen[bytes]:
     env = {**os.environ, "OPENBLAS_NUM_THREADS": "1"}
+    if window is not None:
+        env["EQUILIBRA_ATTRIBUTION_WINDOW"] = f"{window:g}"
     if kind == "equilibra":
         env.update(
             EQUILIBRA_DB=f"sqlite:///{work / 'shop.db'}",
@@ -199,6 +204,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("docs/service"))
     parser.add_argument("--swap-rate", type=float, default=100.0)
     parser.add_argument("--soak-rate", type=float, default=200.0)
+    parser.add_argument("--soak-window", type=float, default=120.0)
     parser.add_argument("--only", action="append", choices=["equilibra", "ceiling", "implicit"])
     args = parser.parse_args()
     work = args.work_dir
@@ -209,13 +215,7 @@ def main() -> None:
         if args.only and kind not in args.only:
             continue
         if kind == "equilibra":  # the server writes into the store: start from the prepared one
-            pristine = work / "shop.pristine.db"
-            for stale in ("shop.db-wal", "shop.db-shm"):  # a WAL of the last run would corrupt it
-                (work / stale).unlink(missing_ok=True)
-            if pristine.exists():
-                shutil.copy(pristine, work / "shop.db")
-            else:
-                shutil.copy(work / "shop.db", pristine)
+            fresh_store(work)
         process = start(kind, work, port)
         system: dict[str, Any] = {"startup_s": round(wait_healthy(port, process), 1)}
         system["rss_after_start_mib"] = rss_mib(process.pid)
@@ -236,9 +236,14 @@ def main() -> None:
             system["events"]["events_per_second"] = round(system["events"]["per_second"] * 500, 0)
             system["swap"] = swap(port, recommend, raw, work, args.swap_rate)
             system["swap"]["rate"] = args.swap_rate
+            system["rss_at_end_mib"] = rss_mib(process.pid)
+            stop(process)
+            fresh_store(work)
+            process = start(kind, work, port, window=args.soak_window)
+            wait_healthy(port, process)
             system["soak"] = soak(port, mixed, raw, process.pid, args.soak_seconds, args.soak_rate)
-            system["soak"]["rate"] = args.soak_rate
-        system["rss_at_end_mib"] = rss_mib(process.pid)
+            system["soak"].update(rate=args.soak_rate, window_s=args.soak_window)
+        system.setdefault("rss_at_end_mib", rss_mib(process.pid))
         stop(process)
         results[kind] = system
         print(kind, json.dumps(system), file=sys.stderr)
@@ -289,6 +294,32 @@ def served_version(port: int) -> int | None:
         return json.loads(answer.read())["model_version"]  # type: ignore[no-any-return]
 
 
+def fresh_store(work: Path) -> None:
+    """The prepared store, as `prepare` left it (the server writes into its copy)."""
+    pristine = work / "shop.pristine.db"
+    for stale in ("shop.db-wal", "shop.db-shm"):  # a WAL of the last run would corrupt it
+        (work / stale).unlink(missing_ok=True)
+    if pristine.exists():
+        shutil.copy(pristine, work / "shop.db")
+    else:
+        shutil.copy(work / "shop.db", pristine)
+
+
+def by_path(raw: dict[str, Any], stream: Path, rate: float) -> dict[str, dict[str, Any]]:
+    """An open-loop run's summary per route: request i went out at i / rate and was the
+    stream's line i (modulo its length)."""
+    paths = [json.loads(line)["path"] for line in stream.read_text().splitlines()]
+    started = np.asarray(raw["started"])
+    index = np.round((started - started.min()) * rate).astype(int) % len(paths)
+    kinds = np.asarray(paths)[index]
+    out = {}
+    for path in sorted(set(paths)):
+        pick = kinds == path
+        out[path] = summary({key: np.asarray(raw[key])[pick].tolist()
+                             for key in ("started", "latency_ms", "status")})  # fmt: skip
+    return out
+
+
 def soak(
     port: int, mixed: Path, raw: Path, pid: int, seconds: float, rate: float
 ) -> dict[str, Any]:
@@ -307,7 +338,7 @@ def soak(
     result = load(port, mixed, raw, "open", seconds, rate=rate)
     done.set()
     sampler.join()
-    return {"load": summary(result), "rss_mib": samples}
+    return {"load": summary(result), "by_path": by_path(result, mixed, rate), "rss_mib": samples}
 
 
 def _row(name: str, s: dict[str, Any]) -> str:
@@ -375,12 +406,15 @@ def markdown(results: dict[str, Any], command: str) -> str:
                     s["load"],
                 )
             )
+            for path, part in s.get("by_path", {}).items():
+                lines.append(_row(f"… of which `{path}`", part))
             rss = [m for _, m in s["rss_mib"]]
             if rss:
                 lines += [
                     "",
                     f"Soak memory (RSS, MiB, every 10 s): first {rss[0]}, max {max(rss)}, "
-                    f"last {rss[-1]}.",
+                    f"last {rss[-1]}; at half time {rss[len(rss) // 2]}. The soak ran on a fresh "
+                    f"server with a {s.get('window_s', 1800):g} s attribution window.",
                 ]
         lines.append("")
     return "\n".join(lines) + "\n"

@@ -192,7 +192,7 @@ class ClosedImpression:
                 ]
                 for o in self.outcomes
             ],
-            "info": None if self.info is None else dict(self.info),
+            "info": None if self.info is None else _plain_info(self.info),
             "variant": self.variant,
             "kinds": dict(self.kinds),
         }
@@ -558,3 +558,9 @@ def _check_exposure(exposure: Sequence[float] | None) -> np.ndarray | None:
 
 def _text(value: object) -> str:
     return "" if value is None or (isinstance(value, float) and math.isnan(value)) else str(value)
+
+
+def _plain_info(info: Mapping[str, object]) -> dict[str, object]:
+    """A policy's note as JSON takes it: arrays (the prior strengths' predictions, kept as one
+    array per open impression for its memory) become lists."""
+    return {k: v.tolist() if isinstance(v, np.ndarray) else v for k, v in info.items()}
