@@ -126,9 +126,8 @@ def wait_healthy(port: int, process: subprocess.Popen[bytes], timeout: float = 9
 
 
 def start(kind: str, work: Path, port: int, window: float | None = None) -> subprocess.Popen[bytes]:
+    """`window`: Equilibra's attribution window in seconds (the service's default if None)."""
     env = {**os.environ, "OPENBLAS_NUM_THREADS": "1"}
-    if window is not None:
-        env["EQUILIBRA_ATTRIBUTION_WINDOW"] = f"{window:g}"
     if kind == "equilibra":
         env.update(
             EQUILIBRA_DB=f"sqlite:///{work / 'shop.db'}",
@@ -136,6 +135,8 @@ def start(kind: str, work: Path, port: int, window: float | None = None) -> subp
             EQUILIBRA_ADMIN_KEY=KEY,
             EQUILIBRA_POLICY="adaptive",
         )
+        if window is not None:
+            env["EQUILIBRA_ATTRIBUTION_WINDOW"] = f"{window:g}"
         command = [sys.executable, "-m", "equilibra.cli", "serve", "--port", str(port),
                    "--log-level", "warning"]  # fmt: skip
     elif kind == "ceiling":

@@ -476,7 +476,7 @@ def test_open_impressions_stay_out_of_the_cyclic_collectors_walk() -> None:
             info=slate.extras.get("controller"),
         )  # fmt: skip
     gc.collect()
-    gc.collect()  # a tuple of tuples is untracked one level per pass
+    gc.collect()  # a container of tuples (the challengers' shares) is untracked a pass later
 
     def tracked(value: object) -> list[object]:
         if isinstance(value, dict):

@@ -264,7 +264,8 @@ class Engine:
         """The periodic snapshot, off the request path (SnapshotSaver)."""
         self._snapshot_at = time.monotonic()
         if self._saver is None:
-            self._saver = SnapshotSaver(lambda: self.snapshot())  # as patched, if it is
+            # Late-bound: a test that replaces `snapshot` (to play a crash) stops these too.
+            self._saver = SnapshotSaver(lambda: self.snapshot())
         self._saver.request()
 
     def _save_snapshot(self) -> None:
