@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -267,6 +269,48 @@ def test_discounted_arm_forgets_old_rewards() -> None:
     assert rewards[0] == pytest.approx(0.9**10)
     assert counts[2] == 0 and rewards[2] == 0
     assert counts[1] == pytest.approx(sum(0.9**i for i in range(10)))
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(["home/known", "home/new", "pdp/known"]),
+            st.text(min_size=1, max_size=6),
+            st.floats(0, 1),
+            st.floats(0.01, 1),
+        ),
+        max_size=60,
+    ),
+    st.sampled_from([1.0, 0.97]),
+)
+def test_arm_stats_survive_their_saved_state_exactly(
+    updates: list[tuple[str, str, float, float]], discount: float
+) -> None:
+    stats = ArmStats(discount)
+    for segment, item, reward, exposure in updates:
+        stats.update(segment, item, reward, exposure)
+    state = json.loads(json.dumps(stats.state_dict()))  # as a snapshot stores it
+    restored = ArmStats.from_state(state)
+    assert restored.step == stats.step and len(restored) == len(stats)
+    for segment in ("home/known", "home/new", "pdp/known"):
+        items = [*sorted({item for s, item, _, _ in updates if s == segment}), "never"]
+        mine, theirs = stats.lookup(segment, items), restored.lookup(segment, items)
+        for a, b in zip(mine, theirs, strict=True):
+            assert a.tolist() == b.tolist()  # bit for bit
+    assert restored.state_dict() == state  # the slots' layout does not show
+
+
+def test_arm_stats_load_the_first_formats_per_arm_lists() -> None:
+    first_format = {
+        "discount": 1.0, "step": 3,
+        "keys": [["home/known", "a"], ["home/new", "b"], ["home/known", "c"]],
+        "reward": [1.0, 0.0, 0.5], "count": [2.0, 1.0, 1.0], "stamp": [1, 2, 3],
+    }  # fmt: skip
+    stats = ArmStats.from_state(first_format)
+    rewards, counts = stats.lookup("home/known", ["c", "a", "b"])
+    assert rewards.tolist() == [0.5, 1.0, 0.0] and counts.tolist() == [1.0, 2.0, 0.0]
+    assert stats.lookup("home/new", ["b"])[1].tolist() == [1.0]
 
 
 def test_linear_stats_match_the_direct_ridge_solution() -> None:

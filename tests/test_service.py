@@ -489,6 +489,30 @@ def test_the_periodic_snapshot_is_saved_off_the_request_path(tmp_path) -> None:
         assert engine.store.load_snapshot("policy") is not None
 
 
+def test_periodic_snapshots_are_spaced_by_how_long_they_hold_the_engine(tmp_path) -> None:
+    """The copy of the state is made under the engine's lock, a stall of every request; the
+    state grows with the arms learnt, so the saves space out to keep that stall a small share
+    of the time (a restart relearns the rest from the impression log)."""
+    import time
+
+    from equilibra.service.engine import SNAPSHOT_DUTY, SNAPSHOT_EVERY_S
+
+    settings = settings_for(tmp_path, attribution_window=60, policy="thompson")
+    with TestClient(create_app(settings, background=False)) as c:
+        engine = c.app.state.engine
+        engine.snapshot()
+        assert engine._snapshot_every == SNAPSHOT_EVERY_S  # a small state: the floor
+        state_dict = engine.policy.state_dict
+
+        def slow_copy() -> dict[str, object]:
+            time.sleep(0.1)
+            return state_dict()
+
+        engine.policy.state_dict = slow_copy  # type: ignore[method-assign]
+        engine.snapshot()
+        assert engine._snapshot_every >= SNAPSHOT_DUTY * 0.1 > SNAPSHOT_EVERY_S
+
+
 def test_replicas_sharing_a_store_reopen_and_resume_only_their_own(tmp_path) -> None:
     """With EQUILIBRA_REPLICA set, an impression belongs to the replica that served it: after a
     restart a replica reopens its own open impressions, not another's (which would then be

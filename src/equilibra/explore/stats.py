@@ -8,6 +8,7 @@ step of its last update and is brought up to date when read.
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Sequence
 from itertools import repeat
 
@@ -97,32 +98,52 @@ class ArmStats:
         return rewards, counts
 
     def state_dict(self) -> dict[str, object]:
-        n = self._size
-        slots = {
-            slot: (seg, item) for seg, items in self._slots.items() for item, slot in items.items()
-        }
-        keys = [slots[i] for i in range(n)]
-        return {
-            "discount": self.discount,
-            "step": self.step,
-            "keys": [[segment, item] for segment, item in keys],
-            "reward": self._reward[:n].tolist(),
-            "count": self._count[:n].tolist(),
-            "stamp": self._stamp[:n].tolist(),
-        }
+        """Per segment: its items, and their statistics as base64 of little-endian binary.
+        Saved every few seconds while serving, under the engine's lock: a list per arm and a
+        float's repr each (the first format) took 30-65 ms for 33 k arms, a stall of every
+        request every snapshot; this takes a few (lists of strings, one buffer per array)."""
+        segments: dict[str, dict[str, object]] = {}
+        for segment, items in self._slots.items():
+            slots = np.fromiter(items.values(), dtype=np.int64, count=len(items))
+            segments[segment] = {
+                "items": list(items),
+                "reward": _pack(self._reward[slots], "<f8"),
+                "count": _pack(self._count[slots], "<f8"),
+                "stamp": _pack(self._stamp[slots], "<i8"),
+            }
+        return {"discount": self.discount, "step": self.step, "segments": segments}
 
     @classmethod
     def from_state(cls, state: dict[str, object]) -> ArmStats:
         stats = cls(float(state["discount"]))  # type: ignore[arg-type]
         stats.step = int(state["step"])  # type: ignore[arg-type]
-        keys = state["keys"]
-        for segment, item in keys:  # type: ignore[attr-defined]
-            stats._slot((segment, item))
-        n = stats._size
-        stats._reward[:n] = state["reward"]
-        stats._count[:n] = state["count"]
-        stats._stamp[:n] = state["stamp"]
+        if "segments" not in state:  # the first format: one [segment, item] per arm
+            for segment, item in state["keys"]:  # type: ignore[attr-defined]
+                stats._slot((segment, item))
+            n = stats._size
+            stats._reward[:n] = state["reward"]
+            stats._count[:n] = state["count"]
+            stats._stamp[:n] = state["stamp"]
+            return stats
+        for segment, saved in dict(state["segments"]).items():  # type: ignore[call-overload]
+            slots = np.fromiter(
+                (stats._slot((segment, item)) for item in saved["items"]), dtype=np.int64
+            )
+            stats._reward[slots] = _unpack(saved["reward"], "<f8", len(slots))
+            stats._count[slots] = _unpack(saved["count"], "<f8", len(slots))
+            stats._stamp[slots] = _unpack(saved["stamp"], "<i8", len(slots))
         return stats
+
+
+def _pack(values: np.ndarray, dtype: str) -> str:
+    return base64.b64encode(np.ascontiguousarray(values, dtype=dtype).tobytes()).decode("ascii")
+
+
+def _unpack(text: str, dtype: str, size: int) -> np.ndarray:
+    values = np.frombuffer(base64.b64decode(text), dtype=dtype)
+    if len(values) != size:
+        raise ValueError(f"arm statistics: {len(values)} values for {size} items")
+    return values
 
 
 class LinearStats:

@@ -63,6 +63,10 @@ APPLY_WAIT_S = 10.0  # how long a change that waits for its turn in the fleet lo
 # What `ingest` reads of each event, in this order.
 _INGEST_COLUMNS = (C.event_id, C.user, C.item, C.event_type, C.timestamp, C.value, C.impression_id)
 SNAPSHOT_EVERY_S = 5.0  # at most this often (wall time) while impressions keep closing
+# The snapshot holds the engine's lock while it copies the state, which grows with the arms
+# learnt: saves are spaced so that this stall takes at most 1 / SNAPSHOT_DUTY of the time.
+# A restart relearns what closed after the last snapshot from the impression log.
+SNAPSHOT_DUTY = 200.0
 
 
 @dataclass
@@ -159,6 +163,7 @@ class Engine:
         self.ingest_lock = threading.Lock()  # one batch of events at a time
         self.started = time.time()
         self._snapshot_at = 0.0  # monotonic time of the last snapshot (or its request)
+        self._snapshot_every = SNAPSHOT_EVERY_S  # longer once the state takes long to copy
         self._snapshot_lock = threading.Lock()  # one save at a time, the newest state last
         self._saver: SnapshotSaver | None = None  # started at the first periodic snapshot
         self._promoted = False  # the policy is an experiment's winner, not the configured one
@@ -270,6 +275,7 @@ class Engine:
 
     def _save_snapshot(self) -> None:
         with self.lock:
+            locked_at = time.perf_counter()
             c = self.counters
             state = {
                 "spec": self.policy.spec,
@@ -285,6 +291,8 @@ class Engine:
                 "rules": [rule.to_json() for rule in self.rules.values()],
             }
             text = json.dumps(state, allow_nan=True)
+            stall = time.perf_counter() - locked_at
+        self._snapshot_every = max(SNAPSHOT_EVERY_S, SNAPSHOT_DUTY * stall)
         # The rewards this state has learned from are in the log before the state is saved.
         self.writer.flush()
         saved_at = time.time()
@@ -633,7 +641,7 @@ class Engine:
             self.counters.rewards += rewarded
             self.counters.rewarded_slots += rewarded
             self.counters.closed_slots += len(outcomes)
-            if time.monotonic() - self._snapshot_at >= SNAPSHOT_EVERY_S:
+            if time.monotonic() - self._snapshot_at >= self._snapshot_every:
                 self._snapshot_soon()
 
     def _closed_and_learnt(self, closed: ClosedImpression) -> None:
