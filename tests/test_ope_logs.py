@@ -13,7 +13,9 @@ from conftest import run_cli
 from equilibra.evaluate.bandit_logs import (
     evaluate_on_log,
     log_from_frame,
+    path_spreads,
     replay,
+    resampled,
     write_impressions,
 )
 from equilibra.evaluate.ope import estimate
@@ -138,6 +140,39 @@ def test_the_replay_never_looks_ahead():
     assert np.all(result.q_logged[100:200] == 0.0)
     assert result.q_logged[-1] > 0.3
     assert start_rate == 0.05  # the first batch ran on the policy's own prior rate
+
+
+def test_a_resampled_log_holds_whole_impressions_in_log_order():
+    log = log_from_frame(log_frame(impressions=60, slots=2), "test")
+    sample = resampled(log, np.random.default_rng(3))
+    assert len(sample) == len(log) and len(np.unique(sample.impression)) == 60
+    assert np.all(np.diff(sample.impression) >= 0)  # contiguous, in order
+    starts = np.flatnonzero(np.r_[True, sample.impression[1:] != sample.impression[:-1]])
+    drawn = [sample.describe(int(row)) for row in starts]
+    assert len(set(drawn)) < 60  # with replacement: some impressions twice, some not at all
+    for row in range(len(sample)):  # each row is a copy of one row of the log, candidates too
+        original = next(r for r in range(len(log)) if log.describe(r) == sample.describe(row))
+        assert sample.item[row] == log.item[original]
+        assert sample.reward[row] == log.reward[original]
+        assert list(sample.candidates(row).items) == list(log.candidates(original).items)
+
+
+def test_the_path_interval_holds_the_one_replays_and_widens_for_a_learning_policy():
+    """Thompson learns from the log, so which impressions a sample holds moves its path: the
+    spread over resampled replays is the spread of the whole procedure."""
+    frame = log_frame(impressions=300, slots=2, seed=1)
+    frame["reward"] = ((frame["item_id"] == "c") & (np.arange(len(frame)) % 3 > 0)).astype(float)
+    log = log_from_frame(frame, "test")
+    one = evaluate_on_log(log, "thompson", n_boot=100, seed=0).estimates
+    paths = evaluate_on_log(log, "thompson", n_boot=100, seed=0, paths=12).estimates
+    spreads = path_spreads(log, "thompson", 12, seed=0)
+    assert spreads["dr"] > 0 and spreads["snips"] > 0
+    for name in ("snips", "dr"):
+        assert paths[name].value == one[name].value
+        assert paths[name].low <= one[name].low and paths[name].high >= one[name].high
+        half = 1.959964 * spreads[name]
+        assert paths[name].low <= paths[name].value - half + 1e-12
+        assert paths[name].high >= paths[name].value + half - 1e-12
 
 
 def test_ope_reads_the_impression_log_from_a_store(tmp_path, tiny_shop):

@@ -9,6 +9,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
 
 from equilibra.data.training import TrainingData
 from equilibra.pipeline.train import fit_artifact
@@ -511,6 +514,21 @@ def test_periodic_snapshots_are_spaced_by_how_long_they_hold_the_engine(tmp_path
         engine.policy.state_dict = slow_copy  # type: ignore[method-assign]
         engine.snapshot()
         assert engine._snapshot_every >= SNAPSHOT_DUTY * 0.1 > SNAPSHOT_EVERY_S
+
+
+@hypothesis_settings(max_examples=60, deadline=None)
+@given(
+    st.recursive(
+        st.none() | st.booleans() | st.floats() | st.integers() | st.text(max_size=5),
+        lambda inner: st.lists(inner, max_size=12) | st.dictionaries(st.text(max_size=4), inner),
+        max_leaves=40,
+    ),
+    st.integers(1, 5),
+)
+def test_the_snapshot_text_written_in_pieces_is_what_one_dumps_writes(value, piece) -> None:
+    from equilibra.service.engine import dumps_in_pieces
+
+    assert dumps_in_pieces(value, piece) == json.dumps(value, allow_nan=True)
 
 
 def test_replicas_sharing_a_store_reopen_and_resume_only_their_own(tmp_path) -> None:

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -31,6 +31,8 @@ from equilibra.evaluate.ope import (
     OPEInputError,
     check_rounds,
     estimate,
+    importance_weights,
+    point_estimates,
     ratio_bootstrap,
 )
 from equilibra.explore.feedback import PINNED
@@ -484,8 +486,16 @@ def evaluate_on_log(
     n_boot: int = 1000,
     seed: int = 0,
     impressions_per_batch: int = 50,
+    paths: int = 0,
 ) -> PolicyEvaluation:
-    """`equilibra ope`: what policy `spec` would have earned per shown slot on this log."""
+    """`equilibra ope`: what policy `spec` would have earned per shown slot on this log.
+
+    `paths` ≥ 2: the intervals also hold the learning path. A policy that learns takes one
+    path through the log, and the bootstrap of that one replay's rounds cannot show how far
+    another sample of the same world would have moved it. With `paths`, the whole procedure
+    is bootstrapped as well: `paths` replays on logs resampled by impression (in time order,
+    each with its own random stream), and each interval is widened to at least the normal
+    interval of their spread (`paths` times the replay's time)."""
     logged = float(log.reward.mean())
     clusters = log.clusters
     impressions = len(np.unique(clusters))
@@ -510,4 +520,77 @@ def evaluate_on_log(
     except OPEInputError as error:
         row = 0 if error.row is None else error.row
         raise EquilibraError(f"{log.describe(row)}: {error}") from None
+    if paths >= 2:
+        spreads = path_spreads(log, spec, paths, seed, impressions_per_batch)
+        estimates = {
+            name: widened(found, Z95 * spreads[name]) if name in spreads else found
+            for name, found in estimates.items()
+        }
     return PolicyEvaluation(len(log), estimates, logged, policy.spec, impressions, log.skipped)
+
+
+Z95 = 1.959964  # the normal quantile of a two-sided 95 % interval
+
+
+def widened(found: Estimate, half_width: float) -> Estimate:
+    """The interval, each side at least `half_width` from the value."""
+    return Estimate(
+        found.value,
+        min(found.low, found.value - half_width),
+        max(found.high, found.value + half_width),
+    )
+
+
+def path_spreads(
+    log: BanditLog, spec: str, paths: int, seed: int, impressions_per_batch: int = 50
+) -> dict[str, float]:
+    """Standard deviation of each estimator's value over `paths` replays of `spec`, each on
+    the log resampled by impression and with its own random stream: the spread of the whole
+    procedure, learning path included."""
+    values: dict[str, list[float]] = {}
+    for path in range(paths):
+        rng = np.random.default_rng([seed, path])
+        sample = resampled(log, rng)
+        result = replay(
+            sample,
+            parse_policy(spec),
+            impressions_per_batch,
+            seed=int(rng.integers(2**31)),
+            fixed_base_rate="base_rate" in spec,
+        )
+        weight = importance_weights(result.target, sample.pscore)
+        found = point_estimates(sample.reward, weight, result.expected, result.q_logged)
+        for name, value in found.items():
+            values.setdefault(name, []).append(value)
+    return {name: float(np.std(v, ddof=1)) for name, v in values.items()}
+
+
+def resampled(log: BanditLog, rng: np.random.Generator) -> BanditLog:
+    """A bootstrap sample of the log's impressions, drawn with replacement and kept in log
+    order (a copy drawn twice appears twice in a row, as its own impression)."""
+    clusters = log.clusters
+    starts = np.flatnonzero(np.r_[True, clusters[1:] != clusters[:-1]])
+    ends = np.r_[starts[1:], len(log)]
+    drawn = np.sort(rng.integers(0, len(starts), len(starts)))
+    lengths = ends[drawn] - starts[drawn]
+    rows = np.repeat(starts[drawn], lengths) + (
+        np.arange(lengths.sum()) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+    )
+    impression = np.repeat(np.arange(len(drawn)), lengths)
+    original = log.candidates
+    describe = log.describe
+    return replace(
+        log,
+        reward=log.reward[rows],
+        position=log.position[rows],
+        action=log.action[rows],
+        pscore=log.pscore[rows],
+        segment=log.segment[rows],
+        item=log.item[rows],
+        candidates=lambda row: original(int(rows[row])),
+        candidate_key=log.candidate_key[rows],
+        exposure=None if log.exposure is None else log.exposure[rows],
+        impression=impression,
+        placement=None if log.placement is None else log.placement[rows],
+        describe=lambda row: describe(int(rows[row])),
+    )
