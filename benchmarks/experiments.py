@@ -3,6 +3,7 @@ fast a variant 10 % better is found.
 
     python benchmarks/experiments.py --data-dir ../shared/datasets [--aa-runs 200]
         [--requests 3000] [--ab-runs 200] [--ab-simulated 0] [--shop-users 0]
+        [--preview-runs 0] [--preview-paths 0] [--only preview]
         [--out docs/experiments]
 
 - **A/A in the simulator** (ml-100k world, stationary): two variants running the same policy
@@ -23,7 +24,8 @@ fast a variant 10 % better is found.
   on that log (SNIPS and DR, 95 % bootstrap intervals, as `POST /v1/experiments` does), and then
   run live on the same world for as many requests. Coverage: how often the live reward per shown
   slot lies within the preview's interval. `--only preview` runs this part alone and merges it
-  into the saved results.
+  into the saved results. `--preview-paths R` also reports the interval that holds the learning
+  path: R replays, each on the log resampled by impression (`evaluate_on_log`'s `paths`).
 """
 
 from __future__ import annotations
@@ -137,15 +139,23 @@ PREVIEWED = ("egreedy:0.05", "thompson", "greedy")
 LOGGING = "egreedy:0.2"
 
 
-def preview_run(task: tuple[str, int, int]) -> list[dict[str, Any]]:
+def preview_run(task: tuple[str, int, int, int]) -> list[dict[str, Any]]:
+    """`paths` ≥ 2: also the interval that holds the learning path (`evaluate_on_log`'s
+    `paths`), reported beside the one replay's, on the same estimate."""
     import tempfile
 
     from threadpoolctl import threadpool_limits
 
     from equilibra.data.datasets import load_real
-    from equilibra.evaluate.bandit_logs import evaluate_on_log, read_equilibra, write_impressions
+    from equilibra.evaluate.bandit_logs import (
+        Z95,
+        evaluate_on_log,
+        path_spreads,
+        read_equilibra,
+        write_impressions,
+    )
 
-    data_dir, seed, requests = task
+    data_dir, seed, requests, paths = task
     rows = []
     with threadpool_limits(1):
         events = load_real(Path(data_dir), "ml-100k").events
@@ -160,6 +170,7 @@ def preview_run(task: tuple[str, int, int]) -> list[dict[str, Any]]:
         sums = np.bincount(per_impression, weights=log.reward)
         for spec in PREVIEWED:
             preview = evaluate_on_log(log, spec, n_boot=200, seed=seed).as_dict()["estimates"]
+            spreads = path_spreads(log, spec, paths, seed) if paths >= 2 else {}
             live = simulator.run(parse_policy(spec), log_propensities=False).summary
             per_slot = live["reward"] / (requests * config.slate_size)
             row: dict[str, Any] = {"seed": seed, "policy": spec, "live": per_slot}
@@ -170,6 +181,17 @@ def preview_run(task: tuple[str, int, int]) -> list[dict[str, Any]]:
                 row[name] = {"value": value, "ci": [low, high], "prediction": wide,
                              "covered": bool(low <= per_slot <= high),
                              "predicted": bool(wide[0] <= per_slot <= wide[1])}  # fmt: skip
+                if name in spreads:
+                    half = Z95 * spreads[name]
+                    path_ci = [min(low, value - half), max(high, value + half)]
+                    path_wide = prediction_interval(
+                        value, path_ci, sums, config.slate_size, requests
+                    )
+                    row[name].update(
+                        path_sd=spreads[name], path_ci=path_ci, path_prediction=path_wide,
+                        path_covered=bool(path_ci[0] <= per_slot <= path_ci[1]),
+                        path_predicted=bool(path_wide[0] <= per_slot <= path_wide[1]),
+                    )  # fmt: skip
             rows.append(row)
     return rows
 
@@ -187,7 +209,24 @@ def coverage(rows: list[dict[str, Any]]) -> dict[str, Any]:
             "mean_abs_error": float(np.mean([abs(r[name]["value"] - r["live"]) for r in rows])),
             "mean_live": float(np.mean([r["live"] for r in rows])),
         }
+        if all("path_covered" in r[name] for r in rows):
+            by_policy = {
+                s: float(np.mean([r[name]["path_predicted"] for r in rows if r["policy"] == s]))
+                for s in PREVIEWED
+            }
+            out[name]["paths"] = {
+                "covered_share": float(np.mean([r[name]["path_covered"] for r in rows])),
+                "predicted_share": float(np.mean([r[name]["path_predicted"] for r in rows])),
+                "predicted_by_policy": by_policy,
+                "median_half_width": median_half_width(rows, name, "path_prediction"),
+            }
+        out[name]["median_half_width"] = median_half_width(rows, name, "prediction")
+    out["rows"] = rows
     return out
+
+
+def median_half_width(rows: list[dict[str, Any]], name: str, interval: str) -> float:
+    return float(np.median([(r[name][interval][1] - r[name][interval][0]) / 2 for r in rows]))
 
 
 def stream_run(seed: int, rate: float, lift: float, impressions: int) -> dict[str, Any]:
@@ -243,6 +282,7 @@ def main() -> None:
     parser.add_argument("--shop-users", type=int, default=0)
     parser.add_argument("--ab-requests", type=int, default=60_000)
     parser.add_argument("--preview-runs", type=int, default=0)
+    parser.add_argument("--preview-paths", type=int, default=0)
     parser.add_argument("--only", choices=["preview"])
     parser.add_argument("--processes", type=int, default=2)
     parser.add_argument("--out", type=Path, default=Path("docs/experiments"))
@@ -257,9 +297,11 @@ def main() -> None:
         run_tests(args, results)
     if args.preview_runs:
         with Pool(args.processes) as pool:
-            tasks = [(str(args.data_dir), 900 + s, args.requests) for s in range(args.preview_runs)]
+            tasks = [(str(args.data_dir), 900 + s, args.requests, args.preview_paths)
+                     for s in range(args.preview_runs)]  # fmt: skip
             rows = [row for run in pool.map(preview_run, tasks) for row in run]
-        results["preview"] = {**coverage(rows), "requests": args.requests, "logging": LOGGING}
+        results["preview"] = {**coverage(rows), "requests": args.requests, "logging": LOGGING,
+                              "paths": args.preview_paths}  # fmt: skip
         print("preview", results["preview"], file=sys.stderr)
     args.out.mkdir(parents=True, exist_ok=True)
     saved.write_text(json.dumps(results, indent=1))
@@ -380,6 +422,24 @@ def markdown(results: dict[str, Any]) -> str:
                 f"{share(e['predicted_share'])} | {by} | "
                 f"{e['mean_abs_error']:.4f} ({e['mean_live']:.4f}) |"
             )
+        if all("paths" in v[name] for name in ("snips", "dr")):
+            lines += [
+                "",
+                f"With the learning path in the interval (`--preview-paths {v['paths']}`: the"
+                " replay bootstrapped whole on logs resampled by impression):",
+                "",
+                "| estimator | within the confidence interval | within the prediction interval"
+                " | prediction interval, by policy | median half-width (one replay's) |",
+                "|---|---:|---:|---|---:|",
+            ]
+            for name in ("snips", "dr"):
+                e = v[name]["paths"]
+                by = ", ".join(f"{k} {share(x)}" for k, x in e["predicted_by_policy"].items())
+                lines.append(
+                    f"| {name.upper()} | {share(e['covered_share'])} | "
+                    f"{share(e['predicted_share'])} | {by} | {e['median_half_width']:.4f} "
+                    f"({v[name]['median_half_width']:.4f}) |"
+                )
     return "\n".join(lines) + "\n"
 
 

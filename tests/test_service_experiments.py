@@ -153,6 +153,7 @@ def test_the_preview_estimates_each_variant_on_the_log_before_launch(tmp_path: P
         body = client.post("/v1/experiments", json=TEST, headers=ADMIN).json()
         preview = body["preview"]
         assert preview["impressions"] >= 40
+        assert preview["paths"] == settings.preview_paths == 6  # intervals hold the path
         for variant in ("control", "treatment"):
             snips = preview[variant]["per_slot"]["snips"]
             low, high = snips["ci"]

@@ -209,22 +209,28 @@ class Experiments:
 
     # --- the preview ------------------------------------------------------------------------------
     def preview(
-        self, load: Callable[[], BanditLog], experiment: Experiment, default: Policy
+        self,
+        load: Callable[[], BanditLog],
+        experiment: Experiment,
+        default: Policy,
+        paths: int = 0,
     ) -> dict[str, Any]:
         """Each variant's value estimated off-policy on the recent impression log (`load`
         reads it), before any traffic: reward per shown slot and per impression, SNIPS and DR
-        with their 95 % bootstrap intervals. Only the policy is previewed: a variant's model
-        version and rules change the candidates the log holds, which no log can answer for."""
+        with their 95 % bootstrap intervals (`paths` ≥ 2: widened to hold the spread of that
+        many replays on resampled logs, the learning path's). Only the policy is previewed: a
+        variant's model version and rules change the candidates the log holds, which no log
+        can answer for."""
         try:
             logged = load()
         except EquilibraError as exc:
             return {"error": str(exc)}
         specs = [variant.policy or default.spec for variant in experiment.variants]
-        reports = estimates(logged, specs)  # the control and the service's variants: one run
+        reports = estimates(logged, specs, paths)  # the control and the variants: one run
         impressions, per_impression = np.unique(logged.clusters, return_inverse=True)
         slots = len(logged) / max(len(impressions), 1)
         sums = np.bincount(per_impression, weights=logged.reward)
-        out: dict[str, Any] = {"impressions": len(impressions)}
+        out: dict[str, Any] = {"impressions": len(impressions), "paths": paths}
         for variant in experiment.variants:
             spec = variant.policy or default.spec
             report = reports[spec]

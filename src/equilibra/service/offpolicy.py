@@ -30,12 +30,15 @@ def recent_log(engine: Engine, days: float) -> BanditLog:
     return log_from_frame(frame, "the impression log", lambda i: "row")
 
 
-def estimates(logged: BanditLog, specs: Iterable[str]) -> dict[str, dict[str, Any] | str]:
-    """Per distinct spec: `equilibra ope`'s report as a dict, or why it could not be made."""
+def estimates(
+    logged: BanditLog, specs: Iterable[str], paths: int = 0
+) -> dict[str, dict[str, Any] | str]:
+    """Per distinct spec: `equilibra ope`'s report as a dict, or why it could not be made.
+    `paths`: `evaluate_on_log`'s (intervals that hold the learning path)."""
     out: dict[str, dict[str, Any] | str] = {}
     for spec in dict.fromkeys(specs):
         try:
-            out[spec] = evaluate_on_log(logged, spec, n_boot=N_BOOT).as_dict()
+            out[spec] = evaluate_on_log(logged, spec, n_boot=N_BOOT, paths=paths).as_dict()
         except (EquilibraError, ValueError) as exc:
             out[spec] = str(exc)
     return out

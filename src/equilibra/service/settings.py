@@ -26,7 +26,9 @@ period=3600`, see `explore/budget.py`; default `checkout=0`), `EQUILIBRA_EXPLORE
 `EQUILIBRA_REPLICA` (this replica's stable name among several sharing one store: it owns the
 impressions it serves and, after a restart, reopens and relearns only those; unset: one server),
 `EQUILIBRA_REPLICA_TTL` (seconds without a heartbeat after which another replica adopts a named
-replica's open impressions, 30; see `service/adoption.py`).
+replica's open impressions, 30; see `service/adoption.py`), `EQUILIBRA_PREVIEW_PATHS` (an A/B
+test's preview: replays on the impression log resampled by impression, whose spread its
+intervals hold, 6; 0 = the one replay's bootstrap interval).
 """
 
 from __future__ import annotations
@@ -74,6 +76,9 @@ class Settings(BaseModel):
     retrain_events: int | None = Field(None, ge=1)
     retrain_seconds: float | None = Field(None, gt=0)
     replay_days: float = Field(7.0, ge=0)
+    # An A/B test's preview: replays on the impression log resampled by impression, whose
+    # spread its intervals hold (a learning policy's path; 0: the one replay's interval).
+    preview_paths: int = Field(6, ge=0, le=100)
     retention_days: float | None = Field(None, gt=0)
     diversity: float = Field(0.0, ge=0, le=1)
     rules: Path | None = None

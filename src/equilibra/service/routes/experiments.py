@@ -69,7 +69,10 @@ def start_experiment(body: ExperimentIn, request: Request) -> dict[str, Any]:
         with engine.lock:
             test = engine.experiments.prepare(experiment, engine.policy)
         preview = engine.experiments.preview(
-            lambda: recent_log(engine, PREVIEW_DAYS), experiment, engine.policy
+            lambda: recent_log(engine, PREVIEW_DAYS),
+            experiment,
+            engine.policy,
+            paths=engine.settings.preview_paths,
         )
         engine.start_experiment(test, preview)
     except ValueError as exc:
