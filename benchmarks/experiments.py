@@ -152,8 +152,10 @@ def preview_run(task: tuple[str, int, int, int]) -> list[dict[str, Any]]:
         evaluate_on_log,
         path_spreads,
         read_equilibra,
+        widened,
         write_impressions,
     )
+    from equilibra.evaluate.ope import Estimate
 
     data_dir, seed, requests, paths = task
     rows = []
@@ -182,8 +184,8 @@ def preview_run(task: tuple[str, int, int, int]) -> list[dict[str, Any]]:
                              "covered": bool(low <= per_slot <= high),
                              "predicted": bool(wide[0] <= per_slot <= wide[1])}  # fmt: skip
                 if name in spreads:
-                    half = Z95 * spreads[name]
-                    path_ci = [min(low, value - half), max(high, value + half)]
+                    path = widened(Estimate(value, low, high), Z95 * spreads[name])
+                    path_ci = [path.low, path.high]
                     path_wide = prediction_interval(
                         value, path_ci, sums, config.slate_size, requests
                     )
@@ -221,7 +223,6 @@ def coverage(rows: list[dict[str, Any]]) -> dict[str, Any]:
                 "median_half_width": median_half_width(rows, name, "path_prediction"),
             }
         out[name]["median_half_width"] = median_half_width(rows, name, "prediction")
-    out["rows"] = rows
     return out
 
 
